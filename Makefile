@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# rstorage: Rust storage drivers for Linux 7.3, as a kernel-tree overlay.
+#
+#   make run     build the release kernel and modules, boot a VM, load the
+#                drivers and move data through each one
+#   make check   build the debug kernel and modules, boot a VM, run the KUnit
+#                suites and selftests; ends with "N passed, N failed"
+#
+# Options: KDIR=<Linux 7.3 source tree> (default: Debian's linux-source-7.3,
+# fetched into build/), LLVM=1 (build with clang; adds KASAN to the debug
+# kernel), BUILD=<dir> (default: ./build).
+#
+# The modules themselves are ordinary out-of-tree modules (see Kbuild):
+#   make -C <kernel build dir> M=$(CURDIR) MO=<output dir> modules
+
+SHELL := /bin/bash
+BUILD ?= $(CURDIR)/build
+TOOLS := $(CURDIR)/tools/testing/rstorage
+KSRC := $(if $(KDIR),$(abspath $(KDIR)),$(BUILD)/src)
+LLVM_ARG := $(if $(filter 1,$(LLVM)),LLVM=1)
+ifeq ($(LLVM),1)
+KMAKE_LLVM := LLVM=-19
+endif
+
+.PHONY: all help deps source kernel-debug kernel-release modules-debug \
+	modules-release check run fmt clean distclean
+
+all: help
+
+help:
+	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
+
+deps:
+	@bash $(TOOLS)/deps.sh $(LLVM_ARG)
+
+source: deps
+ifeq ($(KDIR),)
+	@bash $(TOOLS)/fetch-kernel.sh $(KSRC)
+else
+	@test -f $(KSRC)/Makefile || { echo "error: KDIR=$(KDIR) is not a kernel source tree" >&2; exit 1; }
+endif
+
+kernel-%: source
+	@bash $(TOOLS)/build-kernel.sh $(CURDIR) $(KSRC) $(BUILD)/$* $* $(LLVM_ARG)
+
+modules-%: kernel-%
+	@echo "[modules:$*] building out of tree against $(BUILD)/$*"
+	@. $(TOOLS)/toolchain.sh && $(MAKE) -s -C $(BUILD)/$* M=$(CURDIR) \
+		MO=$(BUILD)/modules-$* "$${RSTORAGE_MAKE_FLAGS[@]}" $(KMAKE_LLVM) modules
+	@echo "[modules:$*] $$(wc -l < $(BUILD)/modules-$*/modules.order) module(s):" \
+		$$(sed 's|.*/||; s|\.o$$||' $(BUILD)/modules-$*/modules.order)
+
+check: modules-debug
+	@bash $(TOOLS)/check.sh $(BUILD)/debug $(BUILD)/modules-debug $(BUILD)/results
+
+run: modules-release
+	@bash $(TOOLS)/run.sh $(BUILD)/release $(BUILD)/modules-release $(BUILD)/results
+
+# rustfmt check of our Rust sources, with the kernel's rustfmt settings.
+fmt:
+	@rustfmt --check --edition 2021 --config-path $(KSRC)/.rustfmt.toml \
+		$$(git ls-files '*.rs')
+
+clean:
+	rm -rf $(BUILD)/modules-* $(BUILD)/results
+
+distclean:
+	rm -rf $(BUILD)

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Host side of `make check`: boot the debug kernel, run the selftests and
+# KUnit suites inside it, then prove that the harness itself can fail.
+#
+# Usage: check.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
+# Environment:
+#   RSTORAGE_INJECT=ktap-fail|missing-module|warn  inject a failure into the main run
+#   RSTORAGE_HARNESS=0                              skip the harness self-test boots
+#   RSTORAGE_TESTS="a.sh b.sh"                      run only these test programs
+set -uo pipefail
+
+project=$(cd "$(dirname "$0")/../../.." && pwd)
+obj=$(cd "$1" && pwd)
+moddir=$(cd "$2" && pwd)
+mkdir -p "$3"
+results=$(cd "$3" && pwd)
+here=$project/tools/testing/rstorage
+selftests=$project/tools/testing/selftests/drivers/rstorage
+say() { printf '[check] %s\n' "$*"; }
+extra=()
+
+# run_suite NAME INJECT [TEST...]: one VM boot running the given tests.
+run_suite() {
+	local name=$1 inject=$2
+	shift 2
+	rm -f "$results/$name".*
+	say "$name: booting $(cat "$obj/include/config/kernel.release") ${inject:+(injected: $inject)}"
+	python3 "$here/vm.py" --kernel "$obj" --log "$results/$name.console" \
+		--status "$results/$name.status" --rwdir "$results" --timeout 1200 -- \
+		env RSTORAGE_INJECT="$inject" bash "$selftests/run_tests.sh" \
+		"$moddir" "$results/$name.ktap" "$@" >/dev/null
+}
+
+# status_field NAME FIELD: a field of a run's vm.py status file.
+status_field() {
+	python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(len(v) if isinstance(v, list) else v)' \
+		"$results/$1.status" "$2"
+}
+
+# vm_results NAME: host-side results of a run (completion, clean kernel log).
+vm_results() {
+	local rc splats
+	rc=$(status_field "$1" rc)
+	splats=$(status_field "$1" splats)
+	if [ "$rc" = 124 ] || [ "$rc" = 255 ]; then
+		extra+=(--result "fail:$1/vm booted, ran the tests and powered off (exit $rc, see $results/$1.console)")
+	else
+		extra+=(--result "ok:$1/vm booted, ran the tests and powered off")
+	fi
+	if [ "$splats" = 0 ]; then
+		extra+=(--result "ok:$1/kernel log free of WARNING/BUG/lockdep/KASAN/hung-task splats")
+	else
+		extra+=(--result "fail:$1/kernel log free of WARNING/BUG/lockdep/KASAN/hung-task splats ($splats splat lines, see $results/$1.console)")
+	fi
+}
+
+# harness INJECT WHAT PATTERN TEST...: a run with an injected failure must
+# fail, and for the injected reason (PATTERN, found among the failed cases or
+# the kernel splat lines), not for any other.
+harness() {
+	local inject=$1 what=$2 pattern=$3
+	shift 3
+	run_suite "harness-$inject" "$inject" "$@"
+	local report
+	report=$(python3 "$here/ktap.py" "$results/harness-$inject.ktap";
+		python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["splats"]))' \
+			"$results/harness-$inject.status")
+	if grep -q "$pattern" <<<"$report" && ! grep -q '^0 passed, 0 failed' <<<"$report"; then
+		extra+=(--result "ok:harness/$what makes the run fail")
+	else
+		extra+=(--result "fail:harness/$what makes the run fail (not detected; see $results/harness-$inject.console)")
+	fi
+}
+
+# shellcheck disable=SC2086
+run_suite main "${RSTORAGE_INJECT:-}" ${RSTORAGE_TESTS:-}
+vm_results main
+
+if [ "${RSTORAGE_HARNESS:-1}" != 0 ]; then
+	harness ktap-fail "a failing KTAP case" 'FAIL .*injected failing case' modules.sh
+	harness missing-module "a missing module" 'FAIL .*load rstorage_missing' modules.sh
+	harness warn "a kernel WARNING" 'WARNING:.*rstorage_sample' modules.sh
+fi
+
+say "results in $results"
+python3 "$here/ktap.py" "$results/main.ktap" "${extra[@]}"

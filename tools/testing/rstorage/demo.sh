@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Guest side of `make run`: load each of our modules, move data through it,
+# unload it, and write a one-line summary per module to SUMMARY.
+#
+# Usage: demo.sh MODULE_DIR SUMMARY
+set -u
+moddir=$1
+summary=$2
+: >"$summary"
+cd /tmp
+fail=0
+
+# move_sample: 4 MiB through /dev/rstorage-sample, read back and compared.
+move_sample() {
+	python3 - <<'PY'
+import hashlib, os, time
+data = os.urandom(4 << 20)
+fd = os.open("/dev/rstorage-sample", os.O_RDWR)
+t = time.monotonic()
+for off in range(0, len(data), 1 << 16):
+    os.pwrite(fd, data[off:off + (1 << 16)], off)
+back = b"".join(os.pread(fd, 1 << 16, off) for off in range(0, len(data), 1 << 16))
+t = time.monotonic() - t
+os.close(fd)
+same = hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+print(f"4 MiB written and read back, {'identical' if same else 'MISMATCH'}, "
+      f"{2 * len(data) / t / 1e6:.0f} MB/s")
+raise SystemExit(0 if same else 1)
+PY
+}
+
+while read -r o; do
+	m=${o##*/}
+	m=${m%.o}
+	echo "[guest] $m: loading"
+	if ! insmod "$moddir/${o%.o}.ko"; then
+		echo "$m: FAILED to load" >>"$summary"
+		fail=1
+		continue
+	fi
+	if declare -F "move_${m#rstorage_}" >/dev/null; then
+		echo "[guest] $m: moving data"
+		if out=$("move_${m#rstorage_}"); then
+			echo "$m: $out" >>"$summary"
+		else
+			echo "$m: FAILED: $out" >>"$summary"
+			fail=1
+		fi
+	else
+		echo "$m: loaded (no data mover yet)" >>"$summary"
+	fi
+	rmmod "$m" || { echo "$m: FAILED to unload" >>"$summary"; fail=1; }
+done <"$moddir/modules.order"
+exit "$fail"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Host side of `make run`: boot the release kernel, load each of our modules
+# and move data through it (tools/testing/rstorage/demo.sh in the guest).
+#
+# Usage: run.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+obj=$(cd "$1" && pwd)
+moddir=$(cd "$2" && pwd)
+mkdir -p "$3"
+results=$(cd "$3" && pwd)
+
+echo "[run] booting $(cat "$obj/include/config/kernel.release") (release) in a VM; console log: $results/run.console"
+python3 "$here/vm.py" --kernel "$obj" --log "$results/run.console" --status "$results/run.status" \
+	--rwdir "$results" --timeout 1200 --show-output -- \
+	bash "$here/demo.sh" "$moddir" "$results/run.summary"
+rc=$?
+echo
+echo "=== rstorage: summary ==="
+cat "$results/run.summary" 2>/dev/null || echo "(no summary: the VM did not get that far)"
+[ "$rc" = 0 ] && echo "all modules loaded, moved data and unloaded cleanly" ||
+	echo "FAILED (exit status $rc); see $results/run.console"
+exit "$rc"

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Boot an rstorage kernel under QEMU and run one command in it as root.
+
+The guest sees the host's root file system (virtme-ng over 9p), so tools
+installed on the host (fio, vblade, targetcli, iscsiadm) and the project's
+build tree are usable inside. KVM is used when it can run a guest, TCG
+otherwise.
+
+Exit status: the command's own status; 124 if the timeout expired; 125 if
+the command succeeded but the kernel log shows a splat (WARNING, BUG, Oops,
+KASAN, lockdep, hung task, panic). The whole console log is kept in --log.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+# Lines that make a run fail even when the command succeeded.
+SPLAT = re.compile(
+    r"WARNING:|BUG:|Oops|general protection fault|KASAN:|UBSAN:"
+    r"|possible circular locking|possible recursive locking|inconsistent lock state"
+    r"|INFO: task .* blocked for more than|rcu: INFO: .* stall"
+    r"|Kernel panic|kernel BUG at|Call Trace:"
+)
+
+# A kernel console line (printk time stamp) or virtme-ng's own chatter.
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\]|^virtme|^fuse:")
+
+
+def kvm_usable():
+    """True when KVM can run a normal guest here.
+
+    A /dev/kvm without hardware virtualisation in the CPU flags (for example a
+    nested "kvm-pvm") hangs at boot, so both are required. RSTORAGE_KVM=0/1
+    overrides the guess.
+    """
+    if os.environ.get("RSTORAGE_KVM") in ("0", "1"):
+        return os.environ["RSTORAGE_KVM"] == "1"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    return re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M) is not None
+
+
+def scan(log_text):
+    return [l for l in log_text.splitlines() if SPLAT.search(l)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel", required=True, help="kernel build directory")
+    ap.add_argument("--log", required=True, help="file for the full console log")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds (default 900)")
+    ap.add_argument("--cpus", default="2")
+    ap.add_argument("--memory", default="2G")
+    ap.add_argument("--qemu-opts", default="", help="extra QEMU arguments")
+    ap.add_argument("--append", default="", help="extra kernel command line")
+    ap.add_argument("--rwdir", action="append", default=[], help="host directory the guest may write")
+    ap.add_argument("--show-output", action="store_true",
+                    help="echo the command's output (not the kernel's) while it runs")
+    ap.add_argument("--status", help="write the outcome as JSON to this file")
+    ap.add_argument("command", nargs=argparse.REMAINDER, help="-- command to run as root")
+    a = ap.parse_args()
+    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not cmd:
+        ap.error("no command given")
+
+    vng = ["vng", "--run", a.kernel, "--user", "root", "--verbose",
+           "--cpus", a.cpus, "--memory", a.memory, "--cwd", "/tmp",
+           "--exec", shlex.join(cmd)]
+    if not kvm_usable():
+        vng.append("--disable-kvm")
+    for d in a.rwdir:
+        vng.append(f"--rwdir={os.path.abspath(d)}")
+    if a.qemu_opts:
+        vng += ["--qemu-opts", a.qemu_opts]
+    append = ("panic_on_warn=0 oops=panic panic=-1 " + a.append).strip()
+    vng += ["--append", append]
+
+    start = time.time()
+    with open(a.log, "w") as log:
+        p = subprocess.Popen(vng, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, errors="replace",
+                             start_new_session=True)
+        timed_out = False
+        try:
+            for line in p.stdout:
+                log.write(line)
+                log.flush()
+                if a.show_output and not KERNEL_LINE.match(line):
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                if time.time() - start > a.timeout:
+                    timed_out = True
+                    break
+            rc = p.wait(timeout=max(1, a.timeout - (time.time() - start)))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        if timed_out:
+            os.killpg(p.pid, 9)
+            p.wait()
+            rc = 124
+            log.write(f"\n[vm] timeout after {a.timeout} s\n")
+    with open(a.log, errors="replace") as f:
+        splats = scan(f.read())
+    took = time.time() - start
+    if rc == 124:
+        print(f"[vm] TIMEOUT after {a.timeout} s (log: {a.log})", file=sys.stderr)
+    elif splats:
+        print(f"[vm] kernel splat in the log ({a.log}):", file=sys.stderr)
+        for l in splats[:10]:
+            print(f"[vm]   {l.strip()}", file=sys.stderr)
+        if rc == 0:
+            rc = 125
+    print(f"[vm] exit status {rc} after {took:.0f} s", file=sys.stderr)
+    if a.status:
+        with open(a.status, "w") as f:
+            json.dump({"rc": rc, "timeout": rc == 124, "splats": splats[:50],
+                       "seconds": round(took)}, f, indent=1)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()

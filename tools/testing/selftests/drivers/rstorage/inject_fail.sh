@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Deliberate failure, run only with RSTORAGE_INJECT=ktap-fail: proves that a
+# failing KTAP case fails `make check`.
+. "$(dirname "$0")/ktap_helpers.sh"
+ktap_header
+ktap_plan 1
+ktap_fail "injected failing case"
+ktap_finished

@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared helpers for the rstorage selftests (sourced).
+
+. "$(dirname "${BASH_SOURCE[0]}")/ktap_helpers.sh"
+
+# Our modules, in build order, from the out-of-tree build's modules.order,
+# plus a module that does not exist when RSTORAGE_INJECT=missing-module.
+rstorage_modules() {
+	sed -e 's|.*/||' -e 's|\.o$||' "$RSTORAGE_MODDIR/modules.order"
+	[ "${RSTORAGE_INJECT:-}" = missing-module ] && echo rstorage_missing
+	return 0
+}
+
+# rstorage_ko NAME: path of our module NAME.
+rstorage_ko() {
+	local p
+	p=$(grep -E "(^|/)$1\.o\$" "$RSTORAGE_MODDIR/modules.order" | head -n1)
+	echo "$RSTORAGE_MODDIR/${p%.o}.ko"
+}
+
+# rstorage_insmod NAME [PARAMS...]: load our module NAME.
+rstorage_insmod() {
+	local name=$1
+	shift
+	[ "$name" = rstorage_sample ] && [ "${RSTORAGE_INJECT:-}" = warn ] && set -- "$@" warn_on_load=1
+	insmod "$(rstorage_ko "$name")" "$@"
+}
+
+rstorage_loaded() { [ -d "/sys/module/$1" ]; }
