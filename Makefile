@@ -41,10 +41,10 @@ else
 	@test -f $(KSRC)/Makefile || { echo "error: KDIR=$(KDIR) is not a kernel source tree" >&2; exit 1; }
 endif
 
-kernel-%: source
+kernel-debug kernel-release: kernel-%: source
 	@bash $(TOOLS)/build-kernel.sh $(CURDIR) $(KSRC) $(BUILD)/$* $* $(LLVM_ARG)
 
-modules-%: kernel-%
+modules-debug modules-release: modules-%: kernel-%
 	@echo "[modules:$*] building out of tree against $(BUILD)/$*"
 	@. $(TOOLS)/toolchain.sh && $(MAKE) -s -C $(BUILD)/$* M=$(CURDIR) \
 		MO=$(BUILD)/modules-$* "$${RSTORAGE_MAKE_FLAGS[@]}" $(KMAKE_LLVM) modules
@@ -60,7 +60,7 @@ run: modules-release
 # rustfmt check of our Rust sources, with the kernel's rustfmt settings.
 fmt:
 	@rustfmt --check --edition 2021 --config-path $(KSRC)/.rustfmt.toml \
-		$$(git ls-files '*.rs')
+		$$(find rust samples drivers -name "*.rs" 2>/dev/null)
 
 clean:
 	rm -rf $(BUILD)/modules-* $(BUILD)/results

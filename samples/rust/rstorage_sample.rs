@@ -52,9 +52,7 @@ struct Store {
 
 impl Store {
     fn new() -> Self {
-        Self {
-            data: KVVec::new(),
-        }
+        Self { data: KVVec::new() }
     }
 
     /// Validates a file position for an access and returns it as an index.

@@ -74,6 +74,17 @@ harness() {
 	fi
 }
 
+# Coding style: rustfmt with the kernel's settings, on every Rust file of ours.
+ksrc=$(readlink -f "$obj/source")
+# shellcheck disable=SC2046
+if out=$(cd "$project" && rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" \
+	$(find rust samples drivers -name '*.rs' 2>/dev/null) 2>&1); then
+	extra+=(--result "ok:style/rustfmt --check")
+else
+	echo "$out" | head -n 20
+	extra+=(--result "fail:style/rustfmt --check")
+fi
+
 # shellcheck disable=SC2086
 run_suite main "${RSTORAGE_INJECT:-}" ${RSTORAGE_TESTS:-}
 vm_results main

@@ -31,6 +31,12 @@ raise SystemExit(0 if same else 1)
 PY
 }
 
+# move_batch_stress: the stress ran at load; report what it measured.
+move_batch_stress() {
+	dmesg | grep 'rstorage_batch_stress:' | tail -n 3 | sed 's/^\[[^]]*\] rstorage_batch_stress: //' |
+		tr '\n' ' '
+}
+
 while read -r o; do
 	m=${o##*/}
 	m=${m%.o}

@@ -8,7 +8,8 @@ ktap_header
 ktap_plan $((${#mods[@]} * 2))
 for m in "${mods[@]}"; do
 	ko=$(rstorage_ko "$m")
-	if [ -f "$ko" ] && rstorage_insmod "$m" && rstorage_loaded "$m"; then
+	# shellcheck disable=SC2046
+	if [ -f "$ko" ] && rstorage_insmod "$m" $(rstorage_quick_params "$m") && rstorage_loaded "$m"; then
 		ktap_pass "load $m"
 	else
 		ktap_info "$m: ${ko:-no such module in modules.order} did not load"
