@@ -27,3 +27,11 @@ rstorage_insmod() {
 }
 
 rstorage_loaded() { [ -d "/sys/module/$1" ]; }
+
+# rstorage_quick_params NAME: parameters for a quick load/unload of NAME
+# (modules that do their work at load time get a small amount of it).
+rstorage_quick_params() {
+	case "$1" in
+	rstorage_batch_stress) echo completions=500 ;;
+	esac
+}
