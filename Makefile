@@ -21,6 +21,8 @@ KSRC := $(if $(KDIR),$(abspath $(KDIR)),$(BUILD)/src)
 LLVM_ARG := $(if $(filter 1,$(LLVM)),LLVM=1)
 ifeq ($(LLVM),1)
 KMAKE_LLVM := LLVM=-19
+# clang builds live beside the GCC ones, so switching does not rebuild either.
+SUFFIX := -llvm
 endif
 
 .PHONY: all help deps source kernel-debug kernel-release modules-debug \
@@ -42,20 +44,20 @@ else
 endif
 
 kernel-debug kernel-release: kernel-%: source
-	@bash $(TOOLS)/build-kernel.sh $(CURDIR) $(KSRC) $(BUILD)/$* $* $(LLVM_ARG)
+	@bash $(TOOLS)/build-kernel.sh $(CURDIR) $(KSRC) $(BUILD)/$*$(SUFFIX) $* $(LLVM_ARG)
 
 modules-debug modules-release: modules-%: kernel-%
-	@echo "[modules:$*] building out of tree against $(BUILD)/$*"
-	@. $(TOOLS)/toolchain.sh && $(MAKE) -s -C $(BUILD)/$* M=$(CURDIR) \
-		MO=$(BUILD)/modules-$* "$${RSTORAGE_MAKE_FLAGS[@]}" $(KMAKE_LLVM) modules
-	@echo "[modules:$*] $$(wc -l < $(BUILD)/modules-$*/modules.order) module(s):" \
-		$$(sed 's|.*/||; s|\.o$$||' $(BUILD)/modules-$*/modules.order)
+	@echo "[modules:$*] building out of tree against $(BUILD)/$*$(SUFFIX)"
+	@. $(TOOLS)/toolchain.sh && $(MAKE) -s -C $(BUILD)/$*$(SUFFIX) M=$(CURDIR) \
+		MO=$(BUILD)/modules-$*$(SUFFIX) "$${RSTORAGE_MAKE_FLAGS[@]}" $(KMAKE_LLVM) modules
+	@echo "[modules:$*] $$(wc -l < $(BUILD)/modules-$*$(SUFFIX)/modules.order) module(s):" \
+		$$(sed 's|.*/||; s|\.o$$||' $(BUILD)/modules-$*$(SUFFIX)/modules.order)
 
 check: modules-debug
-	@bash $(TOOLS)/check.sh $(BUILD)/debug $(BUILD)/modules-debug $(BUILD)/results
+	@bash $(TOOLS)/check.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) $(BUILD)/results
 
 run: modules-release
-	@bash $(TOOLS)/run.sh $(BUILD)/release $(BUILD)/modules-release $(BUILD)/results
+	@bash $(TOOLS)/run.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) $(BUILD)/results
 
 # rustfmt check of our Rust sources, with the kernel's rustfmt settings.
 fmt:

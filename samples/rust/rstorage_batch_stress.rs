@@ -82,6 +82,10 @@ module! {
             default: false,
             description: "Fail unless the post-arm poll caught at least one completion",
         },
+        poll_idle_us: u32 {
+            default: 0,
+            description: "Busy-poll the ring, leaving polling after this long idle (0: notification mode)",
+        },
         report_missed: bool {
             default: false,
             description: "Let arm() report missed completions (false: rely on the post-arm poll)",
@@ -132,6 +136,8 @@ struct Shared {
     ring: SpinLockIrq<Ring>,
     batcher: Batcher,
     report_missed: bool,
+    /// Busy-poll the ring ([`Batcher::poll`]) instead of one pass per notification.
+    busy_poll: bool,
     arm_delay: Delta,
     per_producer: u32,
     burst: u32,
@@ -153,9 +159,14 @@ impl_has_work! {
 }
 
 impl Shared {
-    /// Raises the ring's notification: queue the consumer.
+    /// Raises the ring's notification: queue the consumer. In busy-polling
+    /// mode the ring first rejoins the polling set.
     fn notify(this: &Arc<Self>) {
         this.notifications.add(1, Relaxed);
+        if this.busy_poll && !this.batcher.join_polling(Instant::now()) {
+            // Already polling: the poller will find the completion.
+            return;
+        }
         // Already queued is fine: it has not started, so it will see the ring.
         let _ = this.wq.enqueue(this.clone());
     }
@@ -165,7 +176,12 @@ impl WorkItem for Shared {
     type Pointer = Arc<Shared>;
 
     fn run(this: Arc<Shared>) {
-        match this.batcher.run(&*this) {
+        let pass = if this.busy_poll {
+            this.batcher.poll(&*this, Instant::now())
+        } else {
+            this.batcher.run(&*this)
+        };
+        match pass {
             Pass::Reschedule | Pass::Polling => {
                 this.reschedules.add(1, Relaxed);
                 let _ = this.wq.enqueue(this.clone());
@@ -284,8 +300,9 @@ impl kernel::Module for BatchStress {
                 }),
                 batcher: Batcher::new(Config {
                     budget: module_parameters::budget.value() as usize,
-                    idle: Delta::from_secs(1),
+                    idle: Delta::from_micros(module_parameters::poll_idle_us.value().into()),
                 }),
+                busy_poll: module_parameters::poll_idle_us.value() > 0,
                 report_missed: module_parameters::report_missed.value(),
                 arm_delay: Delta::from_micros(module_parameters::arm_delay_us.value().into()),
                 per_producer,
@@ -337,12 +354,13 @@ impl kernel::Module for BatchStress {
         let left = shared.ring.lock().len;
         let st = shared.batcher.stats();
         pr_info!(
-            "{} producers on {} CPUs, budget {}, report_missed {}: {} of {} completions handled \
-             in {} ms, {} errors, {} left in the ring\n",
+            "{} producers on {} CPUs, budget {}, report_missed {}, busy_poll {}: {} of {} \
+             completions handled in {} ms, {} errors, {} left in the ring\n",
             nprod,
             ncpus,
             shared.batcher.budget(),
             shared.report_missed,
+            shared.busy_poll,
             handled,
             total,
             took.as_millis(),
@@ -363,6 +381,10 @@ impl kernel::Module for BatchStress {
         );
         if handled != total || errors != 0 || left != 0 || st.completions != handled {
             pr_err!("FAIL: completions lost, stranded or handled twice\n");
+            return Err(EIO);
+        }
+        if shared.busy_poll && (st.idle_drops == 0 || shared.batcher.is_polling()) {
+            pr_err!("FAIL: the idle ring never left the polling set\n");
             return Err(EIO);
         }
         if module_parameters::expect_post_arm.value() && st.post_arm == 0 {

@@ -36,7 +36,7 @@ python3 "$project/tools/testing/rstorage/overlay.py" "$project" "$ksrc"
 # Stop early, with the kernel's own explanation, when Rust is not usable.
 if ! out=$("${kmake[@]}" -s rustavailable 2>&1); then
 	echo "error: Rust support is not available for this kernel build:" >&2
-	echo "$out" >&2
+	grep -v '^make' <<<"$out" >&2
 	exit 1
 fi
 

@@ -62,12 +62,13 @@ vm_results() {
 harness() {
 	local inject=$1 what=$2 pattern=$3
 	shift 3
-	run_suite "harness-$inject" "$inject" "$@"
+	run_suite "harness-$inject" "$inject" "$@" 2>/dev/null
 	local report
 	report=$(python3 "$here/ktap.py" "$results/harness-$inject.ktap";
 		python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["splats"]))' \
 			"$results/harness-$inject.status")
 	if grep -q "$pattern" <<<"$report" && ! grep -q '^0 passed, 0 failed' <<<"$report"; then
+		say "harness-$inject: the run failed, as it must: $(grep -m1 "$pattern" <<<"$report" | cut -c1-100)"
 		extra+=(--result "ok:harness/$what makes the run fail")
 	else
 		extra+=(--result "fail:harness/$what makes the run fail (not detected; see $results/harness-$inject.console)")

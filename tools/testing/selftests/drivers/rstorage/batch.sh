@@ -12,6 +12,7 @@ runs=(
 	"budget 64, post-arm poll only:budget=64 report_missed=0"
 	"budget 8, arm reports missed events:budget=8 report_missed=1"
 	"budget 8, widened re-arm window, post-arm poll must catch:budget=8 arm_delay_us=20 expect_post_arm=1"
+	"budget 8, busy polling with 500 us idle drop:budget=8 poll_idle_us=500"
 )
 ktap_header
 ktap_plan "${#runs[@]}"
