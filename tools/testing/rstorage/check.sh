@@ -42,12 +42,17 @@ status_field() {
 # vm_results NAME: host-side results of a run (completion, clean kernel log).
 vm_results() {
 	local rc splats
+	if [ ! -f "$results/$1.status" ]; then
+		extra+=(--result "fail:$1/vm runner did not finish (see $results/$1.console)")
+		return
+	fi
 	rc=$(status_field "$1" rc)
 	splats=$(status_field "$1" splats)
-	if [ "$rc" = 124 ] || [ "$rc" = 255 ]; then
-		extra+=(--result "fail:$1/vm booted, ran the tests and powered off (exit $rc, see $results/$1.console)")
-	else
+	# The guest runner itself exits 0; 125 only adds a splat to that.
+	if [ "$rc" = 0 ] || [ "$rc" = 125 ]; then
 		extra+=(--result "ok:$1/vm booted, ran the tests and powered off")
+	else
+		extra+=(--result "fail:$1/vm booted, ran the tests and powered off (exit $rc, see $results/$1.console)")
 	fi
 	if [ "$splats" = 0 ]; then
 		extra+=(--result "ok:$1/kernel log free of WARNING/BUG/lockdep/KASAN/hung-task splats")

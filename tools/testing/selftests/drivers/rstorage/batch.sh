@@ -11,7 +11,7 @@ runs=(
 	"budget 1, post-arm poll only:budget=1 report_missed=0 completions=5000"
 	"budget 64, post-arm poll only:budget=64 report_missed=0"
 	"budget 8, arm reports missed events:budget=8 report_missed=1"
-	"budget 8, widened re-arm window, post-arm poll must catch:budget=8 arm_delay_us=20 expect_post_arm=1"
+	"budget 64, widened re-arm window, post-arm poll must catch:budget=64 arm_delay_us=20 expect_post_arm=1"
 	"budget 8, busy polling with 500 us idle drop:budget=8 poll_idle_us=500"
 )
 ktap_header
