@@ -31,7 +31,7 @@ endif
 all: help
 
 help:
-	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@bash $(TOOLS)/deps.sh $(LLVM_ARG)
