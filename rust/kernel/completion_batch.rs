@@ -266,10 +266,7 @@ impl Batcher {
         // Idle: leave the polling set, re-arm, and poll one final time.
         self.counters.idle_drops.add(1, Relaxed);
         self.clear(POLLING);
-        self.counters.rearms.add(1, Relaxed);
-        let missed = source.arm();
-        let caught = self.drain(source, self.budget);
-        self.counters.post_arm.add(caught as u64, Relaxed);
+        let (missed, caught) = self.rearm_then_poll(source, self.budget);
         if caught > 0 || missed {
             // Something raced with leaving: stay in the set.
             source.disarm();
@@ -294,14 +291,7 @@ impl Batcher {
 
             // Empty: re-arm, then poll once more for completions that arrived
             // between the empty poll and the re-arm.
-            self.counters.rearms.add(1, Relaxed);
-            let missed = source.arm();
-            let caught = if left > 0 {
-                self.drain(source, left)
-            } else {
-                0
-            };
-            self.counters.post_arm.add(caught as u64, Relaxed);
+            let (missed, caught) = self.rearm_then_poll(source, left);
             left -= caught;
             if caught == 0 {
                 if left == 0 && source.pending() {
@@ -325,6 +315,17 @@ impl Batcher {
             // More slipped in: keep draining with the notification off.
             source.disarm();
         }
+    }
+
+    /// Re-arms the notification, then polls for at most `max` completions
+    /// that arrived before the re-arm took effect. Returns what `arm`
+    /// reported and how many completions the post-arm poll handled.
+    fn rearm_then_poll<S: CompletionSource>(&self, source: &S, max: usize) -> (bool, usize) {
+        self.counters.rearms.add(1, Relaxed);
+        let missed = source.arm();
+        let caught = self.drain(source, max);
+        self.counters.post_arm.add(caught as u64, Relaxed);
+        (missed, caught)
     }
 
     /// Polls until the source is empty or `max` completions were handled;

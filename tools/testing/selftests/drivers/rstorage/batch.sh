@@ -28,8 +28,9 @@ for r in "${runs[@]}"; do
 		ok=0
 	fi
 	# The module's own report, from the kernel log after the mark.
-	dmesg | sed -n "\|$mark|,\$p" | grep 'rstorage_batch_stress:' | sed 's/^\[[^]]*\] */# /'
-	if [ "$ok" = 1 ] && dmesg | sed -n "\|$mark|,\$p" | grep -q 'PASS: every completion handled exactly once'; then
+	report=$(dmesg | sed -n "\|$mark|,\$p" | grep 'rstorage_batch_stress:')
+	sed 's/^\[[^]]*\] */# /' <<<"$report"
+	if [ "$ok" = 1 ] && grep -q 'PASS: every completion handled exactly once' <<<"$report"; then
 		ktap_pass "$name"
 	else
 		ktap_fail "$name"
