@@ -80,7 +80,7 @@ def main():
     for d in a.rwdir:
         vng.append(f"--rwdir={os.path.abspath(d)}")
     if a.qemu_opts:
-        vng += ["--qemu-opts", a.qemu_opts]
+        vng += ["--qemu-opts=" + a.qemu_opts]
     append = ("panic_on_warn=0 oops=panic panic=-1 " + a.append).strip()
     vng += ["--append", append]
 

@@ -1,0 +1,632 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! SCSI hosts (`struct Scsi_Host`) and their templates (`struct scsi_host_template`).
+//!
+//! C header: [`include/scsi/scsi_host.h`](srctree/include/scsi/scsi_host.h)
+
+use super::cmnd::{
+    Command,
+    OwnedCommand, //
+};
+use crate::{
+    bindings,
+    device,
+    error::{
+        from_result,
+        to_result, //
+    },
+    prelude::*,
+    sync::{
+        Arc,
+        ArcBorrow, //
+    },
+    types::ForeignOwnable,
+    ModuleMetadata, //
+};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
+
+/// The answer of an error-handling callback (`SUCCESS` or `FAILED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EhResult {
+    /// The command (or device) is dealt with; the driver no longer owns the command.
+    Success,
+    /// The step failed; the midlayer escalates to the next one.
+    Failed,
+}
+
+/// What the midlayer does with a command that timed out (`enum scsi_timeout_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutAction {
+    /// The driver completed the command meanwhile.
+    Done,
+    /// Give the command more time.
+    ResetTimer,
+    /// Start error handling: abort the command, then reset.
+    NotHandled,
+}
+
+/// A SCSI target (`struct scsi_target`), borrowed by target callbacks.
+pub struct Target {
+    channel: u32,
+    id: u32,
+}
+
+impl Target {
+    /// Returns the channel of the target.
+    pub fn channel(&self) -> u32 {
+        self.channel
+    }
+
+    /// Returns the target ID.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// The hardware-queue map of a host (`struct blk_mq_queue_map`), given to
+/// [`HostOps::map_queues`].
+pub struct QueueMap<'a> {
+    shost: NonNull<bindings::Scsi_Host>,
+    _p: PhantomData<&'a mut bindings::Scsi_Host>,
+}
+
+impl QueueMap<'_> {
+    fn map(&self) -> *mut bindings::blk_mq_queue_map {
+        // SAFETY: `shost` is valid while `map_queues` runs; the default map is the first.
+        unsafe { &raw mut (*self.shost.as_ptr()).tag_set.map[0] }
+    }
+
+    /// Returns the number of hardware queues to map.
+    pub fn nr_queues(&self) -> u32 {
+        // SAFETY: The map is valid.
+        unsafe { (*self.map()).nr_queues }
+    }
+
+    /// Spreads the hardware queues over the possible CPUs (`blk_mq_map_queues()`).
+    pub fn map_queues(&mut self) {
+        // SAFETY: The map is valid and being updated by its owner, the block layer, which calls
+        // us for that.
+        unsafe { bindings::blk_mq_map_queues(self.map()) }
+    }
+
+    /// Maps each hardware queue to the CPUs of the interrupt of `dev`'s vector
+    /// `offset + queue` (`blk_mq_map_hw_queues()`); for managed interrupt affinity.
+    pub fn map_hw_queues(&mut self, dev: &device::Device, offset: u32) {
+        // SAFETY: The map is valid; `dev` is a valid device.
+        unsafe { bindings::blk_mq_map_hw_queues(self.map(), dev.as_raw(), offset) }
+    }
+
+    /// Returns the hardware queue that CPU `cpu` maps to, `None` for an impossible CPU.
+    pub fn queue_for_cpu(&self, cpu: u32) -> Option<u32> {
+        if cpu >= crate::cpu::nr_cpu_ids() {
+            return None;
+        }
+        // SAFETY: `mq_map` has `nr_cpu_ids` entries once mapped.
+        Some(unsafe { *(*self.map()).mq_map.add(cpu as usize) })
+    }
+}
+
+/// Returns whether hardware queue `hwq` of `shost`'s default map serves an online CPU.
+pub(super) fn queue_has_online_cpu(shost: *mut bindings::Scsi_Host, hwq: u32) -> bool {
+    // SAFETY: `shost` is a valid host with mapped queues.
+    let map = unsafe { &raw const (*shost).tag_set.map[0] };
+    for cpu in 0..crate::cpu::nr_cpu_ids() {
+        // SAFETY: `mq_map` has `nr_cpu_ids` entries; `cpu_online()` reads a cpumask.
+        if unsafe { *(*map).mq_map.add(cpu as usize) == hwq && bindings::cpu_online(cpu) } {
+            return true;
+        }
+    }
+    false
+}
+
+/// The operations of a SCSI low-level driver: the callbacks of its `struct scsi_host_template`.
+#[vtable]
+pub trait HostOps: Sized + 'static {
+    /// The driver's data of a host, shared by all callbacks (`shost_priv()`).
+    type HostData: Send + Sync + 'static;
+
+    /// The driver's per-command private data (`scsi_cmd_priv()`), initialised with
+    /// [`Default`] when the midlayer allocates its commands.
+    type CmdPriv: Default + Send + Sync + 'static;
+
+    /// The name of the host adapter (`name`).
+    const NAME: &'static CStr;
+
+    /// The name of the driver under `/proc/scsi` (`proc_name`).
+    const PROC_NAME: &'static CStr;
+
+    /// Queues a command (`queuecommand`). Returning the command (`Err`) tells the midlayer that
+    /// the host is busy and the command must be retried later (`SCSI_MLQUEUE_HOST_BUSY`).
+    fn queuecommand(
+        host: ArcBorrow<'_, Self::HostData>,
+        cmd: OwnedCommand<Self::CmdPriv>,
+    ) -> Result<(), OwnedCommand<Self::CmdPriv>>;
+
+    /// Notifies the device of the commands queued on hardware queue `hwq` without
+    /// [`Command::is_last`] (`commit_rqs`).
+    fn commit_rqs(_host: ArcBorrow<'_, Self::HostData>, _hwq: u16) {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Maps CPUs to hardware queues (`map_queues`).
+    fn map_queues(_host: ArcBorrow<'_, Self::HostData>, _map: &mut QueueMap<'_>) {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Aborts a timed-out command (`eh_abort_handler`). Returning [`EhResult::Success`] gives
+    /// the command back to the midlayer: the driver and device must be done with it.
+    fn eh_abort_handler(
+        _host: ArcBorrow<'_, Self::HostData>,
+        _cmd: &Command<Self::CmdPriv>,
+    ) -> EhResult {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Resets the logical unit of `cmd` (`eh_device_reset_handler`).
+    fn eh_device_reset_handler(
+        _host: ArcBorrow<'_, Self::HostData>,
+        _cmd: &Command<Self::CmdPriv>,
+    ) -> EhResult {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Decides what happens to a command that timed out (`eh_timed_out`).
+    fn eh_timed_out(
+        _host: ArcBorrow<'_, Self::HostData>,
+        _cmd: &Command<Self::CmdPriv>,
+    ) -> TimeoutAction {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Called when the midlayer creates a target (`target_alloc`).
+    fn target_alloc(_host: ArcBorrow<'_, Self::HostData>, _target: &Target) -> Result {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Called when the midlayer destroys a target (`target_destroy`).
+    fn target_destroy(_host: ArcBorrow<'_, Self::HostData>, _target: &Target) {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// The host template of `T` in module `M`, built at compile time.
+struct Template<T, M>(PhantomData<(T, M)>);
+
+impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
+    const TEMPLATE: bindings::scsi_host_template = {
+        let mut t: bindings::scsi_host_template = pin_init::zeroed();
+        t.module = M::THIS_MODULE.as_ptr();
+        t.name = T::NAME.as_ptr().cast();
+        t.proc_name = T::PROC_NAME.as_ptr().cast();
+        t.this_id = -1;
+        t.cmd_size = core::mem::size_of::<T::CmdPriv>() as u32;
+        t.dma_boundary = u32::MAX as c_ulong;
+        t.queuecommand = Some(Self::queuecommand_callback);
+        t.init_cmd_priv = Some(Self::init_cmd_priv_callback);
+        t.exit_cmd_priv = Some(Self::exit_cmd_priv_callback);
+        t.change_queue_depth = Some(Self::change_queue_depth_callback);
+        if T::HAS_COMMIT_RQS {
+            t.commit_rqs = Some(Self::commit_rqs_callback);
+        }
+        if T::HAS_MAP_QUEUES {
+            t.map_queues = Some(Self::map_queues_callback);
+        }
+        if T::HAS_EH_ABORT_HANDLER {
+            t.eh_abort_handler = Some(Self::eh_abort_callback);
+        }
+        if T::HAS_EH_DEVICE_RESET_HANDLER {
+            t.eh_device_reset_handler = Some(Self::eh_device_reset_callback);
+        }
+        if T::HAS_EH_TIMED_OUT {
+            t.eh_timed_out = Some(Self::eh_timed_out_callback);
+        }
+        if T::HAS_TARGET_ALLOC {
+            t.target_alloc = Some(Self::target_alloc_callback);
+        }
+        if T::HAS_TARGET_DESTROY {
+            t.target_destroy = Some(Self::target_destroy_callback);
+        }
+        t
+    };
+
+    fn get() -> &'static bindings::scsi_host_template {
+        const {
+            assert!(
+                core::mem::align_of::<T::CmdPriv>() <= core::mem::align_of::<bindings::scsi_cmnd>()
+            )
+        };
+        &Self::TEMPLATE
+    }
+
+    /// Borrows the host data.
+    ///
+    /// # Safety
+    ///
+    /// `shost` must be a host allocated by [`Host::alloc`] with `T`, and the returned borrow must
+    /// end before the host data is taken back by [`Host`]'s drop.
+    unsafe fn data<'a>(shost: *mut bindings::Scsi_Host) -> Option<ArcBorrow<'a, T::HostData>> {
+        // SAFETY: `shost_priv()` of a host allocated by `Host::alloc` holds a pointer.
+        let ptr = unsafe { *bindings::shost_priv(shost).cast::<*mut c_void>() };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` came from `Arc::into_foreign` and is valid until taken back.
+        Some(unsafe { <Arc<T::HostData> as ForeignOwnable>::borrow(ptr) })
+    }
+
+    /// # Safety
+    ///
+    /// `cmd` must be a command of a host allocated with `T`.
+    unsafe fn host_of(cmd: *mut bindings::scsi_cmnd) -> *mut bindings::Scsi_Host {
+        // SAFETY: A valid command has a valid device with a valid host.
+        unsafe { (*(*cmd).device).host }
+    }
+
+    extern "C" fn queuecommand_callback(
+        shost: *mut bindings::Scsi_Host,
+        cmd: *mut bindings::scsi_cmnd,
+    ) -> bindings::scsi_qc_status {
+        // SAFETY: The midlayer calls this with a host of ours, which is not being freed.
+        let Some(data) = (unsafe { Self::data(shost) }) else {
+            return bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY;
+        };
+        // SAFETY: The midlayer hands `cmd` to the driver here; its private area holds a
+        // `T::CmdPriv` (initialised by `init_cmd_priv_callback`).
+        let cmd = unsafe { OwnedCommand::from_raw(cmd) };
+        match T::queuecommand(data, cmd) {
+            Ok(()) => 0,
+            Err(cmd) => {
+                // Ownership goes back to the midlayer, which retries the command.
+                let _ = cmd.into_raw();
+                bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY
+            }
+        }
+    }
+
+    extern "C" fn commit_rqs_callback(shost: *mut bindings::Scsi_Host, hwq: u16) {
+        // SAFETY: The midlayer calls this with a host of ours.
+        if let Some(data) = unsafe { Self::data(shost) } {
+            T::commit_rqs(data, hwq);
+        }
+    }
+
+    extern "C" fn map_queues_callback(shost: *mut bindings::Scsi_Host) {
+        // SAFETY: The midlayer calls this with a host of ours.
+        if let Some(data) = unsafe { Self::data(shost) } {
+            let mut map = QueueMap {
+                // SAFETY: `shost` is valid, hence not null.
+                shost: unsafe { NonNull::new_unchecked(shost) },
+                _p: PhantomData,
+            };
+            T::map_queues(data, &mut map);
+        }
+    }
+
+    extern "C" fn init_cmd_priv_callback(
+        _shost: *mut bindings::Scsi_Host,
+        cmd: *mut bindings::scsi_cmnd,
+    ) -> c_int {
+        // SAFETY: The private area of a new command of ours has room for a `T::CmdPriv`, aligned
+        // (checked in `get()`).
+        unsafe {
+            bindings::scsi_cmd_priv(cmd)
+                .cast::<T::CmdPriv>()
+                .write(T::CmdPriv::default())
+        };
+        0
+    }
+
+    extern "C" fn exit_cmd_priv_callback(
+        _shost: *mut bindings::Scsi_Host,
+        cmd: *mut bindings::scsi_cmnd,
+    ) -> c_int {
+        // SAFETY: The private area was initialised by `init_cmd_priv_callback` and the command
+        // is being freed.
+        unsafe { core::ptr::drop_in_place(bindings::scsi_cmd_priv(cmd).cast::<T::CmdPriv>()) };
+        0
+    }
+
+    extern "C" fn change_queue_depth_callback(
+        sdev: *mut bindings::scsi_device,
+        depth: c_int,
+    ) -> c_int {
+        // SAFETY: The midlayer calls this with a valid device of a valid host.
+        unsafe {
+            let max = (*(*sdev).host).cmd_per_lun as c_int;
+            bindings::scsi_change_queue_depth(sdev, depth.min(max))
+        }
+    }
+
+    fn eh_result(r: EhResult) -> c_int {
+        match r {
+            EhResult::Success => bindings::scsi_disposition_SUCCESS as c_int,
+            EhResult::Failed => bindings::scsi_disposition_FAILED as c_int,
+        }
+    }
+
+    extern "C" fn eh_abort_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
+        // SAFETY: The midlayer calls this with a valid command of ours.
+        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
+        match data {
+            Some(data) => Self::eh_result(T::eh_abort_handler(data, cmd)),
+            None => Self::eh_result(EhResult::Failed),
+        }
+    }
+
+    extern "C" fn eh_device_reset_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
+        // SAFETY: The midlayer calls this with a valid command of ours.
+        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
+        match data {
+            Some(data) => Self::eh_result(T::eh_device_reset_handler(data, cmd)),
+            None => Self::eh_result(EhResult::Failed),
+        }
+    }
+
+    extern "C" fn eh_timed_out_callback(
+        cmd: *mut bindings::scsi_cmnd,
+    ) -> bindings::scsi_timeout_action {
+        // SAFETY: The midlayer calls this with a valid command of ours.
+        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
+        let action = match data {
+            Some(data) => T::eh_timed_out(data, cmd),
+            None => TimeoutAction::ResetTimer,
+        };
+        match action {
+            TimeoutAction::Done => bindings::scsi_timeout_action_SCSI_EH_DONE,
+            TimeoutAction::ResetTimer => bindings::scsi_timeout_action_SCSI_EH_RESET_TIMER,
+            TimeoutAction::NotHandled => bindings::scsi_timeout_action_SCSI_EH_NOT_HANDLED,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `starget` must be a valid target of a host of ours.
+    unsafe fn target(starget: *mut bindings::scsi_target) -> (*mut bindings::Scsi_Host, Target) {
+        // SAFETY: A valid target is a child of its host's device.
+        unsafe {
+            let shost = bindings::dev_to_shost(&raw mut (*starget).dev);
+            let target = Target {
+                channel: (*starget).channel,
+                id: (*starget).id,
+            };
+            (shost, target)
+        }
+    }
+
+    extern "C" fn target_alloc_callback(starget: *mut bindings::scsi_target) -> c_int {
+        // SAFETY: The midlayer calls this with a valid target of ours.
+        let (shost, target) = unsafe { Self::target(starget) };
+        // SAFETY: `shost` is a host of ours.
+        let Some(data) = (unsafe { Self::data(shost) }) else {
+            return ENODEV.to_errno();
+        };
+        from_result(|| T::target_alloc(data, &target).map(|()| 0))
+    }
+
+    extern "C" fn target_destroy_callback(starget: *mut bindings::scsi_target) {
+        // SAFETY: The midlayer calls this with a valid target of ours.
+        let (shost, target) = unsafe { Self::target(starget) };
+        // SAFETY: `shost` is a host of ours.
+        if let Some(data) = unsafe { Self::data(shost) } {
+            T::target_destroy(data, &target);
+        }
+    }
+}
+
+/// The limits of a host, set before it is added.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Number of hardware (blk-mq) queues.
+    pub nr_hw_queues: u32,
+    /// Commands in flight per hardware queue.
+    pub can_queue: i32,
+    /// Default queue depth of a device.
+    pub cmd_per_lun: i16,
+    /// Scatter-gather entries per command.
+    pub sg_tablesize: u16,
+    /// Sectors per command.
+    pub max_sectors: u32,
+    /// Number of target IDs (one past the largest).
+    pub max_id: u32,
+    /// Number of LUNs (one past the largest).
+    pub max_lun: u64,
+    /// Largest channel number.
+    pub max_channel: u32,
+    /// Longest CDB.
+    pub max_cmd_len: u16,
+}
+
+/// A counted reference to a host (`scsi_host_get()`/`scsi_host_put()`), for scanning and
+/// hot-plug.
+///
+/// # Invariants
+///
+/// `self.0` is a valid host on which this object holds a reference.
+pub struct HostRef(NonNull<bindings::Scsi_Host>);
+
+// SAFETY: The functions used through a `HostRef` may be called from any thread.
+unsafe impl Send for HostRef {}
+// SAFETY: As above.
+unsafe impl Sync for HostRef {}
+
+impl HostRef {
+    fn as_raw(&self) -> *mut bindings::Scsi_Host {
+        self.0.as_ptr()
+    }
+
+    /// Returns the host number (the `N` of `hostN`).
+    pub fn host_no(&self) -> u32 {
+        // SAFETY: By the type invariant the host is valid.
+        unsafe { (*self.as_raw()).host_no }
+    }
+
+    /// Scans all targets of the host (`scsi_scan_host()`).
+    pub fn scan(&self) {
+        // SAFETY: By the type invariant the host is valid.
+        unsafe { bindings::scsi_scan_host(self.as_raw()) }
+    }
+
+    /// Scans all LUNs of a target (`scsi_scan_target()`).
+    pub fn scan_target(&self, channel: u32, id: u32) {
+        // SAFETY: By the type invariant the host is valid.
+        unsafe {
+            bindings::scsi_scan_target(
+                &raw mut (*self.as_raw()).shost_gendev,
+                channel,
+                id,
+                u64::MAX,
+                bindings::scsi_scan_mode_SCSI_SCAN_RESCAN,
+            )
+        }
+    }
+
+    /// Adds one LUN (`scsi_add_device()`).
+    pub fn add_device(&self, channel: u32, id: u32, lun: u64) -> Result {
+        // SAFETY: By the type invariant the host is valid.
+        to_result(unsafe { bindings::scsi_add_device(self.as_raw(), channel, id, lun) })
+    }
+
+    /// Removes one LUN if it exists (`scsi_device_lookup()`, `scsi_remove_device()`); returns
+    /// whether it existed.
+    pub fn remove_device(&self, channel: u32, id: u32, lun: u64) -> bool {
+        // SAFETY: By the type invariant the host is valid.
+        let sdev = unsafe { bindings::scsi_device_lookup(self.as_raw(), channel, id, lun) };
+        if sdev.is_null() {
+            return false;
+        }
+        // SAFETY: `sdev` is a valid device on which the lookup took a reference.
+        unsafe {
+            bindings::scsi_remove_device(sdev);
+            bindings::scsi_device_put(sdev);
+        }
+        true
+    }
+
+    /// Revalidates one LUN, e.g. after a capacity change (`scsi_rescan_device()`); returns
+    /// whether it exists.
+    pub fn rescan_device(&self, channel: u32, id: u32, lun: u64) -> bool {
+        // SAFETY: By the type invariant the host is valid.
+        let sdev = unsafe { bindings::scsi_device_lookup(self.as_raw(), channel, id, lun) };
+        if sdev.is_null() {
+            return false;
+        }
+        // SAFETY: `sdev` is a valid device on which the lookup took a reference.
+        unsafe {
+            bindings::scsi_rescan_device(sdev);
+            bindings::scsi_device_put(sdev);
+        }
+        true
+    }
+}
+
+impl Clone for HostRef {
+    fn clone(&self) -> Self {
+        // SAFETY: The host is valid and we hold a reference, so getting one more cannot fail
+        // for a host that is not being deleted; if it is, the reference is still counted.
+        unsafe { bindings::get_device(&raw mut (*self.as_raw()).shost_gendev) };
+        // INVARIANT: A reference was taken above.
+        Self(self.0)
+    }
+}
+
+impl Drop for HostRef {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold a reference.
+        unsafe { bindings::scsi_host_put(self.as_raw()) }
+    }
+}
+
+/// A host adapter owned by its low-level driver.
+///
+/// Dropping it removes the host (`scsi_remove_host()`) if it was added, drops the host data and
+/// puts the driver's reference (`scsi_host_put()`).
+///
+/// # Invariants
+///
+/// `shost` was allocated by `scsi_host_alloc()` with the template of `T`; its private area holds
+/// the pointer of an `Arc<T::HostData>` until drop.
+pub struct Host<T: HostOps> {
+    host: HostRef,
+    added: bool,
+    _p: PhantomData<T>,
+}
+
+impl<T: HostOps> Host<T> {
+    /// Allocates a host for the operations `T` of module `M` (`scsi_host_alloc()`).
+    pub fn alloc<M: ModuleMetadata>(data: Arc<T::HostData>, limits: &Limits) -> Result<Self> {
+        let template = Template::<T, M>::get();
+        // SAFETY: `template` is valid for the lifetime of the module, which outlives the host
+        // (the template's `module` pins the module while the host's devices are in use).
+        let shost = unsafe {
+            bindings::scsi_host_alloc(template, core::mem::size_of::<*mut c_void>() as c_int)
+        };
+        let shost = NonNull::new(shost).ok_or(ENOMEM)?;
+        // SAFETY: `shost` is a new host with a pointer-sized private area.
+        unsafe {
+            let s = shost.as_ptr();
+            *bindings::shost_priv(s).cast::<*mut c_void>() = data.into_foreign();
+            (*s).nr_hw_queues = limits.nr_hw_queues;
+            (*s).can_queue = limits.can_queue;
+            (*s).cmd_per_lun = limits.cmd_per_lun;
+            (*s).sg_tablesize = limits.sg_tablesize;
+            (*s).max_sectors = limits.max_sectors;
+            (*s).max_id = limits.max_id;
+            (*s).max_lun = limits.max_lun;
+            (*s).max_channel = limits.max_channel;
+            (*s).max_cmd_len = limits.max_cmd_len;
+        }
+        // INVARIANT: The host was allocated with `T`'s template and holds the data pointer.
+        Ok(Self {
+            host: HostRef(shost),
+            added: false,
+            _p: PhantomData,
+        })
+    }
+
+    /// Adds the host under `dev` (`scsi_add_host_with_dma()`); the host then accepts commands.
+    pub fn add(&mut self, dev: &device::Device<device::Bound>) -> Result {
+        // SAFETY: The host is valid; `dev` is a bound device, parent and DMA device of the host.
+        to_result(unsafe {
+            bindings::scsi_add_host_with_dma(self.host.as_raw(), dev.as_raw(), dev.as_raw())
+        })?;
+        self.added = true;
+        Ok(())
+    }
+
+    /// Returns a counted reference to the host, for work that may outlive a borrow of `self`.
+    pub fn get_ref(&self) -> HostRef {
+        self.host.clone()
+    }
+}
+
+impl<T: HostOps> core::ops::Deref for Host<T> {
+    type Target = HostRef;
+
+    fn deref(&self) -> &HostRef {
+        &self.host
+    }
+}
+
+impl<T: HostOps> Drop for Host<T> {
+    fn drop(&mut self) {
+        let shost = self.host.as_raw();
+        if self.added {
+            // SAFETY: The host was added; after this no new command reaches the driver.
+            unsafe { bindings::scsi_remove_host(shost) };
+        }
+        // SAFETY: By the type invariant the private area holds the pointer of an
+        // `Arc<T::HostData>`; it is cleared first so callbacks see no data from now on.
+        let data = unsafe {
+            let slot = bindings::shost_priv(shost).cast::<*mut c_void>();
+            core::mem::replace(&mut *slot, core::ptr::null_mut())
+        };
+        if !data.is_null() {
+            // SAFETY: `data` came from `Arc::into_foreign` in `alloc`.
+            drop(unsafe { <Arc<T::HostData> as ForeignOwnable>::from_foreign(data) });
+        }
+        // `self.host` puts the driver's reference.
+    }
+}
