@@ -43,11 +43,11 @@ use kernel::{
     },
     str::CString,
     sync::{
+        aref::ARef,
         atomic::{
             Atomic,
             Relaxed, //
         },
-        aref::ARef,
         Arc,
         ArcBorrow,
         Completion,
@@ -323,7 +323,10 @@ impl Completions {
     fn defer(this: &Arc<Self>, index: usize) {
         let bit = 1u64 << (index % 64);
         let mut old = this.resched.load(Relaxed);
-        while let Err(seen) = this.resched.cmpxchg(old, old | bit, kernel::sync::atomic::Full) {
+        while let Err(seen) = this
+            .resched
+            .cmpxchg(old, old | bit, kernel::sync::atomic::Full)
+        {
             old = seen;
         }
         // Queued already is fine: the pending run sees the bit.
@@ -568,11 +571,7 @@ impl HostOps for RVirtioScsiOps {
             }
             _ => hwq,
         } as usize;
-        let queue = if queue < comp.queues.len() {
-            queue
-        } else {
-            0
-        };
+        let queue = if queue < comp.queues.len() { queue } else { 0 };
 
         let tag = u64::from(cmd.unique_tag());
         let (id, lun) = (cmd.id(), cmd.lun());
@@ -727,7 +726,10 @@ impl Parts {
         };
         let mut bufs = KVec::with_capacity(EVENT_BUFS, GFP_KERNEL)?;
         for _ in 0..EVENT_BUFS {
-            bufs.push(KBox::new(EventBuf([0; wire::EVENT_SIZE]), GFP_KERNEL)?, GFP_KERNEL)?;
+            bufs.push(
+                KBox::new(EventBuf([0; wire::EVENT_SIZE]), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
         }
         let kick = {
             let mut vq = vqs.lock(VQ_EVENT);
@@ -900,12 +902,17 @@ impl RVirtioScsi {
         let _ = vdev.cwrite32(wire::config::SENSE_SIZE, wire::SENSE_SIZE as u32);
 
         let can_queue = vqs.vring_size(VQ_BASE);
-        let cmd_per_lun = vdev.cread32(wire::config::CMD_PER_LUN)?.max(1).min(can_queue);
+        let cmd_per_lun = vdev
+            .cread32(wire::config::CMD_PER_LUN)?
+            .max(1)
+            .min(can_queue);
         let limits = Limits {
             nr_hw_queues: num_queues as u32,
             can_queue: can_queue as i32,
             cmd_per_lun: cmd_per_lun.min(i16::MAX as u32) as i16,
-            sg_tablesize: vdev.cread32(wire::config::SEG_MAX)?.clamp(1, u16::MAX.into()) as u16,
+            sg_tablesize: vdev
+                .cread32(wire::config::SEG_MAX)?
+                .clamp(1, u16::MAX.into()) as u16,
             max_sectors: match vdev.cread32(wire::config::MAX_SECTORS)? {
                 0 => 0xffff,
                 n => n,

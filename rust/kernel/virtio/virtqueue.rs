@@ -140,7 +140,11 @@ impl<'a> SgList<'a> {
     ///
     /// `sgl` must be a valid, terminated scatterlist whose memory stays valid, and is not
     /// otherwise accessed when `writable`, for the borrow `'a`.
-    pub(crate) unsafe fn chain(&mut self, sgl: *mut bindings::scatterlist, writable: bool) -> Result {
+    pub(crate) unsafe fn chain(
+        &mut self,
+        sgl: *mut bindings::scatterlist,
+        writable: bool,
+    ) -> Result {
         if !writable {
             if self.readable != self.len {
                 return Err(EINVAL);
@@ -421,10 +425,7 @@ impl<H: Handler> Virtqueues<H> {
             };
             raw.push(vq, GFP_KERNEL).inspect_err(|_| del(&dev))?;
             let q = KBox::pin_init(
-                new_spinlock_irq!(
-                    Virtqueue { vq, token: None },
-                    "virtqueue"
-                ),
+                new_spinlock_irq!(Virtqueue { vq, token: None }, "virtqueue"),
                 GFP_KERNEL,
             )
             .inspect_err(|_| del(&dev))?;
