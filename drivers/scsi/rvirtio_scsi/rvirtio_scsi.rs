@@ -204,9 +204,14 @@ struct Completions {
     per_target: bool,
     queues: KVec<ReqQueue>,
     targets: KVec<TargetQueue>,
+    /// Requests per target and queue (`target * queues.len() + queue`).
+    hist: KVec<Atomic<u64>>,
     idle_picks: Atomic<u64>,
     stays: Atomic<u64>,
     resteers: Atomic<u64>,
+    /// Completions of steered requests on another queue than their target's: only after a
+    /// re-steer (CPU hot-unplug); otherwise the per-target property is broken.
+    violations: Atomic<u64>,
     tmfs: Atomic<u64>,
     events_handled: Atomic<u64>,
     /// Request queues whose drain was deferred to `resched_work` (bit per queue).
@@ -305,6 +310,10 @@ impl Completions {
         self.queues[queue].completed.add(1, Relaxed);
         if steered {
             if let Some(t) = self.targets.get(target as usize) {
+                // In flight, so the target's queue is this one unless it was re-steered.
+                if t.snapshot().1 != queue as u32 {
+                    self.violations.add(1, Relaxed);
+                }
                 t.release();
             }
         }
@@ -601,6 +610,9 @@ impl HostOps for RVirtioScsiOps {
         match res {
             Ok(kick) => {
                 q.submitted.add(1, Relaxed);
+                if let Some(h) = comp.hist.get(target as usize * comp.queues.len() + queue) {
+                    h.add(1, Relaxed);
+                }
                 if queue as u32 != hwq {
                     q.steered_in.add(1, Relaxed);
                 }
@@ -768,6 +780,7 @@ impl RVirtioScsi {
             c.stays.load(Relaxed),
             c.resteers.load(Relaxed)
         )?;
+        writeln!(f, "violations {}", c.violations.load(Relaxed))?;
         writeln!(
             f,
             "tmf: {} events: {}",
@@ -791,11 +804,18 @@ impl RVirtioScsi {
                 s.post_arm
             )?;
         }
+        let nq = c.queues.len();
         for (t, tq) in c.targets.iter().enumerate() {
-            let (inflight, queue) = tq.snapshot();
-            if inflight > 0 {
-                writeln!(f, "target {t}: inflight {inflight} queue {queue}")?;
+            let counts = &c.hist[t * nq..(t + 1) * nq];
+            if counts.iter().all(|h| h.load(Relaxed) == 0) {
+                continue;
             }
+            let (inflight, queue) = tq.snapshot();
+            write!(f, "target {t}: inflight {inflight} queue {queue} requests")?;
+            for h in counts {
+                write!(f, " {}", h.load(Relaxed))?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -832,6 +852,10 @@ impl RVirtioScsi {
         for _ in 0..ntargets {
             targets.push(TargetQueue::new(), GFP_KERNEL)?;
         }
+        let mut hist = KVec::with_capacity(ntargets * num_queues, GFP_KERNEL)?;
+        for _ in 0..ntargets * num_queues {
+            hist.push(Atomic::new(0), GFP_KERNEL)?;
+        }
         let pending = KVec::with_capacity(EVENT_BACKLOG, GFP_KERNEL)?;
         let wq = OwnedQueue::new(
             c"rvirtio_scsi",
@@ -843,9 +867,11 @@ impl RVirtioScsi {
                 per_target,
                 queues,
                 targets,
+                hist,
                 idle_picks: Atomic::new(0),
                 stays: Atomic::new(0),
                 resteers: Atomic::new(0),
+                violations: Atomic::new(0),
                 tmfs: Atomic::new(0),
                 events_handled: Atomic::new(0),
                 resched: Atomic::new(0),

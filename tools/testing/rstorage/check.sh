@@ -20,16 +20,25 @@ here=$project/tools/testing/rstorage
 selftests=$project/tools/testing/selftests/drivers/rstorage
 say() { printf '[check] %s\n' "$*"; }
 extra=()
+. "$here/vscsi.sh"
 
-# run_suite NAME INJECT [TEST...]: one VM boot running the given tests.
+# run_suite NAME INJECT [TEST...]: one VM boot running the given tests. The
+# main run gets 4 CPUs and the virtio-scsi disks (vscsi.sh); the C drivers the
+# tests replace are kept from autoloading, tests load what they need.
 run_suite() {
-	local name=$1 inject=$2
+	local name=$1 inject=$2 vm=() env=()
 	shift 2
 	rm -f "$results/$name".*
+	if [ "$name" = main ]; then
+		vscsi_setup "$results/vscsi"
+		vm=(--cpus 4 "--qemu-opts=$vscsi_qemu")
+		env=("${vscsi_env[@]}")
+	fi
 	say "$name: booting $(cat "$obj/include/config/kernel.release") ${inject:+(injected: $inject)}"
 	python3 "$here/vm.py" --kernel "$obj" --log "$results/$name.console" \
-		--status "$results/$name.status" --rwdir "$results" --timeout 1200 -- \
-		env RSTORAGE_INJECT="$inject" bash "$selftests/run_tests.sh" \
+		--status "$results/$name.status" --rwdir "$results" --timeout 1800 \
+		--append "modprobe.blacklist=virtio_scsi" "${vm[@]}" -- \
+		env RSTORAGE_INJECT="$inject" "${env[@]}" bash "$selftests/run_tests.sh" \
 		"$moddir" "$results/$name.ktap" "$@" >/dev/null
 }
 
