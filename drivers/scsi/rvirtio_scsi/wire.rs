@@ -56,7 +56,7 @@ pub(crate) const TMF_LOGICAL_UNIT_RESET: u32 = 5;
 pub(crate) const T_TRANSPORT_RESET: u32 = 1;
 pub(crate) const T_PARAM_CHANGE: u32 = 3;
 pub(crate) const T_EVENTS_MISSED: u32 = 0x8000_0000;
-pub(crate) const EVT_RESET_RESCAN: u32 = 0;
+pub(crate) const EVT_RESET_RESCAN: u32 = 1;
 pub(crate) const EVT_RESET_REMOVED: u32 = 2;
 
 /// SAM status `RESERVATION CONFLICT`.

@@ -31,8 +31,8 @@ run_suite() {
 	rm -f "$results/$name".*
 	if [ "$name" = main ]; then
 		vscsi_setup "$results/vscsi"
-		vm=(--cpus 4 "--qemu-opts=$vscsi_qemu")
-		env=("${vscsi_env[@]}")
+		vm=(--cpus 4 "--qemu-opts=$vscsi_qemu" --qmp-dir "$results/qmp")
+		env=("${vscsi_env[@]}" RSTORAGE_QMP_DIR="$results/qmp")
 	fi
 	say "$name: booting $(cat "$obj/include/config/kernel.release") ${inject:+(injected: $inject)}"
 	python3 "$here/vm.py" --kernel "$obj" --log "$results/$name.console" \

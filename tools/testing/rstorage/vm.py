@@ -17,8 +17,11 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 # Lines that make a run fail even when the command succeeded.
@@ -53,6 +56,54 @@ def scan(log_text):
     return [l for l in log_text.splitlines() if SPLAT.search(l)]
 
 
+class QmpBridge(threading.Thread):
+    """Lets the guest drive QEMU's monitor (QMP), for hot-plug tests.
+
+    The guest writes a QMP command as JSON to DIR/NAME.req; the bridge runs it
+    and writes QEMU's answer to DIR/NAME.resp (QMP events are skipped)."""
+
+    def __init__(self, sock, qdir):
+        super().__init__(daemon=True)
+        self.sock_path, self.qdir = sock, qdir
+
+    def run(self):
+        for _ in range(600):
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(self.sock_path)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            return
+        f = s.makefile("rw")
+        f.readline()  # greeting
+        self.call(f, {"execute": "qmp_capabilities"})
+        while True:
+            for name in sorted(os.listdir(self.qdir)):
+                if not name.endswith(".req"):
+                    continue
+                path = os.path.join(self.qdir, name)
+                with open(path) as r:
+                    req = json.load(r)
+                os.unlink(path)
+                resp = self.call(f, req)
+                tmp = path[:-4] + ".tmp"
+                with open(tmp, "w") as w:
+                    json.dump(resp, w)
+                os.rename(tmp, path[:-4] + ".resp")
+            time.sleep(0.2)
+
+    @staticmethod
+    def call(f, req):
+        f.write(json.dumps(req) + "\n")
+        f.flush()
+        while True:
+            msg = json.loads(f.readline())
+            if "event" not in msg:
+                return msg
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernel", required=True, help="kernel build directory")
@@ -66,6 +117,8 @@ def main():
     ap.add_argument("--show-output", action="store_true",
                     help="echo the command's output (not the kernel's) while it runs")
     ap.add_argument("--status", help="write the outcome as JSON to this file")
+    ap.add_argument("--qmp-dir", help="directory (inside an --rwdir) through which the guest "
+                    "sends QMP commands (see QmpBridge)")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- command to run as root")
     a = ap.parse_args()
     cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
@@ -79,8 +132,16 @@ def main():
         vng.append("--disable-kvm")
     for d in a.rwdir:
         vng.append(f"--rwdir={os.path.abspath(d)}")
-    if a.qemu_opts:
-        vng += ["--qemu-opts=" + a.qemu_opts]
+    qemu_opts = a.qemu_opts
+    if a.qmp_dir:
+        os.makedirs(a.qmp_dir, exist_ok=True)
+        for n in os.listdir(a.qmp_dir):
+            os.unlink(os.path.join(a.qmp_dir, n))
+        sock = os.path.join(tempfile.mkdtemp(prefix="rstorage-qmp-"), "qmp.sock")
+        qemu_opts = f"{qemu_opts} -qmp unix:{sock},server=on,wait=off".strip()
+        QmpBridge(sock, a.qmp_dir).start()
+    if qemu_opts:
+        vng += ["--qemu-opts=" + qemu_opts]
     append = ("panic_on_warn=0 oops=panic panic=-1 " + a.append).strip()
     vng += ["--append", append]
 

@@ -9,6 +9,7 @@
 #                scsi4q: 4 request queues, target 0, and target 1 whose image
 #                        fails every read of sector 4096 (QEMU blkdebug,
 #                        model "ERRDISK")
+#                and a spare drive "hp" for hot-plug through QMP
 #   vscsi_env    environment for the guest test (RSTORAGE_VSCSI_*)
 vscsi_setup() {
 	local dir=$1 i opts=()
@@ -30,6 +31,9 @@ vscsi_setup() {
 	printf '[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "4096"\n' >"$dir/blkdebug.conf"
 	opts+=(-drive "file=blkdebug:$dir/blkdebug.conf:$dir/err.img,if=none,id=err,format=raw,cache=none"
 		-device "scsi-hd,drive=err,bus=scsi4q.0,scsi-id=1,lun=0,product=ERRDISK")
+	# A drive for hot-plug tests: attached at run time (QMP device_add).
+	truncate -s 64M "$dir/hp.img"
+	opts+=(-drive "file=$dir/hp.img,if=none,id=hp,format=raw,cache=none,file.locking=off")
 	vscsi_qemu="${opts[*]}"
 	vscsi_env=(RSTORAGE_VSCSI_DISKS=11 "RSTORAGE_VSCSI_QUEUES=1 2 4" RSTORAGE_VSCSI_ERR_SECTOR=4096)
 }

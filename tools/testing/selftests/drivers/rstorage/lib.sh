@@ -35,3 +35,23 @@ rstorage_quick_params() {
 	rstorage_batch_stress) echo completions=500 ;;
 	esac
 }
+
+# rstorage_qmp JSON: runs a QMP command in the QEMU that runs this guest (the
+# host's vm.py --qmp-dir bridge, given to tests as RSTORAGE_QMP_DIR) and
+# prints QEMU's answer. Fails without a bridge or after 30 s.
+rstorage_qmp() {
+	local dir=${RSTORAGE_QMP_DIR:-} name i
+	[ -n "$dir" ] && [ -d "$dir" ] || return 1
+	name=$dir/req$$-$RANDOM
+	printf '%s\n' "$1" >"$name.tmp" && mv "$name.tmp" "$name.req" || return 1
+	for i in $(seq 150); do
+		if [ -f "$name.resp" ]; then
+			cat "$name.resp"
+			rm -f "$name.resp"
+			return 0
+		fi
+		sleep 0.2
+	done
+	rm -f "$name.req"
+	return 1
+}

@@ -13,7 +13,7 @@ queues_expected=${RSTORAGE_VSCSI_QUEUES:-1 2 4}
 err_sector=${RSTORAGE_VSCSI_ERR_SECTOR:-4096}
 
 ktap_header
-ktap_plan 17
+ktap_plan 21
 
 check() { # NAME COMMAND...: one case from a command's status.
 	local name=$1
@@ -58,8 +58,11 @@ wait_disks() {
 	return 1
 }
 
-load() { # STEERING
-	rstorage_insmod rvirtio_scsi "steering=$1" && wait_disks rvirtio_scsi $((disks_expected + 1))
+# load STEERING: timeouts go to error handling (abort, LUN reset), for the
+# timeout case below; without I/O timeouts this changes nothing.
+load() {
+	rstorage_insmod rvirtio_scsi "steering=$1" timeout_abort=1 &&
+		wait_disks rvirtio_scsi $((disks_expected + 1))
 }
 
 # unload: udev may still hold a disk open (it probes disks after writes), retry.
@@ -157,7 +160,40 @@ ktap_info "idle targets: target 1 (CPU $cpu_q0) queues $a0/$a1, target 2 (CPU $c
 check "idle targets spread over queues by CPU" \
 	test $((a0 * 10)) -ge $((9 * (a0 + a1))) -a $((b1 * 10)) -ge $((9 * (b0 + b1)))
 
-# 9: CPUs go offline and online during verified I/O.
+# 9-10: hot-plug and hot-unplug of a disk through QEMU's monitor.
+hp_dev() { ls "/sys/class/scsi_disk/$two:0:9:0/device/block" 2>/dev/null; }
+hotplug_add() {
+	local i d r
+	r=$(rstorage_qmp '{"execute": "device_add", "arguments": {"driver": "scsi-hd",
+		"id": "hpdisk", "drive": "hp", "bus": "scsi2q.0", "scsi-id": 9, "lun": 0}}')
+	grep -q '"return"' <<<"$r" || { ktap_info "device_add: ${r:-no answer}"; return 1; }
+	for i in $(seq 60); do
+		d=$(hp_dev)
+		[ -n "$d" ] && break
+		sleep 0.5
+	done
+	[ -n "$d" ] || return 1
+	ktap_info "hot-plugged disk: $d ($two:0:9:0)"
+	fio --name=hp --filename="/dev/$d" --ioengine=libaio --direct=1 --iodepth=8 \
+		--rw=randwrite --bs=4k --size=4m --verify=crc32c --do_verify=1 --verify_fatal=1 \
+		>/dev/null 2>&1
+}
+hotplug_del() {
+	local i r
+	udevadm settle 2>/dev/null
+	r=$(rstorage_qmp '{"execute": "device_del", "arguments": {"id": "hpdisk"}}')
+	grep -q '"return"' <<<"$r" || { ktap_info "device_del: ${r:-no answer}"; return 1; }
+	for i in $(seq 60); do
+		[ -z "$(hp_dev)" ] && [ ! -e "/sys/class/scsi_disk/$two:0:9:0" ] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+check "hot-plug (QMP device_add): the disk appears and passes fio verify" hotplug_add
+check "hot-unplug (QMP device_del): the disk disappears" hotplug_del
+grep '^tmf' "$stats" | sed 's/^/# /'
+
+# 11: CPUs go offline and online during verified I/O.
 hotplug() {
 	local i c
 	for i in 1 2 3; do
@@ -180,7 +216,7 @@ hotplug_io() {
 }
 check "CPUs offlined and onlined during fio verify" hotplug_io
 
-# 10-11: an injected medium error reaches the application as EIO, without a hang.
+# 12-13: an injected medium error reaches the application as EIO, without a hang.
 err=$(disks_of rvirtio_scsi err)
 out=$(timeout 120 dd if="/dev/$err" of=/dev/null bs=512 skip="$err_sector" count=1 iflag=direct 2>&1)
 rc=$?
@@ -189,7 +225,35 @@ check "read of the failing sector fails with EIO" grep -q "Input/output error" <
 check "read of another sector of that disk succeeds" \
 	timeout 60 dd if="/dev/$err" of=/dev/null bs=512 skip=0 count=8 iflag=direct status=none
 
-# 12-13: unload and reload, idle, then right after I/O; then the mq policy.
+# 14-15: a command that times out goes through abort (task management on the
+# control queue): QEMU holds the disk's next read (blkdebug breakpoint) until
+# the abort is under way, then lets it go; nothing hangs, the disk still works.
+hmp() {
+	rstorage_qmp "{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"$1\"}}"
+}
+timeout_abort() {
+	local before after pid rc
+	before=$(awk '/^tmf/ {print $2}' "$(stats_of "$err")")
+	echo 4 >"/sys/block/$err/device/timeout"
+	hmp 'qemu-io err \"break read_aio held\"' >/dev/null || return 1
+	dd if="/dev/$err" of=/dev/null bs=4k skip=16 count=1 iflag=direct status=none &
+	pid=$!
+	sleep 10
+	after=$(awk '/^tmf/ {print $2}' "$(stats_of "$err")")
+	hmp 'qemu-io err \"resume held\"' >/dev/null
+	timeout 60 tail --pid="$pid" -f /dev/null
+	wait "$pid"
+	rc=$?
+	echo 30 >"/sys/block/$err/device/timeout"
+	ktap_info "task management functions: $before before, $after after the timeout; dd exit $rc"
+	dmesg | grep -E "rvirtio_scsi: (abort|LUN reset)" | tail -n 3 | sed 's/^/# /'
+	[ "$after" -gt "$before" ]
+}
+check "a timed-out command is aborted through the control queue" timeout_abort
+check "the disk works after the abort" \
+	timeout 60 dd if="/dev/$err" of=/dev/null bs=4k skip=32 count=8 iflag=direct status=none
+
+# 16-17: unload and reload, idle, then right after I/O; then the mq policy.
 cycles() {
 	local i
 	for i in 1 2 3; do
@@ -205,14 +269,14 @@ after_io() {
 }
 check "rmmod right after I/O, reload with mq steering" after_io
 
-# 14-15: data and steering with the mq policy.
+# 18-19: data and steering with the mq policy.
 check "fio verify=crc32c on all disks (mq)" fio_verify mq
 stats=$(stats_of "$t0")
 steered=0
 for q in 0 1; do steered=$((steered + $(stat_field "$stats" "queue $q:" steered_in))); done
 check "mq: every request on the queue blk-mq chose (steered_in $steered)" test "$steered" = 0
 
-# 16-17: the C driver takes the devices back.
+# 20-21: the C driver takes the devices back.
 unload
 check "rvirtio_scsi unloads" test ! -d /sys/module/rvirtio_scsi
 c_back() {
