@@ -7,6 +7,9 @@
 #   make check   build the debug kernel and modules, boot a VM, run the KUnit
 #                suites and selftests; ends with "N passed, N failed"
 #
+#   make blktests BLKTESTS=<blktests checkout>
+#                run blktests in the debug VM on rvirtio_scsi's disks
+#
 # Options: KDIR=<Linux 7.3 source tree> (default: Debian's linux-source-7.3,
 # fetched into build/), LLVM=1 (build with clang; adds KASAN to the debug
 # kernel), BUILD=<dir> (default: ./build).
@@ -25,7 +28,7 @@ KMAKE_LLVM := LLVM=-19
 SUFFIX := -llvm
 endif
 
-.PHONY: all help deps source kernel-debug kernel-release modules-debug \
+.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests \
 	modules-release check run fmt clean distclean
 
 all: help
@@ -55,6 +58,11 @@ modules-debug modules-release: modules-%: kernel-%
 
 check: modules-debug
 	@bash $(TOOLS)/check.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) $(BUILD)/results
+
+# External blktests checkout against rvirtio_scsi's disks (not part of check).
+blktests: modules-debug
+	@bash $(TOOLS)/blktests.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) \
+		$(BUILD)/results $(BLKTESTS)
 
 run: modules-release
 	@bash $(TOOLS)/run.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) $(BUILD)/results
