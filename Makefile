@@ -9,6 +9,9 @@
 #
 #   make blktests BLKTESTS=<blktests checkout>
 #                run blktests in the debug VM on rvirtio_scsi's disks
+#   make bench-vscsi
+#                benchmark C virtio_scsi vs rvirtio_scsi (release kernel);
+#                writes Documentation/rstorage/rvirtio-scsi-bench.{inc,png}
 #
 # Options: KDIR=<Linux 7.3 source tree> (default: Debian's linux-source-7.3,
 # fetched into build/), LLVM=1 (build with clang; adds KASAN to the debug
@@ -28,7 +31,7 @@ KMAKE_LLVM := LLVM=-19
 SUFFIX := -llvm
 endif
 
-.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests \
+.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests bench-vscsi \
 	modules-release check run fmt clean distclean
 
 all: help
@@ -63,6 +66,12 @@ check: modules-debug
 blktests: modules-debug
 	@bash $(TOOLS)/blktests.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) \
 		$(BUILD)/results $(BLKTESTS)
+
+# Benchmarks (not tests): C vs Rust drivers in one VM boot of the release kernel;
+# write tables and plots into Documentation/rstorage/.
+bench-vscsi: modules-release
+	@bash $(TOOLS)/bench/vscsi.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
+		$(BUILD)/results
 
 run: modules-release
 	@bash $(TOOLS)/run.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) $(BUILD)/results

@@ -10,10 +10,8 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-obj=$(cd "$1" && pwd)
-moddir=$(cd "$2" && pwd)
-mkdir -p "$3"
-results=$(cd "$3" && pwd)
+. "$here/common.sh"
+rstorage_dirs "$1" "$2" "$3" || exit 1
 blktests=${4:-}
 if [ -z "$blktests" ]; then
 	echo "[blktests] skipped: no blktests checkout given (make blktests BLKTESTS=<path>)"
@@ -24,6 +22,8 @@ if [ ! -x "$blktests/check" ]; then
 	exit 1
 fi
 blktests=$(cd "$blktests" && pwd)
+# blktests needs GNU awk (the guest runs the host's programs).
+command -v gawk >/dev/null || apt-get install -y -q gawk >/dev/null
 . "$here/vscsi.sh"
 vscsi_setup "$results/vscsi"
 

@@ -12,11 +12,9 @@
 set -uo pipefail
 
 project=$(cd "$(dirname "$0")/../../.." && pwd)
-obj=$(cd "$1" && pwd)
-moddir=$(cd "$2" && pwd)
-mkdir -p "$3"
-results=$(cd "$3" && pwd)
 here=$project/tools/testing/rstorage
+. "$here/common.sh"
+rstorage_dirs "$1" "$2" "$3" || exit 1
 selftests=$project/tools/testing/selftests/drivers/rstorage
 say() { printf '[check] %s\n' "$*"; }
 extra=()

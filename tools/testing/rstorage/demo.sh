@@ -37,6 +37,46 @@ move_batch_stress() {
 		tr '\n' ' '
 }
 
+# move_rvirtio_scsi: fio verify=crc32c on every data disk of the driver's hosts.
+move_rvirtio_scsi() {
+	local i d h args=() n
+	for i in $(seq 60); do
+		args=()
+		for d in /sys/class/scsi_disk/*; do
+			h=${d##*/}
+			[ "$(cat "/sys/class/scsi_host/host${h%%:*}/proc_name")" = rvirtio_scsi ] || continue
+			[ "$(tr -d ' ' <"$d/device/model")" = ERRDISK ] && continue
+			args+=(--name="$h" --filename="/dev/$(ls "$d/device/block")")
+		done
+		[ "${#args[@]}" -ge 22 ] && break
+		sleep 0.5
+	done
+	n=$((${#args[@]} / 2))
+	[ "$n" -gt 0 ] || { echo "no disks"; return 1; }
+	fio --output-format=json --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
+		--bs=64k --size=16m --verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting \
+		"${args[@]}" >/tmp/demo-fio.json 2>/dev/null || { echo "fio verify failed on $n disks"; return 1; }
+	python3 - "$n" <<'PY'
+import json, sys
+j = json.load(open("/tmp/demo-fio.json"))["jobs"][0]
+w, r = j["write"], j["read"]
+print(f"{sys.argv[1]} disks: {w['io_bytes'] >> 20} MiB written, {r['io_bytes'] >> 20} MiB read back "
+      f"and verified (crc32c), write {w['bw'] / 1024:.0f} MiB/s, read {r['bw'] / 1024:.0f} MiB/s")
+PY
+}
+
+# unload NAME: udev may still hold a disk open after writes; retry.
+unload() {
+	local i
+	for i in $(seq 20); do
+		udevadm settle 2>/dev/null
+		rmmod "$1" 2>/dev/null && return 0
+		sleep 0.5
+	done
+	rmmod "$1"
+}
+
+modprobe -r virtio_scsi 2>/dev/null
 while read -r o; do
 	m=${o##*/}
 	m=${m%.o}
@@ -57,6 +97,6 @@ while read -r o; do
 	else
 		echo "$m: loaded (no data mover yet)" >>"$summary"
 	fi
-	rmmod "$m" || { echo "$m: FAILED to unload" >>"$summary"; fail=1; }
+	unload "$m" || { echo "$m: FAILED to unload" >>"$summary"; fail=1; }
 done <"$moddir/modules.order"
 exit "$fail"

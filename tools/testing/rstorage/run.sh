@@ -7,14 +7,16 @@
 # Usage: run.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-obj=$(cd "$1" && pwd)
-moddir=$(cd "$2" && pwd)
-mkdir -p "$3"
-results=$(cd "$3" && pwd)
+. "$here/common.sh"
+rstorage_dirs "$1" "$2" "$3" || exit 1
 
 echo "[run] booting $(cat "$obj/include/config/kernel.release") (release) in a VM; console log: $results/run.console"
+# The virtio-scsi disks of the tests (vscsi.sh) for rvirtio_scsi.
+. "$here/vscsi.sh"
+vscsi_setup "$results/vscsi"
 python3 "$here/vm.py" --kernel "$obj" --log "$results/run.console" --status "$results/run.status" \
-	--rwdir "$results" --timeout 1200 --show-output -- \
+	--rwdir "$results" --timeout 1200 --show-output --cpus 2 \
+	--append "modprobe.blacklist=virtio_scsi" "--qemu-opts=$vscsi_qemu" -- \
 	bash "$here/demo.sh" "$moddir" "$results/run.summary"
 rc=$?
 echo
