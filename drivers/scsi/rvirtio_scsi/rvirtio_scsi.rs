@@ -175,6 +175,11 @@ impl Exchange for EventBuf {
     }
 }
 
+/// Adds one to a counter with a single writer (no locked read-modify-write).
+fn bump(counter: &Atomic<u64>) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
+
 /// Counters of one request queue.
 struct ReqQueue {
     batcher: Batcher,
@@ -272,7 +277,9 @@ impl Completions {
             c.in_device.store(false, Relaxed);
             let r = wire::cmd_resp(&c.resp);
             let mut sense = [0u8; wire::SENSE_SIZE];
-            sense[..r.sense.len()].copy_from_slice(r.sense);
+            if !r.sense.is_empty() {
+                sense[..r.sense.len()].copy_from_slice(r.sense);
+            }
             (
                 c.target,
                 c.steered,
@@ -307,7 +314,8 @@ impl Completions {
             cmd.set_sense(&sense[..sense_len]);
         }
         cmd.done();
-        self.queues[queue].completed.add(1, Relaxed);
+        // Called from `ReqSource::poll`, under the queue's lock.
+        bump(&self.queues[queue].completed);
         if steered {
             if let Some(t) = self.targets.get(target as usize) {
                 // In flight, so the target's queue is this one unless it was re-steered.
@@ -450,7 +458,9 @@ impl WorkItem<1> for Completions {
             let (n, missed) = {
                 let mut ev = this.events.lock();
                 let n = ev.pending.len().min(EVENT_BACKLOG);
-                batch[..n].copy_from_slice(&ev.pending[..n]);
+                for (dst, src) in batch.iter_mut().zip(ev.pending.iter()) {
+                    *dst = *src;
+                }
                 ev.pending.clear();
                 (n, core::mem::replace(&mut ev.missed, false))
             };
@@ -477,7 +487,8 @@ impl Handler for Completions {
             VQ_EVENT => Completions::event_done(vqs.handler(), vqs),
             _ => {
                 let q = index - VQ_BASE;
-                self.queues[q].interrupts.add(1, Relaxed);
+                // A queue's interrupt handler does not run concurrently with itself.
+                bump(&self.queues[q].interrupts);
                 if self.drain(vqs, q) {
                     Completions::defer(vqs.handler(), q);
                 }
@@ -599,23 +610,26 @@ impl HostOps for RVirtioScsiOps {
         // `commit_rqs`: notify at once.
         let last = cmd.is_last() || queue as u32 != hwq;
 
+        let q = &comp.queues[queue];
         let res = {
             let mut vq = host.vqs.lock(VQ_BASE + queue);
             match vq.add_sgs(cmd, GFP_ATOMIC) {
-                Ok(()) => Ok(last && vq.kick_prepare()),
+                Ok(()) => {
+                    // Counters of this queue are written under its lock only.
+                    bump(&q.submitted);
+                    if let Some(h) = comp.hist.get(target as usize * comp.queues.len() + queue) {
+                        bump(h);
+                    }
+                    if queue as u32 != hwq {
+                        bump(&q.steered_in);
+                    }
+                    Ok(last && vq.kick_prepare())
+                }
                 Err(e) => Err(e),
             }
         };
-        let q = &comp.queues[queue];
         match res {
             Ok(kick) => {
-                q.submitted.add(1, Relaxed);
-                if let Some(h) = comp.hist.get(target as usize * comp.queues.len() + queue) {
-                    h.add(1, Relaxed);
-                }
-                if queue as u32 != hwq {
-                    q.steered_in.add(1, Relaxed);
-                }
                 host.kick(VQ_BASE + queue, kick);
                 Ok(())
             }
