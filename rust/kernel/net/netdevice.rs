@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Network devices and packet handlers.
+//!
+//! [`NetDevice`] is a reference-counted `struct net_device`: an
+//! [`ARef<NetDevice>`] holds a device reference (`dev_hold()`/`dev_put()`).
+//! Transmission ([`NetDevice::queue_xmit`]) borrows the device, so a buffer
+//! can only be pointed at a device while a reference to it is held: the
+//! buffer's `dev` field is set inside that call and nowhere else, and an
+//! [`SkBuff`] never carries a device pointer through a queue. (The C AoE
+//! driver once dropped its reference between choosing the device and
+//! transmitting, a use-after-free this API cannot express.)
+//!
+//! [`PacketType`] registers a handler for one EtherType (`dev_add_pack()`).
+//!
+//! Only the initial network namespace is covered.
+//!
+//! C header: [`include/linux/netdevice.h`](srctree/include/linux/netdevice.h)
+
+use crate::{
+    bindings,
+    error::{Error, Result},
+    net::skbuff::SkBuff,
+    prelude::*,
+    str::CStr,
+    sync::{
+        aref::{ARef, AlwaysRefCounted},
+        rcu,
+    },
+    types::Opaque,
+};
+use core::ptr::NonNull;
+
+/// Length of an Ethernet address.
+pub const ETH_ALEN: usize = 6;
+
+/// A network device.
+///
+/// # Invariants
+///
+/// Instances are only created as references to a valid `struct net_device`
+/// that stays valid while the reference lives (an RCU read-side section, a
+/// packet handler call, or a device reference held by [`ARef`]).
+#[repr(transparent)]
+pub struct NetDevice(Opaque<bindings::net_device>);
+
+// SAFETY: `struct net_device` is used from any thread; the accessors below read
+// fields the networking core updates with the matching annotations.
+unsafe impl Send for NetDevice {}
+
+// SAFETY: As for `Send`.
+unsafe impl Sync for NetDevice {}
+
+// SAFETY: `dev_hold` and `dev_put` manage the device's reference count.
+unsafe impl AlwaysRefCounted for NetDevice {
+    fn inc_ref(&self) {
+        // SAFETY: By the type invariant the device is valid.
+        unsafe { bindings::dev_hold(self.as_raw()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: The caller gives up a reference it holds.
+        unsafe { bindings::dev_put(obj.as_ptr().cast()) };
+    }
+}
+
+impl NetDevice {
+    /// # Safety
+    ///
+    /// `ptr` must be valid for the lifetime `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::net_device) -> &'a Self {
+        // SAFETY: `NetDevice` is a transparent wrapper; the caller guarantees
+        // validity.
+        unsafe { &*ptr.cast() }
+    }
+
+    fn as_raw(&self) -> *mut bindings::net_device {
+        self.0.get()
+    }
+
+    /// Looks up a device of the initial namespace by name and takes a
+    /// reference (`dev_get_by_name()`).
+    pub fn get_by_name(name: &CStr) -> Option<ARef<Self>> {
+        // SAFETY: `init_net` is always valid and `name` is NUL-terminated.
+        let dev = unsafe { bindings::dev_get_by_name(&raw mut bindings::init_net, name.as_char_ptr()) };
+        let dev = NonNull::new(dev)?;
+        // SAFETY: `dev_get_by_name` returned a held reference, which we hand
+        // to the `ARef`.
+        Some(unsafe { ARef::from_raw(dev.cast()) })
+    }
+
+    /// Calls `f` for every device of the initial namespace, in an RCU
+    /// read-side section (`for_each_netdev_rcu()`). `f` must not sleep; it can
+    /// keep a device by taking a reference (`.into()` an [`ARef`]).
+    pub fn for_each(mut f: impl FnMut(&NetDevice)) {
+        let _guard = rcu::read_lock();
+        // SAFETY: `init_net` is always valid.
+        let head = unsafe { &raw mut bindings::init_net.dev_base_head };
+        // SAFETY: The list is RCU-protected and we are in a read-side section;
+        // `list_next_rcu()` is a single-copy read of `next`.
+        let mut pos = unsafe { core::ptr::read_volatile(&raw const (*head).next) };
+        while pos != head {
+            // SAFETY: Every entry of `dev_base_head` is the `dev_list` member
+            // of a `struct net_device`.
+            let dev = unsafe { crate::container_of!(pos, bindings::net_device, dev_list) };
+            // SAFETY: Devices on the list stay valid until an RCU grace period
+            // after their removal, which cannot end during this section.
+            f(unsafe { Self::from_raw(dev) });
+            // SAFETY: As above.
+            pos = unsafe { core::ptr::read_volatile(&raw const (*pos).next) };
+        }
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &CStr {
+        // SAFETY: `name` is a NUL-terminated array inside the valid device;
+        // renaming rewrites it in place under RTNL, like every reader in C.
+        unsafe { CStr::from_char_ptr((*self.as_raw()).name.as_ptr()) }
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> i32 {
+        // SAFETY: The device is valid; the index does not change.
+        unsafe { (*self.as_raw()).ifindex }
+    }
+
+    /// The MTU (`READ_ONCE(dev->mtu)`).
+    pub fn mtu(&self) -> u32 {
+        // SAFETY: The device is valid; the MTU is updated with `WRITE_ONCE`.
+        unsafe { core::ptr::read_volatile(&raw const (*self.as_raw()).mtu) }
+    }
+
+    /// The hardware address, if it is an Ethernet-sized one.
+    pub fn ether_addr(&self) -> Option<[u8; ETH_ALEN]> {
+        let dev = self.as_raw();
+        // SAFETY: The device is valid; `dev_addr` holds `addr_len` bytes.
+        unsafe {
+            if (*dev).addr_len as usize != ETH_ALEN || (*dev).dev_addr.is_null() {
+                return None;
+            }
+            let mut a = [0u8; ETH_ALEN];
+            core::ptr::copy_nonoverlapping((*dev).dev_addr, a.as_mut_ptr(), ETH_ALEN);
+            Some(a)
+        }
+    }
+
+    /// Whether this is an Ethernet device other than loopback.
+    pub fn is_ethernet(&self) -> bool {
+        // SAFETY: The device is valid; the type does not change.
+        let ty = unsafe { (*self.as_raw()).type_ } as u32;
+        // SAFETY: As above.
+        let flags = unsafe { (*self.as_raw()).flags };
+        ty == bindings::ARPHRD_ETHER && flags & bindings::net_device_flags_IFF_LOOPBACK == 0
+    }
+
+    /// Whether the device is up (`netif_running()`).
+    pub fn is_running(&self) -> bool {
+        // SAFETY: The device is valid.
+        unsafe { bindings::netif_running(self.as_raw()) }
+    }
+
+    /// Whether the device has a carrier (`netif_carrier_ok()`).
+    pub fn carrier_ok(&self) -> bool {
+        // SAFETY: The device is valid.
+        unsafe { bindings::netif_carrier_ok(self.as_raw()) }
+    }
+
+    /// Whether the device belongs to the initial namespace.
+    pub fn in_init_net(&self) -> bool {
+        // SAFETY: The device is valid.
+        unsafe { bindings::dev_net(self.as_raw()) == &raw mut bindings::init_net }
+    }
+
+    /// Transmits `skb` on this device (`dev_queue_xmit()`). The buffer is
+    /// consumed whatever the outcome; an error means it was dropped.
+    pub fn queue_xmit(&self, skb: SkBuff) -> Result {
+        let skb = skb.into_raw();
+        // SAFETY: We own `skb`; the device is valid for this call, which is
+        // the only place a buffer is pointed at a device.
+        let ret = unsafe {
+            (*skb).__bindgen_anon_1.__bindgen_anon_1.__bindgen_anon_1.dev = self.as_raw();
+            bindings::dev_queue_xmit(skb)
+        };
+        // `NET_XMIT_CN` (congestion) still queued the frame.
+        match ret {
+            0 => Ok(()),
+            r if r == bindings::NET_XMIT_CN as i32 => Ok(()),
+            r if r < 0 => Err(Error::from_errno(r)),
+            _ => Err(crate::error::code::ENOBUFS),
+        }
+    }
+}
+
+/// A handler of received frames of one EtherType.
+pub trait PacketHandler: Sync {
+    /// Handles a frame received on `dev`, in softirq context. The buffer's
+    /// data starts after the link-layer header; [`SkBuff::mac_frame`] gives
+    /// the whole frame.
+    fn receive(&self, dev: &NetDevice, skb: SkBuff);
+}
+
+/// A registered packet handler (`struct packet_type`, `dev_add_pack()`).
+///
+/// # Invariants
+///
+/// `pt` is registered with the networking core from initialization until
+/// drop, with `func` set to [`PacketType::func`] for `T`.
+#[pin_data(PinnedDrop)]
+pub struct PacketType<T: PacketHandler> {
+    #[pin]
+    pt: Opaque<bindings::packet_type>,
+    handler: T,
+}
+
+// SAFETY: The registration is only touched at init and drop; the handler is
+// `Sync`.
+unsafe impl<T: PacketHandler + Send> Send for PacketType<T> {}
+
+// SAFETY: `&PacketType` only exposes the `Sync` handler.
+unsafe impl<T: PacketHandler> Sync for PacketType<T> {}
+
+impl<T: PacketHandler> PacketType<T> {
+    /// Registers `handler` for frames of EtherType `ethertype` on all devices.
+    pub fn register(ethertype: u16, handler: T) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            handler,
+            pt <- Opaque::ffi_init(move |pt: *mut bindings::packet_type| {
+                // SAFETY: `pt` is valid for writes; all-zero is a valid
+                // `packet_type` (no device: every device).
+                unsafe {
+                    pt.write(core::mem::zeroed());
+                    (*pt).type_ = ethertype.to_be();
+                    (*pt).func = Some(Self::func);
+                }
+            }),
+        })
+        .pin_chain(|this| {
+            // SAFETY: `this.pt` is initialized and pinned; it stays registered
+            // until `drop`, which unregisters it before it is freed.
+            unsafe { bindings::dev_add_pack(this.pt.get()) };
+            Ok(())
+        })
+    }
+
+    /// `packet_type.func`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the networking core with a buffer reference the callee owns,
+    /// the receiving device and the registered `packet_type` of a
+    /// [`PacketType<T>`].
+    unsafe extern "C" fn func(
+        skb: *mut bindings::sk_buff,
+        dev: *mut bindings::net_device,
+        pt: *mut bindings::packet_type,
+        _orig_dev: *mut bindings::net_device,
+    ) -> crate::ffi::c_int {
+        // SAFETY: `pt` is the `pt` field of a live `PacketType<T>`: it is
+        // unregistered (and callbacks drained) before it is dropped.
+        let this = unsafe { &*crate::container_of!(pt.cast::<Opaque<bindings::packet_type>>(), Self, pt) };
+        // SAFETY: The core holds the device for the duration of the callback.
+        let dev = unsafe { NetDevice::from_raw(dev) };
+        // SAFETY: We own the buffer reference and hand it over.
+        if let Some(skb) = unsafe { SkBuff::from_received(skb) } {
+            this.handler.receive(dev, skb);
+        }
+        0
+    }
+}
+
+#[pinned_drop]
+impl<T: PacketHandler> PinnedDrop for PacketType<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant `pt` is registered. `dev_remove_pack`
+        // waits (`synchronize_net()`) for running handlers to finish.
+        unsafe { bindings::dev_remove_pack(self.pt.get()) };
+    }
+}
