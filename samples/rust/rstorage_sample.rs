@@ -98,9 +98,12 @@ impl kernel::InPlaceModule for RstorageSample {
         warn_on!(module_parameters::warn_on_load.value());
         pr_info!("rstorage sample loaded\n");
         try_pin_init!(Self {
-            _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions {
-                name: c"rstorage-sample",
-            }),
+            _miscdev <- MiscDeviceRegistration::register(
+                MiscDeviceOptions {
+                    name: c"rstorage-sample",
+                },
+                (),
+            ),
         })
     }
 }
@@ -115,6 +118,7 @@ struct SampleFile {
 #[vtable]
 impl MiscDevice for SampleFile {
     type Ptr = Pin<KBox<Self>>;
+    type RegistrationData = ();
 
     fn open(
         _file: &kernel::fs::File,
