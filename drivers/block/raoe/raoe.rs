@@ -135,9 +135,10 @@ impl Counter {
 /// One block request being carried by frames.
 #[pin_data]
 struct IoReq {
-    /// The request, until it is ended.
+    /// The request, until it is ended. IRQ-safe because it is handed over
+    /// under the (softirq-safe) device lock.
     #[pin]
-    rq: SpinLock<Option<ARef<Request<Raoe>>>>,
+    rq: SpinLockIrq<Option<ARef<Request<Raoe>>>>,
     /// Bytes not yet accounted for by a completed or failed frame.
     left: Atomic<u32>,
     /// Whether a frame failed.
@@ -149,7 +150,7 @@ impl IoReq {
     fn new() -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(IoReq {
-                rq <- new_spinlock!(None),
+                rq <- new_spinlock_irq!(None),
                 left: Atomic::new(0),
                 failed: Atomic::new(false),
             }),
@@ -203,11 +204,7 @@ impl IoReq {
 enum Kind {
     Free,
     Identify,
-    Io {
-        req: Arc<IoReq>,
-        off: u32,
-        len: u32,
-    },
+    Io { req: Arc<IoReq>, off: u32, len: u32 },
 }
 
 /// One frame slot of a device: a command in flight.
@@ -320,6 +317,8 @@ struct Tx {
     st: SpinLockIrq<TxState>,
     #[pin]
     wait: CondVar,
+    /// Device and thread set-up work (it sleeps, and disk creation does I/O).
+    wq: OwnedQueue,
 }
 
 impl Tx {
@@ -407,7 +406,6 @@ struct Aoe {
     skb_reserve: SpinLock<KVec<SkBuff>>,
     tx: Arc<Tx>,
     compl: KVec<Pin<KBox<Compl>>>,
-    wq: OwnedQueue,
     #[pin]
     spawn_work: Work<Aoe>,
     rx: RxStats,
@@ -450,14 +448,17 @@ impl Aoe {
                     cfg: Ring::with_capacity(CFG_BACKLOG, GFP_KERNEL)?,
                 }),
                 wait <- new_condvar!("raoe::tx"),
+                wq: OwnedQueue::new(c"raoe", QueueFlags::UNBOUND | QueueFlags::MEM_RECLAIM, 0)?,
             }),
             GFP_KERNEL,
         )?;
         let mut reserve = KVec::with_capacity(SKB_RESERVE, GFP_KERNEL)?;
         for _ in 0..SKB_RESERVE {
-            reserve.push(SkBuff::alloc(HEADROOM, SKB_RESERVE_LEN, GFP_KERNEL)?, GFP_KERNEL)?;
+            reserve.push(
+                SkBuff::alloc(HEADROOM, SKB_RESERVE_LEN, GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
         }
-        let wq = OwnedQueue::new(c"raoe", QueueFlags::MEM_RECLAIM, 0)?;
         Arc::pin_init(
             try_pin_init!(Aoe {
                 devs <- new_spinlock_irq!(KVec::with_capacity(MAX_DEVS, GFP_KERNEL)?),
@@ -465,7 +466,6 @@ impl Aoe {
                 skb_reserve <- new_spinlock!(reserve),
                 tx,
                 compl,
-                wq,
                 spawn_work <- new_work!("raoe::spawn"),
                 rx: RxStats::default(),
                 reserve_used: Counter::default(),
@@ -556,7 +556,8 @@ impl Aoe {
             if self.skb_reserve.lock().len() >= SKB_RESERVE {
                 return;
             }
-            let Ok(skb) = SkBuff::alloc(HEADROOM, SKB_RESERVE_LEN, GFP_NOWAIT | __GFP_NOWARN) else {
+            let Ok(skb) = SkBuff::alloc(HEADROOM, SKB_RESERVE_LEN, GFP_NOWAIT | __GFP_NOWARN)
+            else {
                 return;
             };
             let mut r = self.skb_reserve.lock();
@@ -578,7 +579,8 @@ impl Aoe {
             });
         }
         for ifp in ifps.iter() {
-            let (Some(src), Some(mut skb)) = (ifp.ether_addr(), self.skb(wire::CFG_QUERY_LEN)) else {
+            let (Some(src), Some(mut skb)) = (ifp.ether_addr(), self.skb(wire::CFG_QUERY_LEN))
+            else {
                 continue;
             };
             if let Ok(f) = skb.put(wire::CFG_QUERY_LEN) {
@@ -596,18 +598,35 @@ impl Aoe {
             None => match self.create_dev(&m) {
                 Ok(d) => d,
                 Err(e) => {
-                    pr_warn!("e{}.{}: cannot add device: {:?}\n", m.addr.major, m.addr.minor, e);
+                    pr_warn!(
+                        "e{}.{}: cannot add device: {:?}\n",
+                        m.addr.major,
+                        m.addr.minor,
+                        e
+                    );
                     return;
                 }
             },
         };
         let payload = wire::sectors_for_mtu(m.ifp.mtu());
-        let payload = if m.scnt != 0 { payload.min(m.scnt as usize) } else { payload } * wire::SECTOR;
+        let payload = if m.scnt != 0 {
+            payload.min(m.scnt as usize)
+        } else {
+            payload
+        } * wire::SECTOR;
         let mut st = dev.st.lock();
-        if let Some(p) = st.paths.iter_mut().find(|p| p.mac == m.mac && p.ifp.ifindex() == m.ifp.ifindex()) {
+        if let Some(p) = st
+            .paths
+            .iter_mut()
+            .find(|p| p.mac == m.mac && p.ifp.ifindex() == m.ifp.ifindex())
+        {
             p.payload = payload;
         } else if payload > 0 {
-            let _ = st.paths.push_within_capacity(Path { mac: m.mac, ifp: m.ifp, payload });
+            let _ = st.paths.push_within_capacity(Path {
+                mac: m.mac,
+                ifp: m.ifp,
+                payload,
+            });
         }
         st.fwver = m.fwver;
         st.scnt = m.scnt;
@@ -680,9 +699,12 @@ impl Aoe {
             }),
             GFP_NOIO,
         )?;
-        self.devs.lock().push_within_capacity(dev.clone()).map_err(|_| ENOSPC)?;
+        self.devs
+            .lock()
+            .push_within_capacity(dev.clone())
+            .map_err(|_| ENOSPC)?;
         if self.missing_threads() {
-            let _ = self.wq.enqueue(self.clone());
+            let _ = self.tx.wq.enqueue(self.clone());
         }
         Ok(dev)
     }
@@ -694,7 +716,11 @@ impl Aoe {
         loop {
             let work = {
                 let mut st = dev.st.lock();
-                let Some(f) = st.frames.iter_mut().find(|f| !f.answered && !matches!(f.kind, Kind::Free)) else {
+                let Some(f) = st
+                    .frames
+                    .iter_mut()
+                    .find(|f| !f.answered && !matches!(f.kind, Kind::Free))
+                else {
                     break;
                 };
                 let k = core::mem::replace(&mut f.kind, Kind::Free);
@@ -724,13 +750,13 @@ impl Aoe {
         }
     }
 
-    /// Removes devices (all, or only those that are down) and their disks.
-    fn flush(&self, all: bool) -> usize {
+    /// Removes the devices `which` selects, with their disks.
+    fn flush(&self, which: impl Fn(&Dev) -> bool) -> usize {
         let mut removed = 0;
         loop {
             let victim = {
                 let mut devs = self.devs.lock();
-                let Some(i) = devs.iter().position(|d| all || d.st.lock().state == State::Down) else {
+                let Some(i) = devs.iter().position(|d| which(d)) else {
                     break;
                 };
                 devs.remove(i).ok()
@@ -758,6 +784,9 @@ impl WorkItem for Dev {
 
     /// Adds the disk once the device is identified, or updates its capacity.
     fn run(dev: Arc<Dev>) {
+        // `flush` marks the device gone before it takes the disk: checking
+        // under the disk lock means no disk is added after it.
+        let mut disk = dev.disk.lock();
         let sectors = {
             let st = dev.st.lock();
             if st.gone {
@@ -765,14 +794,18 @@ impl WorkItem for Dev {
             }
             st.sectors
         };
-        let mut disk = dev.disk.lock();
         if let Some(d) = disk.as_ref() {
             d.set_capacity(sectors);
             return;
         }
-        let timeout_ms = (module_parameters::aoe_deadsecs.value()).saturating_add(30).saturating_mul(1000);
+        let timeout_ms = (module_parameters::aoe_deadsecs.value())
+            .saturating_add(30)
+            .saturating_mul(1000);
         let built = (|| -> Result<GenDisk<Raoe>> {
-            let tagset = Arc::pin_init(TagSet::with_timeout(1, QUEUE_DEPTH, 1, timeout_ms), GFP_KERNEL)?;
+            let tagset = Arc::pin_init(
+                TagSet::with_timeout(1, QUEUE_DEPTH, 1, timeout_ms),
+                GFP_KERNEL,
+            )?;
             GenDiskBuilder::new()
                 .capacity_sectors(sectors)
                 .logical_block_size(wire::SECTOR as u32)?
@@ -794,7 +827,12 @@ impl WorkItem for Dev {
                 );
                 *disk = Some(d);
             }
-            Err(e) => pr_err!("e{}.{}: cannot add disk: {:?}\n", dev.addr.major, dev.addr.minor, e),
+            Err(e) => pr_err!(
+                "e{}.{}: cannot add disk: {:?}\n",
+                dev.addr.major,
+                dev.addr.minor,
+                e
+            ),
         }
     }
 }
@@ -812,8 +850,10 @@ struct Send {
 }
 
 impl Dev {
+    /// A fresh tag for frame `frame`: generation (never 0, so tags with a
+    /// zero upper half are never valid) and frame index.
     fn new_tag(st: &mut DevState, frame: usize) -> u32 {
-        st.generation = st.generation.wrapping_add(1);
+        st.generation = st.generation.wrapping_add(1).max(1);
         (u32::from(st.generation) << 16) | frame as u32
     }
 
@@ -855,7 +895,10 @@ impl Dev {
             if st.gone || st.state == State::Down || st.paths.is_empty() || st.nout >= st.maxout {
                 return None;
             }
-            let i = st.frames.iter().position(|f| matches!(f.kind, Kind::Free))?;
+            let i = st
+                .frames
+                .iter()
+                .position(|f| matches!(f.kind, Kind::Free))?;
             if st.identify_due {
                 st.identify_due = false;
                 let f = &mut st.frames[i];
@@ -891,7 +934,12 @@ impl Dev {
                 st.cur = Some(c);
                 continue;
             }
-            let payload = st.paths.iter().map(|p| p.payload).min().unwrap_or(wire::SECTOR);
+            let payload = st
+                .paths
+                .iter()
+                .map(|p| p.payload)
+                .min()
+                .unwrap_or(wire::SECTOR);
             let (lba, n, off, write, req, done) = {
                 let c = st.cur.as_mut()?;
                 let n = (c.total - c.off).min(payload as u32);
@@ -904,6 +952,10 @@ impl Dev {
                 st.cur = None;
             }
             let sectors = (n as usize / wire::SECTOR) as u8;
+            if st.nout == 0 {
+                // Idle until now: silence is counted from here.
+                st.last_rsp = Instant::now();
+            }
             let f = &mut st.frames[i];
             f.cmd = if write {
                 Ata::Write { lba, sectors }
@@ -948,7 +1000,9 @@ impl Dev {
 fn transmit(aoe: &Aoe, dev: &Dev, s: Send) {
     let data_len = s.data.as_ref().map_or(0, |d| d.2 as usize);
     let len = wire::ata_len(data_len);
-    let Some(src) = s.ifp.ether_addr() else { return };
+    let Some(src) = s.ifp.ether_addr() else {
+        return;
+    };
     let Some(mut skb) = aoe.skb(len) else {
         // Retransmission will try again.
         dev.stats.xmit_errors.bump();
@@ -957,7 +1011,10 @@ fn transmit(aoe: &Aoe, dev: &Dev, s: Send) {
     let Ok(f) = skb.put(len) else { return };
     wire::build_ata(f, &s.mac, &src, s.dev_addr, s.tag, s.cmd, s.lba48);
     if let Some((req, off, n)) = &s.data {
-        if req.copy_out(*off, &mut f[wire::ata_len(0)..wire::ata_len(*n as usize)]).is_err() {
+        if req
+            .copy_out(*off, &mut f[wire::ata_len(0)..wire::ata_len(*n as usize)])
+            .is_err()
+        {
             return;
         }
     }
@@ -979,7 +1036,10 @@ fn tx_thread(aoe: &Arc<Aoe>, ctx: &Context) {
                 if last_tick.elapsed() >= tick {
                     break;
                 }
-                let _ = aoe.tx.wait.wait_interruptible_timeout(&mut st, msecs_to_jiffies(TICK_MS));
+                let _ = aoe
+                    .tx
+                    .wait
+                    .wait_interruptible_timeout(&mut st, msecs_to_jiffies(TICK_MS));
             }
             if st.stop || ctx.should_stop() {
                 return;
@@ -1003,7 +1063,7 @@ fn tx_thread(aoe: &Arc<Aoe>, ctx: &Context) {
             last_tick = now;
             aoe.refill_reserve();
             if aoe.missing_threads() {
-                let _ = aoe.wq.enqueue(aoe.clone());
+                let _ = aoe.tx.wq.enqueue(aoe.clone());
             }
         }
         let mut i = 0;
@@ -1017,7 +1077,8 @@ fn tx_thread(aoe: &Arc<Aoe>, ctx: &Context) {
                 }
                 let down = {
                     let st = dev.st.lock();
-                    st.state == State::Down && (st.nout > 0 || st.cur.is_some() || !st.pending.is_empty())
+                    st.state == State::Down
+                        && (st.nout > 0 || st.cur.is_some() || !st.pending.is_empty())
                 };
                 if down {
                     pr_warn!(
@@ -1075,7 +1136,9 @@ fn complete(d: Done) {
     let dev = d.dev;
     let kind = {
         let mut st = dev.st.lock();
-        let Some(f) = st.frames.get_mut(d.frame) else { return };
+        let Some(f) = st.frames.get_mut(d.frame) else {
+            return;
+        };
         if !f.answered {
             // Failed meanwhile (device went down); the frame is no longer ours.
             return;
@@ -1094,7 +1157,10 @@ fn complete(d: Done) {
         Kind::Io { req, off, len } => {
             let ok = ok
                 && match cmd {
-                    Ata::Read { .. } => data.len() >= len as usize && req.copy_in(off, &data[..len as usize]).is_ok(),
+                    Ata::Read { .. } => {
+                        data.len() >= len as usize
+                            && req.copy_in(off, &data[..len as usize]).is_ok()
+                    }
                     _ => true,
                 };
             if !ok {
@@ -1112,10 +1178,14 @@ fn complete(d: Done) {
                         st.state = State::Up;
                     }
                 }
-                let _ = kernel::workqueue::system().enqueue(dev.clone());
+                let _ = dev.tx.wq.enqueue(dev.clone());
             }
             _ => {
-                pr_warn!("e{}.{}: bad IDENTIFY response\n", dev.addr.major, dev.addr.minor);
+                pr_warn!(
+                    "e{}.{}: bad IDENTIFY response\n",
+                    dev.addr.major,
+                    dev.addr.minor
+                );
                 dev.st.lock().identify_due = true;
             }
         },
@@ -1147,7 +1217,9 @@ fn compl_thread(aoe: &Arc<Aoe>, index: usize, ctx: &Context) {
         }
         let mut q = c.q.lock();
         while q.items.is_empty() && !q.stop {
-            let _ = c.wait.wait_interruptible_timeout(&mut q, msecs_to_jiffies(1000));
+            let _ = c
+                .wait
+                .wait_interruptible_timeout(&mut q, msecs_to_jiffies(1000));
             if ctx.should_stop() {
                 break;
             }
@@ -1183,15 +1255,28 @@ impl PacketHandler for Rx {
             }
         };
         match rsp {
-            Response::Cfg { addr, src, bufcnt, fwver, scnt } => {
+            Response::Cfg {
+                addr,
+                src,
+                bufcnt,
+                fwver,
+                scnt,
+            } => {
                 aoe.rx.cfg.bump();
-                let m = CfgMsg { addr, mac: src, ifp: ifp.into(), bufcnt, fwver, scnt };
+                let m = CfgMsg {
+                    addr,
+                    mac: src,
+                    ifp: ifp.into(),
+                    bufcnt,
+                    fwver,
+                    scnt,
+                };
                 if aoe.tx.st.lock().cfg.push(m).is_err() {
                     aoe.rx.dropped.bump();
                 }
                 aoe.tx.kick();
             }
-            Response::Ata { addr, tag, .. } => {
+            Response::Ata { addr, src, tag, .. } => {
                 let Some(dev) = aoe.find(addr) else {
                     aoe.rx.unknown_dev.bump();
                     return;
@@ -1204,10 +1289,18 @@ impl PacketHandler for Rx {
                         dev.stats.unexpected.bump();
                         return;
                     };
-                    if f.tag != tag || f.answered || matches!(f.kind, Kind::Free) {
+                    let path = f.path;
+                    if f.tag != tag
+                        || f.answered
+                        || matches!(f.kind, Kind::Free)
+                        || st.paths.get(path).map(|p| p.mac) != Some(src)
+                    {
                         dev.stats.unexpected.bump();
                         return;
                     }
+                    let Some(f) = st.frames.get_mut(frame) else {
+                        return;
+                    };
                     f.answered = true;
                     let sample = (f.retries == 0).then(|| (now - f.sent).as_micros_ceil());
                     st.last_rsp = now;
@@ -1307,12 +1400,17 @@ impl DiskAttributes for Raoe {
             2 => {
                 for (i, p) in st.paths.iter().enumerate() {
                     let sep = if i == 0 { "" } else { "," };
-                    write!(out, "{}{}", sep, p.ifp.name().to_str().unwrap_or("?")).map_err(|_| EINVAL)?;
+                    write!(out, "{}{}", sep, p.ifp.name().to_str().unwrap_or("?"))
+                        .map_err(|_| EINVAL)?;
                 }
                 writeln!(out)
             }
             3 => writeln!(out, "0x{:04x}", st.fwver),
-            _ => writeln!(out, "{}", st.paths.iter().map(|p| p.payload).min().unwrap_or(0)),
+            _ => writeln!(
+                out,
+                "{}",
+                st.paths.iter().map(|p| p.payload).min().unwrap_or(0)
+            ),
         };
         r.map_err(|_| EINVAL)
     }
@@ -1339,7 +1437,13 @@ impl MiscDevice for Ctl {
 
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let (aoe, kind) = misc.data();
-        Ok(KBox::new(Ctl { aoe: aoe.clone(), kind: *kind }, GFP_KERNEL)?)
+        Ok(KBox::new(
+            Ctl {
+                aoe: aoe.clone(),
+                kind: *kind,
+            },
+            GFP_KERNEL,
+        )?)
     }
 
     fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
@@ -1348,7 +1452,10 @@ impl MiscDevice for Ctl {
         let mut buf = [0u8; 256];
         let n = iov.copy_from_iter(&mut buf);
         let text = &buf[..n];
-        let words = || text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty());
+        let words = || {
+            text.split(|&b| b.is_ascii_whitespace() || b == 0)
+                .filter(|w| !w.is_empty())
+        };
         let aoe = &ctl.aoe;
         match ctl.kind {
             CtlKind::Discover => {
@@ -1389,8 +1496,22 @@ impl MiscDevice for Ctl {
                 aoe.tx.kick();
             }
             CtlKind::Flush => {
-                let all = words().any(|w| w == b"-a");
-                let n = aoe.flush(all);
+                // aoe-flush: "-a" for every device, device names for those,
+                // nothing for the devices that are down.
+                let mut n = 0;
+                let mut named = false;
+                for w in words() {
+                    named = true;
+                    n += if w == b"-a" {
+                        aoe.flush(|_| true)
+                    } else {
+                        let addr = parse_name(w).ok_or(EINVAL)?;
+                        aoe.flush(|d| d.addr == addr)
+                    };
+                }
+                if !named {
+                    n = aoe.flush(|d| d.st.lock().state == State::Down);
+                }
                 pr_info!("flushed {} device(s)\n", n);
             }
         }
@@ -1410,7 +1531,9 @@ fn parse_name(name: &[u8]) -> Option<Addr> {
         if s.is_empty() || s.len() > 5 {
             return None;
         }
-        s.iter().try_fold(0u32, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
+        s.iter().try_fold(0u32, |acc, &b| {
+            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+        })
     };
     Some(Addr {
         major: u16::try_from(num(&rest[..dot])?).ok()?,
@@ -1494,9 +1617,17 @@ struct RaoeModule {
     _debugfs: debugfs::Dir,
 }
 
+/// Logs why a step of module initialization failed.
+fn step<T>(what: &str, r: Result<T>) -> Result<T> {
+    if let Err(e) = &r {
+        pr_err!("cannot {}: {:?}\n", what, e);
+    }
+    r
+}
+
 impl kernel::Module for RaoeModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let aoe = Aoe::new()?;
+        let aoe = step("allocate driver state", Aoe::new())?;
         Aoe::spawn_threads(&aoe);
         let mut ctls = KVec::with_capacity(4, GFP_KERNEL)?;
         for (name, kind) in [
@@ -1505,25 +1636,40 @@ impl kernel::Module for RaoeModule {
             (c"etherd!revalidate", CtlKind::Revalidate),
             (c"etherd!flush", CtlKind::Flush),
         ] {
-            ctls.push(
-                KBox::pin_init(
-                    MiscDeviceRegistration::register(MiscDeviceOptions { name }, (aoe.clone(), kind)),
-                    GFP_KERNEL,
-                )?,
+            let reg = KBox::pin_init(
+                MiscDeviceRegistration::register(MiscDeviceOptions { name }, (aoe.clone(), kind)),
                 GFP_KERNEL,
-            )?;
+            );
+            ctls.push(step("register a control file", reg)?, GFP_KERNEL)?;
         }
         let t = aoe.clone();
-        let tx_thread = Kthread::spawn(fmt!("raoe_tx"), None, move |ctx| tx_thread(&t, ctx))?;
-        let rx = KBox::pin_init(PacketType::register(wire::ETH_P_AOE, Rx { aoe: aoe.clone() }), GFP_KERNEL)?;
+        let tx_thread = step(
+            "start the transmit thread",
+            Kthread::spawn(fmt!("raoe_tx"), None, move |ctx| tx_thread(&t, ctx)),
+        )?;
+        let rx = step(
+            "register the packet handler",
+            KBox::pin_init(
+                PacketType::register(wire::ETH_P_AOE, Rx { aoe: aoe.clone() }),
+                GFP_KERNEL,
+            ),
+        )?;
         let debugfs = debugfs::Dir::new(c"raoe");
-        let stats = KBox::pin_init(debugfs.read_callback_file(c"stats", aoe.clone(), &write_stats), GFP_KERNEL).ok();
+        let stats = KBox::pin_init(
+            debugfs.read_callback_file(c"stats", aoe.clone(), &write_stats),
+            GFP_KERNEL,
+        )
+        .ok();
         let name = CString::try_from_fmt(fmt!("raoe"))?;
         pr_info!(
             "{}: AoE v{} with {} completion thread(s) max, deadsecs {}\n",
             name.to_str().unwrap_or("raoe"),
             1,
-            if module_parameters::single_thread.value() { 1 } else { cpu::num_online() },
+            if module_parameters::single_thread.value() {
+                1
+            } else {
+                cpu::num_online()
+            },
             module_parameters::aoe_deadsecs.value()
         );
         Ok(Self {
@@ -1548,8 +1694,8 @@ impl Drop for RaoeModule {
         }
         drop(self.tx_thread.take());
         // Fail what is outstanding, then remove the disks.
-        self.aoe.flush(true);
-        self.aoe.wq.flush();
+        self.aoe.flush(|_| true);
+        self.aoe.tx.wq.flush();
         // Let the completion threads drain their queues and exit.
         for c in self.aoe.compl.iter() {
             c.q.lock().stop = true;

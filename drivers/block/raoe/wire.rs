@@ -63,7 +63,14 @@ pub(crate) enum Ata {
 }
 
 /// Writes the Ethernet + AoE header into `f[..AOE_HDR]`.
-fn put_header(f: &mut [u8], dst: &[u8; ETH_ALEN], src: &[u8; ETH_ALEN], addr: Addr, cmd: u8, tag: u32) {
+fn put_header(
+    f: &mut [u8],
+    dst: &[u8; ETH_ALEN],
+    src: &[u8; ETH_ALEN],
+    addr: Addr,
+    cmd: u8,
+    tag: u32,
+) {
     f[0..6].copy_from_slice(dst);
     f[6..12].copy_from_slice(src);
     f[12..14].copy_from_slice(&ETH_P_AOE.to_be_bytes());
@@ -138,6 +145,7 @@ pub(crate) enum Response<'a> {
     /// Answer to an ATA command.
     Ata {
         addr: Addr,
+        src: [u8; ETH_ALEN],
         tag: u32,
         /// Whether the target reported success.
         ok: bool,
@@ -181,14 +189,14 @@ pub(crate) fn parse(f: &[u8]) -> Result<Response<'_>, Reject> {
         return Err(Reject::BadAddr);
     }
     let tag = u32::from_be_bytes([f[20], f[21], f[22], f[23]]);
+    let mut src = [0u8; ETH_ALEN];
+    src.copy_from_slice(&f[6..12]);
     let body = &f[AOE_HDR..];
     match f[19] {
         AOECMD_CFG => {
             if body.len() < CFG_HDR {
                 return Err(Reject::Short);
             }
-            let mut src = [0u8; ETH_ALEN];
-            src.copy_from_slice(&f[6..12]);
             Ok(Response::Cfg {
                 addr,
                 src,
@@ -203,6 +211,7 @@ pub(crate) fn parse(f: &[u8]) -> Result<Response<'_>, Reject> {
             }
             Ok(Response::Ata {
                 addr,
+                src,
                 tag,
                 ok: body[3] & ATA_FAIL_MASK == 0,
                 data: &body[ATA_HDR..],
@@ -258,7 +267,18 @@ mod tests {
     fn ata_read_roundtrip() {
         let mut f = [0u8; ata_len(0)];
         let a = Addr { major: 7, minor: 3 };
-        build_ata(&mut f, &DST, &SRC, a, 0x1234_0005, Ata::Read { lba: 0x0102_0304_0506, sectors: 2 }, true);
+        build_ata(
+            &mut f,
+            &DST,
+            &SRC,
+            a,
+            0x1234_0005,
+            Ata::Read {
+                lba: 0x0102_0304_0506,
+                sectors: 2,
+            },
+            true,
+        );
         assert_eq!(f[12..14], [0x88, 0xa2]);
         assert_eq!(f[AOE_HDR], AOEAFL_EXT);
         assert_eq!(f[AOE_HDR + 3], 0x24);
@@ -266,9 +286,18 @@ mod tests {
         // Our own request is not a response.
         assert_eq!(parse(&f), Err(Reject::NotResponse));
         respond(&mut f);
+        // The target replaces the command with its status: DRDY.
+        f[AOE_HDR + 3] = 0x40;
         match parse(&f) {
-            Ok(Response::Ata { addr, tag, ok, data }) => {
+            Ok(Response::Ata {
+                addr,
+                src,
+                tag,
+                ok,
+                data,
+            }) => {
                 assert_eq!(addr, a);
+                assert_eq!(src, SRC);
                 assert_eq!(tag, 0x1234_0005);
                 assert!(ok);
                 assert!(data.is_empty());
@@ -281,7 +310,18 @@ mod tests {
     fn lba28_write_and_errors() {
         let mut f = [0u8; ata_len(0)];
         let a = Addr { major: 0, minor: 0 };
-        build_ata(&mut f, &DST, &SRC, a, 1, Ata::Write { lba: 0x0abc_def0, sectors: 1 }, false);
+        build_ata(
+            &mut f,
+            &DST,
+            &SRC,
+            a,
+            1,
+            Ata::Write {
+                lba: 0x0abc_def0,
+                sectors: 1,
+            },
+            false,
+        );
         assert_eq!(f[AOE_HDR], AOEAFL_WRITE);
         assert_eq!(f[AOE_HDR + 3], 0x30);
         assert_eq!(f[AOE_HDR + 7], 0xea);
@@ -325,11 +365,23 @@ mod tests {
         let mut id = [0u8; SECTOR];
         id[120..122].copy_from_slice(&0x5678u16.to_le_bytes());
         id[122..124].copy_from_slice(&0x0012u16.to_le_bytes());
-        assert_eq!(parse_identify(&id), Some(Identity { sectors: 0x0012_5678, lba48: false }));
+        assert_eq!(
+            parse_identify(&id),
+            Some(Identity {
+                sectors: 0x0012_5678,
+                lba48: false
+            })
+        );
         id[166] = 0x00;
         id[167] = 0x04;
         id[200..208].copy_from_slice(&0x0000_0123_4567_89abu64.to_le_bytes());
-        assert_eq!(parse_identify(&id), Some(Identity { sectors: 0x0123_4567_89ab, lba48: true }));
+        assert_eq!(
+            parse_identify(&id),
+            Some(Identity {
+                sectors: 0x0123_4567_89ab,
+                lba48: true
+            })
+        );
         assert_eq!(parse_identify(&id[..511]), None);
         assert_eq!(sectors_for_mtu(1500), 2);
         assert_eq!(sectors_for_mtu(9000), 17);

@@ -82,7 +82,8 @@ impl NetDevice {
     /// reference (`dev_get_by_name()`).
     pub fn get_by_name(name: &CStr) -> Option<ARef<Self>> {
         // SAFETY: `init_net` is always valid and `name` is NUL-terminated.
-        let dev = unsafe { bindings::dev_get_by_name(&raw mut bindings::init_net, name.as_char_ptr()) };
+        let dev =
+            unsafe { bindings::dev_get_by_name(&raw mut bindings::init_net, name.as_char_ptr()) };
         let dev = NonNull::new(dev)?;
         // SAFETY: `dev_get_by_name` returned a held reference, which we hand
         // to the `ARef`.
@@ -178,7 +179,11 @@ impl NetDevice {
         // SAFETY: We own `skb`; the device is valid for this call, which is
         // the only place a buffer is pointed at a device.
         let ret = unsafe {
-            (*skb).__bindgen_anon_1.__bindgen_anon_1.__bindgen_anon_1.dev = self.as_raw();
+            (*skb)
+                .__bindgen_anon_1
+                .__bindgen_anon_1
+                .__bindgen_anon_1
+                .dev = self.as_raw();
             bindings::dev_queue_xmit(skb)
         };
         // `NET_XMIT_CN` (congestion) still queued the frame.
@@ -257,7 +262,8 @@ impl<T: PacketHandler> PacketType<T> {
     ) -> crate::ffi::c_int {
         // SAFETY: `pt` is the `pt` field of a live `PacketType<T>`: it is
         // unregistered (and callbacks drained) before it is dropped.
-        let this = unsafe { &*crate::container_of!(pt.cast::<Opaque<bindings::packet_type>>(), Self, pt) };
+        let this =
+            unsafe { &*crate::container_of!(pt.cast::<Opaque<bindings::packet_type>>(), Self, pt) };
         // SAFETY: The core holds the device for the duration of the callback.
         let dev = unsafe { NetDevice::from_raw(dev) };
         // SAFETY: We own the buffer reference and hand it over.

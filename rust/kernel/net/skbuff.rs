@@ -62,7 +62,9 @@ impl SkBuff {
     pub(crate) unsafe fn from_received(skb: *mut bindings::sk_buff) -> Option<Self> {
         // SAFETY: The caller owns a reference to `skb`; on failure the function
         // drops it.
-        let skb = NonNull::new(unsafe { bindings::skb_share_check(skb, crate::alloc::flags::GFP_ATOMIC.as_raw()) })?;
+        let skb = NonNull::new(unsafe {
+            bindings::skb_share_check(skb, crate::alloc::flags::GFP_ATOMIC.as_raw())
+        })?;
         // SAFETY: `skb` is now a private buffer we own.
         if unsafe { bindings::skb_linearize(skb.as_ptr()) } != 0 {
             // SAFETY: We own `skb`.
@@ -97,9 +99,7 @@ impl SkBuff {
         // SAFETY: By the type invariant the data is linear, so `headlen`
         // bytes at `data` are initialized and owned by this buffer for as long
         // as `self` is borrowed.
-        unsafe {
-            core::slice::from_raw_parts((*skb).data, bindings::skb_headlen(skb) as usize)
-        }
+        unsafe { core::slice::from_raw_parts((*skb).data, bindings::skb_headlen(skb) as usize) }
     }
 
     /// The frame as it arrived, from the MAC header to the end of the data
@@ -147,7 +147,13 @@ impl SkBuff {
     pub fn set_protocol(&mut self, protocol: u16) {
         // SAFETY: `skb` is valid and ours; `protocol` lives in the `headers`
         // group of the buffer.
-        unsafe { (*self.0.as_ptr()).__bindgen_anon_4.headers.as_mut().protocol = protocol.to_be() };
+        unsafe {
+            (*self.0.as_ptr())
+                .__bindgen_anon_4
+                .headers
+                .as_mut()
+                .protocol = protocol.to_be()
+        };
     }
 }
 

@@ -35,7 +35,7 @@ run_suite() {
 	say "$name: booting $(cat "$obj/include/config/kernel.release") ${inject:+(injected: $inject)}"
 	python3 "$here/vm.py" --kernel "$obj" --log "$results/$name.console" \
 		--status "$results/$name.status" --rwdir "$results" --timeout 1800 \
-		--append "modprobe.blacklist=virtio_scsi" "${vm[@]}" -- \
+		--append "modprobe.blacklist=virtio_scsi,aoe" "${vm[@]}" -- \
 		env RSTORAGE_INJECT="$inject" "${env[@]}" bash "$selftests/run_tests.sh" \
 		"$moddir" "$results/$name.ktap" "$@" >/dev/null
 }

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# raoe against vblade (Debian's AoE target) over a veth pair inside the
+# guest: raoe on aoe0, the targets on aoe1, backing files on tmpfs. aoetools
+# drive discovery; data is checked with fio verify=crc32c; faults are a
+# killed target, a link going down, injected garbage frames, memory
+# pressure, CPU hotplug and module unload under load.
+. "$(dirname "$0")/lib.sh"
+
+here=$(dirname "$0")
+work=/tmp/raoe
+ntargets=8
+size_mb=24
+
+ktap_header
+ktap_plan 19
+
+check() { # NAME COMMAND...: one case from a command's status.
+	local name=$1
+	shift
+	if "$@"; then ktap_pass "$name"; else ktap_fail "$name"; fi
+}
+
+stats=/sys/kernel/debug/raoe/stats
+
+# target N: start vblade for e0.N (its pid in $work/vblade.N).
+target() {
+	vblade 0 "$1" aoe1 "$work/t$1" >"$work/vblade.$1.log" 2>&1 &
+	echo $! >"$work/vblade.$1"
+}
+stop_target() {
+	kill "$(cat "$work/vblade.$1")" 2>/dev/null
+	wait "$(cat "$work/vblade.$1")" 2>/dev/null
+	return 0
+}
+
+# wait_devs N: wait for N etherd disks with a size and state up.
+wait_devs() {
+	local i n
+	for i in $(seq 120); do
+		n=0
+		for d in /sys/block/etherd\!e0.*; do
+			[ -e "$d" ] && [ "$(cat "$d/size")" -gt 0 ] && grep -q '^up$' "$d/state" && n=$((n + 1))
+		done
+		[ "$n" -ge "$1" ] && return 0
+		[ $((i % 10)) = 0 ] && aoe-discover 2>/dev/null
+		sleep 0.5
+	done
+	ktap_info "$n of $1 devices up"
+	return 1
+}
+
+load() { # PARAMS...
+	rstorage_insmod raoe "$@" || return 1
+	aoe-interfaces aoe0 aoe3 && aoe-discover
+}
+
+unload() {
+	local i
+	for i in $(seq 20); do
+		udevadm settle 2>/dev/null
+		rmmod raoe 2>/dev/null && return 0
+		sleep 0.5
+	done
+	rmmod raoe
+}
+
+# fio_verify NAME DEVS [EXTRA...]: random writes then verified reads.
+fio_verify() {
+	local name=$1 devs=$2 args=() d
+	shift 2
+	for d in $devs; do
+		args+=(--name="$d" --filename="/dev/etherd/$d")
+	done
+	fio --output="$work/fio-$name.log" --ioengine=libaio --direct=1 --iodepth=16 \
+		--rw=randwrite --bsrange=4k-64k --size=${FIO_SIZE:-8m} --verify=crc32c --do_verify=1 \
+		--verify_fatal=1 --group_reporting "$@" "${args[@]}" >/dev/null 2>&1
+	local rc=$?
+	[ "$rc" = 0 ] || tail -n 20 "$work/fio-$name.log" | sed 's/^/# /'
+	grep -E "WRITE:|READ:" "$work/fio-$name.log" | sed 's/^ */# /'
+	return "$rc"
+}
+
+# dev_field DEV FIELD: a field of a device's line in the stats file.
+dev_field() {
+	grep "^$1:" "$stats" | tr ' ' '\n' | grep -A1 -x "$2" | tail -n 1
+}
+
+mkdir -p "$work"
+mount -t tmpfs -o size=$((ntargets * size_mb + 16))m raoe "$work"
+for i in $(seq 0 $((ntargets - 1))); do
+	truncate -s ${size_mb}M "$work/t$i"
+done
+# aoe0-aoe1 carries the targets; aoe2-aoe3 carries injected garbage only (raoe
+# listens on aoe3 too), so that the targets never see it.
+ip link add aoe0 type veth peer name aoe1
+ip link add aoe2 type veth peer name aoe3
+for i in 0 1 2 3; do ip link set "aoe$i" up; done
+mac1=$(cat /sys/class/net/aoe1/address)
+mac0=$(cat /sys/class/net/aoe0/address)
+
+# 1-3: the C driver is not loaded; ours loads, makes the control files and
+# finds one target through aoetools.
+[ -d /sys/module/aoe ] && rmmod aoe
+check "C aoe not loaded" test ! -d /sys/module/aoe
+target 0
+check "raoe loads and makes the /dev/etherd control files" \
+	eval 'load && test -c /dev/etherd/discover && test -c /dev/etherd/interfaces &&
+	test -c /dev/etherd/revalidate && test -c /dev/etherd/flush'
+[ -d /sys/module/raoe ] || { ktap_info "driver not loaded, giving up"; exit 1; }
+found() {
+	wait_devs 1 || return 1
+	aoe-stat | sed 's/^/# /'
+	aoe-stat | grep -q 'e0.0 .*aoe0.*up' &&
+		[ "$(cat '/sys/block/etherd!e0.0/size')" = $((size_mb * 2048)) ] &&
+		[ "$(cat '/sys/block/etherd!e0.0/mac')" = "$(tr -d : <<<"$mac1")" ]
+}
+check "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat)" found
+
+# 4: data on one target.
+check "fio verify=crc32c on 1 target" fio_verify one e0.0
+
+# 5-6: eight targets at once; completions spread over threads, one per target.
+for i in $(seq 1 $((ntargets - 1))); do target "$i"; done
+aoe-discover
+check "aoe-discover finds $ntargets targets" wait_devs $ntargets
+all=$(for i in $(seq 0 $((ntargets - 1))); do echo "e0.$i"; done)
+check "fio verify=crc32c on $ntargets targets at once" fio_verify eight "$all"
+sed 's/^/# /' "$stats"
+threads() {
+	local busy owners
+	busy=$(grep -c '^thread .* completions [1-9]' "$stats")
+	owners=$(for i in $(seq 0 $((ntargets - 1))); do dev_field "e0.$i" thread; done | sort -u | wc -l)
+	ktap_info "threads with completions: $busy, distinct threads owning targets: $owners"
+	[ "$busy" -ge 2 ] && [ "$owners" -ge 2 ] && [ "$owners" -le "$(nproc)" ]
+}
+check "completions run on several per-CPU threads, each target on one" threads
+
+# 7: a target killed mid-I/O and restarted: I/O resumes (retransmission).
+killed() {
+	local before after rc
+	before=$(dev_field e0.1 retransmits)
+	FIO_SIZE=16m fio_verify killed e0.1 &
+	local fio=$!
+	sleep 3
+	stop_target 1
+	sleep 3
+	target 1
+	wait $fio
+	rc=$?
+	after=$(dev_field e0.1 retransmits)
+	ktap_info "e0.1 retransmits $before -> $after"
+	[ "$rc" = 0 ] && [ "$after" -gt "$before" ]
+}
+check "target killed and restarted during fio: I/O resumes, data verified" killed
+
+# 8: link down and up during I/O.
+link() {
+	FIO_SIZE=16m fio_verify link e0.2 &
+	local fio=$!
+	sleep 3
+	ip link set aoe0 down
+	sleep 2
+	ip link set aoe0 up
+	wait $fio
+}
+check "link down/up during fio: data verified" link
+
+# 9: garbage frames while I/O runs.
+garbage() {
+	local before after sent rc
+	before=$(grep '^rx:' "$stats")
+	FIO_SIZE=16m fio_verify garbage "e0.3 e0.4" &
+	local fio=$!
+	sent=$(python3 "$here/aoe_inject.py" aoe2 "$(cat /sys/class/net/aoe3/address)" "$mac1" 12000 0 3)
+	wait $fio
+	rc=$?
+	after=$(grep '^rx:' "$stats")
+	ktap_info "injected $sent frames; $before -> $after; e0.3 unexpected $(dev_field e0.3 unexpected)"
+	[ "$rc" = 0 ] && [ "${sent:-0}" -ge 10000 ] && [ "$after" != "$before" ]
+}
+check "10000+ malformed/unexpected frames during fio: data verified" garbage
+
+# 10: memory pressure: a hog holds all but ~100 MiB while fio runs.
+pressure() {
+	local avail hog rc
+	avail=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
+	python3 -c 'import sys, time
+b = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(b), 4096): b[i] = 1
+time.sleep(600)' $((avail - 100)) &
+	hog=$!
+	sleep 3
+	ktap_info "hog holds $((avail - 100)) MiB; $(grep MemAvailable /proc/meminfo)"
+	FIO_SIZE=16m fio_verify pressure "e0.5 e0.6"
+	rc=$?
+	kill $hog
+	wait $hog 2>/dev/null
+	ktap_info "reserved buffers used: $(grep -o 'reserve_used [0-9]*' "$stats")"
+	return $rc
+}
+check "fio under memory pressure: data verified" pressure
+
+# 11: CPUs offline and online during I/O.
+hotplug() {
+	FIO_SIZE=16m fio_verify hotplug "$all" &
+	local fio=$! c r
+	for r in 1 2; do
+		for c in /sys/devices/system/cpu/cpu[1-9]*; do
+			echo 0 >"$c/online"
+			sleep 0.5
+			echo 1 >"$c/online"
+		done
+	done
+	wait $fio
+}
+check "CPUs offlined and onlined during fio: data verified" hotplug
+
+# 12: revalidate and flush through aoetools.
+revalidate() {
+	aoe-revalidate e0.7 && sleep 1 && grep -q '^up$' '/sys/block/etherd!e0.7/state'
+}
+check "aoe-revalidate e0.7 keeps it up" revalidate
+
+# 13-14: unload under load is refused (the disk is open), then works; data
+# written before the unload reads back after the reload.
+busy_unload() {
+	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
+	dd if="$work/pattern" of=/dev/etherd/e0.0 bs=1M oflag=direct 2>/dev/null || return 1
+	FIO_SIZE=16m fio_verify busy e0.1 &
+	local fio=$! rc=0
+	sleep 2
+	if rmmod raoe 2>/dev/null; then
+		ktap_info "rmmod succeeded with a disk open"
+		rc=1
+	fi
+	wait $fio || rc=1
+	return $rc
+}
+check "rmmod under load is refused while fio runs, fio verifies" busy_unload
+reload() {
+	unload || return 1
+	load && wait_devs $ntargets &&
+		cmp <(dd if=/dev/etherd/e0.0 bs=1M count=4 iflag=direct 2>/dev/null) "$work/pattern"
+}
+check "rmmod after I/O, reload: targets back, data intact" reload
+
+# 15: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
+# nothing hangs; it comes back with discovery.
+dead() {
+	unload && load aoe_deadsecs=4 && wait_devs $ntargets || return 1
+	stop_target 2
+	local start end rc
+	start=$(date +%s)
+	dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>"$work/dead.log"
+	rc=$?
+	end=$(date +%s)
+	ktap_info "read of a dead target: exit $rc after $((end - start)) s: $(tail -n1 "$work/dead.log")"
+	grep -q 'Input/output error' "$work/dead.log" && [ $((end - start)) -le 30 ] &&
+		grep -q '^down$' '/sys/block/etherd!e0.2/state'
+}
+check "a dead target fails I/O with EIO within aoe_deadsecs, no hang" dead
+back() {
+	target 2
+	aoe-discover
+	wait_devs $ntargets && dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
+}
+check "the restarted target comes back with aoe-discover" back
+
+# 16: flush of a down device removes it.
+flush() {
+	stop_target 7
+	dd if=/dev/etherd/e0.7 of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null
+	sleep 1
+	aoe-flush 2>/dev/null
+	[ ! -e '/sys/block/etherd!e0.7' ]
+}
+check "aoe-flush removes a down device" flush
+
+# 17-18: single completion thread mode, then the C driver on the same targets.
+single() {
+	unload && load single_thread=1 && wait_devs $((ntargets - 1)) || return 1
+	FIO_SIZE=4m fio_verify single "e0.0 e0.1 e0.2" || return 1
+	[ "$(grep -c '^thread ' "$stats")" = 1 ]
+}
+check "single_thread=1: one completion thread, data verified" single
+cdriver() {
+	unload || return 1
+	modprobe aoe aoe_iflist=aoe0 || return 1
+	echo >/dev/etherd/discover
+	local i
+	for i in $(seq 40); do
+		[ -e '/sys/block/etherd!e0.0' ] && [ "$(cat '/sys/block/etherd!e0.0/size')" -gt 0 ] && break
+		sleep 0.5
+	done
+	cmp <(dd if=/dev/etherd/e0.0 bs=1M count=4 iflag=direct 2>/dev/null) "$work/pattern"
+	local rc=$?
+	udevadm settle 2>/dev/null
+	rmmod aoe || rc=1
+	return $rc
+}
+check "C aoe takes the same targets and reads raoe's data" cdriver
+
+# 19: raoe loads again after the C driver.
+check "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
+
+for i in $(seq 0 $((ntargets - 1))); do stop_target "$i"; done
+ip link del aoe0
+ip link del aoe2
+umount "$work"
+ktap_finished
