@@ -12,6 +12,9 @@
 #   make bench-vscsi
 #                benchmark C virtio_scsi vs rvirtio_scsi (release kernel);
 #                writes Documentation/rstorage/rvirtio-scsi-bench.{inc,png}
+#   make bench-aoe
+#                benchmark C aoe vs raoe (release kernel);
+#                writes Documentation/rstorage/raoe-bench.{inc,png}
 #
 # Options: KDIR=<Linux 7.3 source tree> (default: Debian's linux-source-7.3,
 # fetched into build/), LLVM=1 (build with clang; adds KASAN to the debug
@@ -31,13 +34,13 @@ KMAKE_LLVM := LLVM=-19
 SUFFIX := -llvm
 endif
 
-.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests bench-vscsi \
+.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests bench-vscsi bench-aoe \
 	modules-release check run fmt clean distclean
 
 all: help
 
 help:
-	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@bash $(TOOLS)/deps.sh $(LLVM_ARG)
@@ -71,6 +74,10 @@ blktests: modules-debug
 # write tables and plots into Documentation/rstorage/.
 bench-vscsi: modules-release
 	@bash $(TOOLS)/bench/vscsi.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
+		$(BUILD)/results
+
+bench-aoe: modules-release
+	@bash $(TOOLS)/bench/aoe.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
 		$(BUILD)/results
 
 run: modules-release

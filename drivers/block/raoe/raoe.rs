@@ -225,7 +225,13 @@ struct Path {
     ifp: ARef<NetDevice>,
     /// Most data bytes per frame on this path.
     payload: usize,
+    /// When a response last came back over this path (creation time at first).
+    last_ok: Instant<Monotonic>,
 }
+
+/// A path that has not answered for this long gets new frames only when no
+/// other path answers either (a dead or bogus path must not stall I/O).
+const PATH_TRUST: Delta = Delta::from_secs(3);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -626,6 +632,7 @@ impl Aoe {
                 mac: m.mac,
                 ifp: m.ifp,
                 payload,
+                last_ok: Instant::now(),
             });
         }
         st.fwver = m.fwver;
@@ -863,8 +870,15 @@ impl Dev {
             return None;
         }
         let tag = Self::new_tag(st, i);
-        let path = st.rr % st.paths.len();
-        st.rr = st.rr.wrapping_add(1);
+        // Round robin over the paths that answered lately, or over all.
+        let n = st.paths.len();
+        let now = Instant::now();
+        let start = st.rr;
+        let path = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&p| now - st.paths[p].last_ok <= PATH_TRUST)
+            .unwrap_or(start % n);
+        st.rr = path.wrapping_add(1);
         let lba48 = st.lba48;
         let p = &st.paths[path];
         let (mac, ifp) = (p.mac, p.ifp.clone());
@@ -1304,6 +1318,7 @@ impl PacketHandler for Rx {
                     f.answered = true;
                     let sample = (f.retries == 0).then(|| (now - f.sent).as_micros_ceil());
                     st.last_rsp = now;
+                    st.paths[path].last_ok = now;
                     if let Some(rtt) = sample {
                         // Jacobson's estimator, as the C driver's calc_rttavg().
                         let err = rtt - st.rtt_avg_us;

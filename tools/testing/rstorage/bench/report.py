@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 """Turns benchmark runs (JSON lines) into a reStructuredText table and a plot.
 
-Each run: driver, round, workload, targets, iops, bw_kib, irqs_per_io. The
+Each run: driver, round, workload, targets, iops, bw_kib, irqs_per_io (None
+where interrupts do not apply: the IRQ columns and plot are left out). The
 first driver of the file's "driver" values that starts with "c" is the
 baseline; for every other driver and every (workload, targets) the ratio to
 the baseline of the same round is taken, and the table gives the median and
@@ -31,7 +32,8 @@ def main():
     for (wl, nt), m in sorted(by.items()):
         rounds = sorted({rnd for (_, rnd) in m})
         b_iops = [m[(base, r)]["iops"] for r in rounds if (base, r) in m]
-        b_irq = [m[(base, r)]["irqs_per_io"] for r in rounds if (base, r) in m]
+        b_irq = [m[(base, r)]["irqs_per_io"] for r in rounds
+                 if (base, r) in m and m[(base, r)]["irqs_per_io"] is not None]
         for d in others:
             ri, rq = [], []
             for r in rounds:
@@ -49,17 +51,19 @@ def main():
                 "irq_med": statistics.median(rq) if rq else float("nan"),
                 "irq_min": min(rq) if rq else float("nan"),
             })
-    write_table(rows, base, sys.argv[2])
-    plot(rows, sys.argv[3])
+    irq = any(r.get("irqs_per_io") is not None for r in runs)
+    write_table(rows, base, sys.argv[2], irq)
+    plot(rows, sys.argv[3], irq)
 
 
-def write_table(rows, base, path):
+def write_table(rows, base, path, irq):
     head = ["Workload", "Targets", "Driver", "Rounds", f"{base} IOPS (median)",
-            "IOPS ratio median", "IOPS ratio min", f"{base} IRQ/IO", "IRQ/IO ratio median",
-            "IRQ/IO ratio min"]
+            "IOPS ratio median", "IOPS ratio min"]
+    if irq:
+        head += [f"{base} IRQ/IO", "IRQ/IO ratio median", "IRQ/IO ratio min"]
     body = [[r["workload"], str(r["targets"]), r["driver"], str(r["n"]),
-             f"{r['base_iops']:.0f}", f"{r['iops_med']:.3f}", f"{r['iops_min']:.3f}",
-             f"{r['base_irq']:.3f}", f"{r['irq_med']:.3f}", f"{r['irq_min']:.3f}"]
+             f"{r['base_iops']:.0f}", f"{r['iops_med']:.3f}", f"{r['iops_min']:.3f}"]
+            + ([f"{r['base_irq']:.3f}", f"{r['irq_med']:.3f}", f"{r['irq_min']:.3f}"] if irq else [])
             for r in rows]
     w = [max(len(x) for x in col) for col in zip(head, *body)]
     line = " ".join("=" * n for n in w)
@@ -69,16 +73,19 @@ def write_table(rows, base, path):
         f.write("\n".join([line, fmt(head), line] + [fmt(b) for b in body] + [line]) + "\n")
 
 
-def plot(rows, path):
+def plot(rows, path, irq):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     drivers = sorted({r["driver"] for r in rows})
     configs = sorted({(r["workload"], r["targets"]) for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2 if irq else 1, figsize=(11 if irq else 6, 4), squeeze=False)
+    axes = axes[0]
     width = 0.8 / max(1, len(drivers))
-    for ax, key, title in ((axes[0], "iops", "IOPS vs C (median, min)"),
-                           (axes[1], "irq", "interrupts per I/O vs C (median, min)")):
+    panels = [(axes[0], "iops", "IOPS vs C (median, min)")]
+    if irq:
+        panels.append((axes[1], "irq", "interrupts per I/O vs C (median, min)"))
+    for ax, key, title in panels:
         for i, d in enumerate(drivers):
             xs, med, lo = [], [], []
             for j, c in enumerate(configs):

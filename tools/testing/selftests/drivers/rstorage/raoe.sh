@@ -155,7 +155,9 @@ killed() {
 }
 check "target killed and restarted during fio: I/O resumes, data verified" killed
 
-# 8: link down and up during I/O.
+# 8: link down and up during I/O. vblade exits when a send fails while the
+# link is down ("write to network: No buffer space available"): then it is
+# restarted, as a target's supervisor would; the driver must carry on either way.
 link() {
 	FIO_SIZE=16m fio_verify link e0.2 &
 	local fio=$!
@@ -163,6 +165,10 @@ link() {
 	ip link set aoe0 down
 	sleep 2
 	ip link set aoe0 up
+	if ! kill -0 "$(cat "$work/vblade.2")" 2>/dev/null; then
+		ktap_info "vblade e0.2 exited during the outage: $(tail -n1 "$work/vblade.2.log"); restarted"
+		target 2
+	fi
 	wait $fio
 }
 check "link down/up during fio: data verified" link
