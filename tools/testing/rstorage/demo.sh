@@ -65,6 +65,46 @@ print(f"{sys.argv[1]} disks: {w['io_bytes'] >> 20} MiB written, {r['io_bytes'] >
 PY
 }
 
+# move_raoe: two vblade targets on tmpfs behind a veth pair; discovery with
+# aoetools, then fio verify=crc32c on both /dev/etherd disks.
+move_raoe() {
+	local w=/tmp/raoe-demo i n rc=0 pids=()
+	mkdir -p "$w" && mount -t tmpfs -o size=80m raoe-demo "$w" || return 1
+	ip link add aoe0 type veth peer name aoe1 && ip link set aoe0 up && ip link set aoe1 up
+	for i in 0 1; do
+		truncate -s 32M "$w/t$i"
+		vblade 7 "$i" aoe1 "$w/t$i" >/dev/null 2>&1 &
+		pids+=($!)
+	done
+	aoe-interfaces aoe0 && aoe-discover
+	for i in $(seq 60); do
+		n=$(cat /sys/block/etherd\!e7.*/size 2>/dev/null | grep -cv '^0$')
+		[ "$n" -ge 2 ] && break
+		sleep 0.5
+	done
+	if [ "$n" -ge 2 ]; then
+		fio --output-format=json --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
+			--bs=64k --size=16m --verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting \
+			--name=a --filename=/dev/etherd/e7.0 --name=b --filename=/dev/etherd/e7.1 \
+			>/tmp/demo-fio.json 2>/dev/null || rc=1
+	else
+		rc=1
+	fi
+	[ "$rc" = 0 ] && python3 - <<'PY'
+import json
+j = json.load(open("/tmp/demo-fio.json"))["jobs"][0]
+w, r = j["write"], j["read"]
+print(f"2 vblade targets: {w['io_bytes'] >> 20} MiB written, {r['io_bytes'] >> 20} MiB read back "
+      f"and verified (crc32c), write {w['bw'] / 1024:.1f} MiB/s, read {r['bw'] / 1024:.1f} MiB/s")
+PY
+	[ "$rc" = 0 ] || echo "${n:-0} targets found, fio verify failed"
+	kill "${pids[@]}" 2>/dev/null
+	wait "${pids[@]}" 2>/dev/null
+	ip link del aoe0
+	umount "$w"
+	return "$rc"
+}
+
 # unload NAME: udev may still hold a disk open after writes; retry.
 unload() {
 	local i

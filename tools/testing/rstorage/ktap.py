@@ -6,7 +6,8 @@ A KTAP result line at indent d is a parent when result lines deeper than d
 appeared since the previous result at depth d or shallower; otherwise it is a
 leaf. Only leaves are counted, so nested KUnit suites and kselftest programs
 count their cases, not themselves. A parent that failed without any failing
-leaf beneath it (a program that died half-way) counts as one failure.
+leaf beneath it (a program that died half-way) counts as one failure, and so
+does a plan ("1..N") whose level did not report exactly N results.
 
 Usage: ktap.py [--result STATUS:NAME ...] FILE...
   --result adds a result computed elsewhere (STATUS is ok, fail or skip).
@@ -20,6 +21,7 @@ import sys
 
 RESULT = re.compile(r"^(\s*)(ok|not ok)\s+\d+\s*(?:-\s*)?([^#]*?)\s*(?:#\s*(.*))?$")
 SUBTEST = re.compile(r"^(\s*)#\s*Subtest:\s*(\S+)")
+PLAN = re.compile(r"^(\s*)1\.\.(\d+)\s*$")
 
 
 def parse(lines, source):
@@ -27,16 +29,35 @@ def parse(lines, source):
     deeper = {}  # indent -> results deeper than it were seen since its last result
     failed_below = {}  # indent -> a failing leaf was seen deeper
     names = {}  # indent -> name of the subtest opened at that indent
+    plans = {}  # indent -> [planned, seen, name] of the plan at that indent
+
+    def close_plans(deeper_than):
+        for k in sorted(plans):
+            if k > deeper_than:
+                planned, seen, name = plans.pop(k)
+                if planned != seen:
+                    yield "fail", f"{name} (plan of {planned} cases, {seen} ran)"
+
     for line in lines:
         line = line.rstrip("\n").expandtabs(4)
         m = SUBTEST.match(line)
         if m:
             names[len(m.group(1))] = m.group(2)
             continue
+        m = PLAN.match(line)
+        if m:
+            d = len(m.group(1))
+            yield from close_plans(d - 1)
+            path = [names[k] for k in sorted(names) if k <= d]
+            plans[d] = [int(m.group(2)), 0, "/".join([source] + [p for p in path if p])]
+            continue
         m = RESULT.match(line)
         if not m:
             continue
         d = len(m.group(1))
+        yield from close_plans(d)
+        if d in plans:
+            plans[d][1] += 1
         ok = m.group(2) == "ok"
         directive = (m.group(4) or "").strip()
         skip = directive.upper().startswith("SKIP")
@@ -63,6 +84,7 @@ def parse(lines, source):
         for k in range(d):
             deeper[k] = True
         deeper[d] = False
+    yield from close_plans(-1)
 
 
 def main():

@@ -16,7 +16,7 @@ echo "[run] booting $(cat "$obj/include/config/kernel.release") (release) in a V
 vscsi_setup "$results/vscsi"
 python3 "$here/vm.py" --kernel "$obj" --log "$results/run.console" --status "$results/run.status" \
 	--rwdir "$results" --timeout 1200 --show-output --cpus 2 \
-	--append "modprobe.blacklist=virtio_scsi" "--qemu-opts=$vscsi_qemu" -- \
+	--append "modprobe.blacklist=virtio_scsi,aoe" "--qemu-opts=$vscsi_qemu" -- \
 	bash "$here/demo.sh" "$moddir" "$results/run.summary"
 rc=$?
 echo

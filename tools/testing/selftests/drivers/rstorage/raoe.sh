@@ -14,7 +14,7 @@ ntargets=8
 size_mb=24
 
 ktap_header
-ktap_plan 19
+ktap_plan 21
 
 check() { # NAME COMMAND...: one case from a command's status.
 	local name=$1
@@ -121,7 +121,7 @@ check "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat)" found
 # 4: data on one target.
 check "fio verify=crc32c on 1 target" fio_verify one e0.0
 
-# 5-6: eight targets at once; completions spread over threads, one per target.
+# 5-7: eight targets at once; completions spread over threads, one per target.
 for i in $(seq 1 $((ntargets - 1))); do target "$i"; done
 aoe-discover
 check "aoe-discover finds $ntargets targets" wait_devs $ntargets
@@ -137,7 +137,7 @@ threads() {
 }
 check "completions run on several per-CPU threads, each target on one" threads
 
-# 7: a target killed mid-I/O and restarted: I/O resumes (retransmission).
+# 8: a target killed mid-I/O and restarted: I/O resumes (retransmission).
 killed() {
 	local before after rc
 	before=$(dev_field e0.1 retransmits)
@@ -155,7 +155,7 @@ killed() {
 }
 check "target killed and restarted during fio: I/O resumes, data verified" killed
 
-# 8: link down and up during I/O. vblade exits when a send fails while the
+# 9: link down and up during I/O. vblade exits when a send fails while the
 # link is down ("write to network: No buffer space available"): then it is
 # restarted, as a target's supervisor would; the driver must carry on either way.
 link() {
@@ -173,7 +173,7 @@ link() {
 }
 check "link down/up during fio: data verified" link
 
-# 9: garbage frames while I/O runs.
+# 10: garbage frames while I/O runs.
 garbage() {
 	local before after sent rc
 	before=$(grep '^rx:' "$stats")
@@ -188,17 +188,23 @@ garbage() {
 }
 check "10000+ malformed/unexpected frames during fio: data verified" garbage
 
-# 10: memory pressure: a hog holds all but ~100 MiB while fio runs.
+# 11: memory pressure: a hog holds all but ~160 MiB while fio runs.
 pressure() {
-	local avail hog rc
+	local avail hog rc i
 	avail=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
+	rm -f "$work/hog.ready"
 	python3 -c 'import sys, time
 b = bytearray(int(sys.argv[1]) << 20)
 for i in range(0, len(b), 4096): b[i] = 1
-time.sleep(600)' $((avail - 100)) &
+open(sys.argv[2], "w").close()
+time.sleep(600)' $((avail - 160)) "$work/hog.ready" &
 	hog=$!
-	sleep 3
-	ktap_info "hog holds $((avail - 100)) MiB; $(grep MemAvailable /proc/meminfo)"
+	for i in $(seq 240); do
+		[ -e "$work/hog.ready" ] && break
+		sleep 0.5
+	done
+	[ -e "$work/hog.ready" ] || { ktap_info "hog not ready"; kill $hog; return 1; }
+	ktap_info "hog holds $((avail - 160)) MiB; $(grep MemAvailable /proc/meminfo)"
 	FIO_SIZE=16m fio_verify pressure "e0.5 e0.6"
 	rc=$?
 	kill $hog
@@ -208,7 +214,7 @@ time.sleep(600)' $((avail - 100)) &
 }
 check "fio under memory pressure: data verified" pressure
 
-# 11: CPUs offline and online during I/O.
+# 12: CPUs offline and online during I/O.
 hotplug() {
 	FIO_SIZE=16m fio_verify hotplug "$all" &
 	local fio=$! c r
@@ -223,13 +229,13 @@ hotplug() {
 }
 check "CPUs offlined and onlined during fio: data verified" hotplug
 
-# 12: revalidate and flush through aoetools.
+# 13: revalidate through aoetools.
 revalidate() {
 	aoe-revalidate e0.7 && sleep 1 && grep -q '^up$' '/sys/block/etherd!e0.7/state'
 }
 check "aoe-revalidate e0.7 keeps it up" revalidate
 
-# 13-14: unload under load is refused (the disk is open), then works; data
+# 14-15: unload under load is refused (the disk is open), then works; data
 # written before the unload reads back after the reload.
 busy_unload() {
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
@@ -252,7 +258,7 @@ reload() {
 }
 check "rmmod after I/O, reload: targets back, data intact" reload
 
-# 15: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
+# 16-17: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
 # nothing hangs; it comes back with discovery.
 dead() {
 	unload && load aoe_deadsecs=4 && wait_devs $ntargets || return 1
@@ -274,7 +280,7 @@ back() {
 }
 check "the restarted target comes back with aoe-discover" back
 
-# 16: flush of a down device removes it.
+# 18: flush of a down device removes it.
 flush() {
 	stop_target 7
 	dd if=/dev/etherd/e0.7 of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null
@@ -284,7 +290,7 @@ flush() {
 }
 check "aoe-flush removes a down device" flush
 
-# 17-18: single completion thread mode, then the C driver on the same targets.
+# 19-20: single completion thread mode, then the C driver on the same targets.
 single() {
 	unload && load single_thread=1 && wait_devs $((ntargets - 1)) || return 1
 	FIO_SIZE=4m fio_verify single "e0.0 e0.1 e0.2" || return 1
@@ -292,6 +298,9 @@ single() {
 }
 check "single_thread=1: one completion thread, data verified" single
 cdriver() {
+	# Fresh data written through raoe (the fio runs above overwrote e0.0).
+	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
+	dd if="$work/pattern" of=/dev/etherd/e0.0 bs=1M oflag=direct 2>/dev/null || return 1
 	unload || return 1
 	modprobe aoe aoe_iflist=aoe0 || return 1
 	echo >/dev/etherd/discover
@@ -308,7 +317,7 @@ cdriver() {
 }
 check "C aoe takes the same targets and reads raoe's data" cdriver
 
-# 19: raoe loads again after the C driver.
+# 21: raoe loads again after the C driver.
 check "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
 
 for i in $(seq 0 $((ntargets - 1))); do stop_target "$i"; done
