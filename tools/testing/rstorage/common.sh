@@ -7,3 +7,15 @@ rstorage_dirs() {
 	obj=$(cd "$1" && pwd) && moddir=$(cd "$2" && pwd) && mkdir -p "$3" &&
 		results=$(cd "$3" && pwd)
 }
+
+# rstorage_plot_python: prints a Python interpreter that can import
+# matplotlib (for the benchmark plots), installing Debian's when none can.
+rstorage_plot_python() {
+	local py
+	for py in python3 /usr/bin/python3; do
+		"$py" -c 'import matplotlib' 2>/dev/null && { echo "$py"; return 0; }
+	done
+	echo "[bench] installing python3-matplotlib for the plot" >&2
+	apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null &&
+		echo /usr/bin/python3
+}

@@ -21,6 +21,6 @@ echo "[bench] $rounds rounds x 3 drivers x 4 workloads x ${secs}s (log: $results
 python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-aoe.console" --cpus 4 \
 	--rwdir "$results" --timeout 7200 --append "modprobe.blacklist=aoe" --show-output -- \
 	bash "$here/aoe-guest.sh" "$moddir" "$results/bench-aoe.jsonl" "$rounds" "$secs"
-python3 "$here/report.py" "$results/bench-aoe.jsonl" \
+"$(rstorage_plot_python)" "$here/report.py" "$results/bench-aoe.jsonl" \
 	"$project/Documentation/rstorage/raoe-bench.inc" \
 	"$project/Documentation/rstorage/raoe-bench.png"

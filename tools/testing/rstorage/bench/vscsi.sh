@@ -27,6 +27,6 @@ python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-vscsi.console" --
 	--rwdir "$results" --timeout 7200 --append "modprobe.blacklist=virtio_scsi" \
 	"--qemu-opts=${opts[*]}" --show-output -- \
 	bash "$here/vscsi-guest.sh" "$moddir" "$results/bench-vscsi.jsonl" "$rounds" "$secs"
-python3 "$here/report.py" "$results/bench-vscsi.jsonl" \
+"$(rstorage_plot_python)" "$here/report.py" "$results/bench-vscsi.jsonl" \
 	"$project/Documentation/rstorage/rvirtio-scsi-bench.inc" \
 	"$project/Documentation/rstorage/rvirtio-scsi-bench.png"
