@@ -26,7 +26,7 @@ pkgs=(
 	# VM runner (virtme-ng boots the kernel on the host's root file system)
 	qemu-system-x86 python3-pip udev
 	# user space exercised inside the VM
-	fio vblade aoetools
+	fio vblade aoetools open-iscsi iproute2
 )
 if [ "$llvm" = 1 ]; then
 	pkgs+=(clang-19 lld-19 llvm-19)

@@ -16,12 +16,6 @@ size_mb=24
 ktap_header
 ktap_plan 21
 
-check() { # NAME COMMAND...: one case from a command's status.
-	local name=$1
-	shift
-	if "$@"; then ktap_pass "$name"; else ktap_fail "$name"; fi
-}
-
 stats=/sys/kernel/debug/raoe/stats
 
 # target N: start vblade for e0.N (its pid in $work/vblade.N).
@@ -103,9 +97,9 @@ mac0=$(cat /sys/class/net/aoe0/address)
 # 1-3: the C driver is not loaded; ours loads, makes the control files and
 # finds one target through aoetools.
 [ -d /sys/module/aoe ] && rmmod aoe
-check "C aoe not loaded" test ! -d /sys/module/aoe
+ktap_check "C aoe not loaded" test ! -d /sys/module/aoe
 target 0
-check "raoe loads and makes the /dev/etherd control files" \
+ktap_check "raoe loads and makes the /dev/etherd control files" \
 	eval 'load && test -c /dev/etherd/discover && test -c /dev/etherd/interfaces &&
 	test -c /dev/etherd/revalidate && test -c /dev/etherd/flush'
 [ -d /sys/module/raoe ] || { ktap_info "driver not loaded, giving up"; exit 1; }
@@ -116,17 +110,17 @@ found() {
 		[ "$(cat '/sys/block/etherd!e0.0/size')" = $((size_mb * 2048)) ] &&
 		[ "$(cat '/sys/block/etherd!e0.0/mac')" = "$(tr -d : <<<"$mac1")" ]
 }
-check "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat)" found
+ktap_check "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat)" found
 
 # 4: data on one target.
-check "fio verify=crc32c on 1 target" fio_verify one e0.0
+ktap_check "fio verify=crc32c on 1 target" fio_verify one e0.0
 
 # 5-7: eight targets at once; completions spread over threads, one per target.
 for i in $(seq 1 $((ntargets - 1))); do target "$i"; done
 aoe-discover
-check "aoe-discover finds $ntargets targets" wait_devs $ntargets
+ktap_check "aoe-discover finds $ntargets targets" wait_devs $ntargets
 all=$(for i in $(seq 0 $((ntargets - 1))); do echo "e0.$i"; done)
-check "fio verify=crc32c on $ntargets targets at once" fio_verify eight "$all"
+ktap_check "fio verify=crc32c on $ntargets targets at once" fio_verify eight "$all"
 sed 's/^/# /' "$stats"
 threads() {
 	local busy owners
@@ -135,7 +129,7 @@ threads() {
 	ktap_info "threads with completions: $busy, distinct threads owning targets: $owners"
 	[ "$busy" -ge 2 ] && [ "$owners" -ge 2 ] && [ "$owners" -le "$(nproc)" ]
 }
-check "completions run on several per-CPU threads, each target on one" threads
+ktap_check "completions run on several per-CPU threads, each target on one" threads
 
 # 8: a target killed mid-I/O and restarted: I/O resumes (retransmission).
 killed() {
@@ -153,7 +147,7 @@ killed() {
 	ktap_info "e0.1 retransmits $before -> $after"
 	[ "$rc" = 0 ] && [ "$after" -gt "$before" ]
 }
-check "target killed and restarted during fio: I/O resumes, data verified" killed
+ktap_check "target killed and restarted during fio: I/O resumes, data verified" killed
 
 # 9: link down and up during I/O. vblade exits when a send fails while the
 # link is down ("write to network: No buffer space available"): then it is
@@ -171,7 +165,7 @@ link() {
 	fi
 	wait $fio
 }
-check "link down/up during fio: data verified" link
+ktap_check "link down/up during fio: data verified" link
 
 # 10: garbage frames while I/O runs.
 garbage() {
@@ -186,7 +180,7 @@ garbage() {
 	ktap_info "injected $sent frames; $before -> $after; e0.3 unexpected $(dev_field e0.3 unexpected)"
 	[ "$rc" = 0 ] && [ "${sent:-0}" -ge 10000 ] && [ "$after" != "$before" ]
 }
-check "10000+ malformed/unexpected frames during fio: data verified" garbage
+ktap_check "10000+ malformed/unexpected frames during fio: data verified" garbage
 
 # 11: memory pressure: a hog holds all but ~160 MiB while fio runs.
 pressure() {
@@ -212,7 +206,7 @@ time.sleep(600)' $((avail - 160)) "$work/hog.ready" &
 	ktap_info "reserved buffers used: $(grep -o 'reserve_used [0-9]*' "$stats")"
 	return $rc
 }
-check "fio under memory pressure: data verified" pressure
+ktap_check "fio under memory pressure: data verified" pressure
 
 # 12: CPUs offline and online during I/O.
 hotplug() {
@@ -227,13 +221,13 @@ hotplug() {
 	done
 	wait $fio
 }
-check "CPUs offlined and onlined during fio: data verified" hotplug
+ktap_check "CPUs offlined and onlined during fio: data verified" hotplug
 
 # 13: revalidate through aoetools.
 revalidate() {
 	aoe-revalidate e0.7 && sleep 1 && grep -q '^up$' '/sys/block/etherd!e0.7/state'
 }
-check "aoe-revalidate e0.7 keeps it up" revalidate
+ktap_check "aoe-revalidate e0.7 keeps it up" revalidate
 
 # 14-15: unload under load is refused (the disk is open), then works; data
 # written before the unload reads back after the reload.
@@ -250,13 +244,13 @@ busy_unload() {
 	wait $fio || rc=1
 	return $rc
 }
-check "rmmod under load is refused while fio runs, fio verifies" busy_unload
+ktap_check "rmmod under load is refused while fio runs, fio verifies" busy_unload
 reload() {
 	unload || return 1
 	load && wait_devs $ntargets &&
 		cmp <(dd if=/dev/etherd/e0.0 bs=1M count=4 iflag=direct 2>/dev/null) "$work/pattern"
 }
-check "rmmod after I/O, reload: targets back, data intact" reload
+ktap_check "rmmod after I/O, reload: targets back, data intact" reload
 
 # 16-17: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
 # nothing hangs; it comes back with discovery.
@@ -272,13 +266,13 @@ dead() {
 	grep -q 'Input/output error' "$work/dead.log" && [ $((end - start)) -le 30 ] &&
 		grep -q '^down$' '/sys/block/etherd!e0.2/state'
 }
-check "a dead target fails I/O with EIO within aoe_deadsecs, no hang" dead
+ktap_check "a dead target fails I/O with EIO within aoe_deadsecs, no hang" dead
 back() {
 	target 2
 	aoe-discover
 	wait_devs $ntargets && dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
 }
-check "the restarted target comes back with aoe-discover" back
+ktap_check "the restarted target comes back with aoe-discover" back
 
 # 18: flush of a down device removes it.
 flush() {
@@ -288,7 +282,7 @@ flush() {
 	aoe-flush 2>/dev/null
 	[ ! -e '/sys/block/etherd!e0.7' ]
 }
-check "aoe-flush removes a down device" flush
+ktap_check "aoe-flush removes a down device" flush
 
 # 19-20: single completion thread mode, then the C driver on the same targets.
 single() {
@@ -296,7 +290,7 @@ single() {
 	FIO_SIZE=4m fio_verify single "e0.0 e0.1 e0.2" || return 1
 	[ "$(grep -c '^thread ' "$stats")" = 1 ]
 }
-check "single_thread=1: one completion thread, data verified" single
+ktap_check "single_thread=1: one completion thread, data verified" single
 cdriver() {
 	# Fresh data written through raoe (the fio runs above overwrote e0.0).
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
@@ -315,10 +309,10 @@ cdriver() {
 	rmmod aoe || rc=1
 	return $rc
 }
-check "C aoe takes the same targets and reads raoe's data" cdriver
+ktap_check "C aoe takes the same targets and reads raoe's data" cdriver
 
 # 21: raoe loads again after the C driver.
-check "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
+ktap_check "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
 
 for i in $(seq 0 $((ntargets - 1))); do stop_target "$i"; done
 ip link del aoe0

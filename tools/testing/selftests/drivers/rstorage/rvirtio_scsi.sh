@@ -15,12 +15,6 @@ err_sector=${RSTORAGE_VSCSI_ERR_SECTOR:-4096}
 ktap_header
 ktap_plan 21
 
-check() { # NAME COMMAND...: one case from a command's status.
-	local name=$1
-	shift
-	if "$@"; then ktap_pass "$name"; else ktap_fail "$name"; fi
-}
-
 # Hosts of rvirtio_scsi (host numbers).
 our_hosts() {
 	local h
@@ -107,19 +101,19 @@ stat_field() {
 
 # 1-2: the C driver gives the devices up, ours takes them.
 [ -d /sys/module/virtio_scsi ] && modprobe -r virtio_scsi
-check "C virtio_scsi not bound" test ! -d /sys/module/virtio_scsi
-check "rvirtio_scsi loads (per-target steering) and finds $((disks_expected + 1)) disks" load 1
+ktap_check "C virtio_scsi not bound" test ! -d /sys/module/virtio_scsi
+ktap_check "rvirtio_scsi loads (per-target steering) and finds $((disks_expected + 1)) disks" load 1
 [ -d /sys/module/rvirtio_scsi ] || { ktap_info "driver not loaded, giving up"; exit 1; }
 
 # 3-4: topology.
 queues=$(for h in $(our_hosts); do cat "/sys/class/scsi_host/host$h/nr_hw_queues"; done | sort -n | xargs)
 ktap_info "request queues per host: $queues"
-check "hosts with $queues_expected request queues" test "$queues" = "$queues_expected"
+ktap_check "hosts with $queues_expected request queues" test "$queues" = "$queues_expected"
 luns=$(ls /sys/class/scsi_disk | awk -F: '$4 == 1' | wc -l)
-check "a target with more than one LUN" test "$luns" -ge 1
+ktap_check "a target with more than one LUN" test "$luns" -ge 1
 
 # 5: data, per-target steering, all disks at once.
-check "fio verify=crc32c on all disks (per-target)" fio_verify per-target
+ktap_check "fio verify=crc32c on all disks (per-target)" fio_verify per-target
 
 # 6-7: steering. Disk on the 2-queue host, one job per CPU of both queues.
 two=$(for h in $(our_hosts); do
@@ -140,8 +134,8 @@ grep -v '^target' /tmp/stats-busy | sed 's/^/# /'
 grep '^target 0:' /tmp/stats-busy | sed 's/^/# /'
 viol=$(awk '/^violations/ {print $2}' /tmp/stats-busy)
 steered=$(( $(stat_field /tmp/stats-busy 'queue 0:' steered_in) + $(stat_field /tmp/stats-busy 'queue 1:' steered_in) ))
-check "busy target: every completion on the target's queue (violations ${viol:-?})" test "${viol:-1}" = 0
-check "busy target: requests from the other CPU's queue follow the target (steered_in $steered)" test "$steered" -gt 0
+ktap_check "busy target: every completion on the target's queue (violations ${viol:-?})" test "${viol:-1}" = 0
+ktap_check "busy target: requests from the other CPU's queue follow the target (steered_in $steered)" test "$steered" -gt 0
 
 # 8: idle targets (one request at a time) take the queue of the submitting CPU.
 counts() { # TARGET: its request counts per queue
@@ -157,7 +151,7 @@ read -r x0 x1 < <(counts 1)
 read -r y0 y1 < <(counts 2)
 a0=$((x0 - a0)) a1=$((x1 - a1)) b0=$((y0 - b0)) b1=$((y1 - b1))
 ktap_info "idle targets: target 1 (CPU $cpu_q0) queues $a0/$a1, target 2 (CPU $cpu_q1) queues $b0/$b1"
-check "idle targets spread over queues by CPU" \
+ktap_check "idle targets spread over queues by CPU" \
 	test $((a0 * 10)) -ge $((9 * (a0 + a1))) -a $((b1 * 10)) -ge $((9 * (b0 + b1)))
 
 # 9-10: hot-plug and hot-unplug of a disk through QEMU's monitor.
@@ -189,8 +183,8 @@ hotplug_del() {
 	done
 	return 1
 }
-check "hot-plug (QMP device_add): the disk appears and passes fio verify" hotplug_add
-check "hot-unplug (QMP device_del): the disk disappears" hotplug_del
+ktap_check "hot-plug (QMP device_add): the disk appears and passes fio verify" hotplug_add
+ktap_check "hot-unplug (QMP device_del): the disk disappears" hotplug_del
 grep '^tmf' "$stats" | sed 's/^/# /'
 
 # 11: CPUs go offline and online during verified I/O.
@@ -214,15 +208,15 @@ hotplug_io() {
 	ktap_info "cpu hotplug loop: $hp, fio: $rc, online: $(cat /sys/devices/system/cpu/online)"
 	[ "$hp" = 0 ] && [ "$rc" = 0 ] && [ "$(cat /sys/devices/system/cpu/online)" = 0-3 ]
 }
-check "CPUs offlined and onlined during fio verify" hotplug_io
+ktap_check "CPUs offlined and onlined during fio verify" hotplug_io
 
 # 12-13: an injected medium error reaches the application as EIO, without a hang.
 err=$(disks_of rvirtio_scsi err)
 out=$(timeout 120 dd if="/dev/$err" of=/dev/null bs=512 skip="$err_sector" count=1 iflag=direct 2>&1)
 rc=$?
 ktap_info "dd at the failing sector: exit $rc: $(echo "$out" | head -n 1)"
-check "read of the failing sector fails with EIO" grep -q "Input/output error" <<<"$out"
-check "read of another sector of that disk succeeds" \
+ktap_check "read of the failing sector fails with EIO" grep -q "Input/output error" <<<"$out"
+ktap_check "read of another sector of that disk succeeds" \
 	timeout 60 dd if="/dev/$err" of=/dev/null bs=512 skip=0 count=8 iflag=direct status=none
 
 # 14-15: a command that times out goes through abort (task management on the
@@ -249,8 +243,8 @@ timeout_abort() {
 	dmesg | grep -E "rvirtio_scsi: (abort|LUN reset)" | tail -n 3 | sed 's/^/# /'
 	[ "$after" -gt "$before" ]
 }
-check "a timed-out command is aborted through the control queue" timeout_abort
-check "the disk works after the abort" \
+ktap_check "a timed-out command is aborted through the control queue" timeout_abort
+ktap_check "the disk works after the abort" \
 	timeout 60 dd if="/dev/$err" of=/dev/null bs=4k skip=32 count=8 iflag=direct status=none
 
 # 16-17: unload and reload, idle, then right after I/O; then the mq policy.
@@ -261,27 +255,27 @@ cycles() {
 		load 1 || return 1
 	done
 }
-check "rmmod/insmod three times, idle" cycles
+ktap_check "rmmod/insmod three times, idle" cycles
 after_io() {
 	fio --name=w --filename="/dev/$(disks_of rvirtio_scsi data | head -n 1)" --ioengine=libaio \
 		--direct=1 --iodepth=32 --rw=randwrite --bs=4k --size=8m >/dev/null 2>&1 &&
 		unload && load 0
 }
-check "rmmod right after I/O, reload with mq steering" after_io
+ktap_check "rmmod right after I/O, reload with mq steering" after_io
 
 # 18-19: data and steering with the mq policy.
-check "fio verify=crc32c on all disks (mq)" fio_verify mq
+ktap_check "fio verify=crc32c on all disks (mq)" fio_verify mq
 stats=$(stats_of "$t0")
 steered=0
 for q in 0 1; do steered=$((steered + $(stat_field "$stats" "queue $q:" steered_in))); done
-check "mq: every request on the queue blk-mq chose (steered_in $steered)" test "$steered" = 0
+ktap_check "mq: every request on the queue blk-mq chose (steered_in $steered)" test "$steered" = 0
 
 # 20-21: the C driver takes the devices back.
 unload
-check "rvirtio_scsi unloads" test ! -d /sys/module/rvirtio_scsi
+ktap_check "rvirtio_scsi unloads" test ! -d /sys/module/rvirtio_scsi
 c_back() {
 	modprobe virtio_scsi && wait_disks virtio_scsi $((disks_expected + 1)) &&
 		modprobe -r virtio_scsi
 }
-check "C virtio_scsi binds the same $((disks_expected + 1)) disks again" c_back
+ktap_check "C virtio_scsi binds the same $((disks_expected + 1)) disks again" c_back
 ktap_finished

@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Socket addresses (`struct sockaddr_storage`).
+//!
+//! C header: [`include/linux/socket.h`](srctree/include/linux/socket.h)
+
+use crate::{bindings, fmt};
+
+/// An IPv4 or IPv6 socket address, or an address of another family that is only carried along.
+///
+/// A copy of a C `struct sockaddr_storage`, which is large enough for any family.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct SockAddr(bindings::__kernel_sockaddr_storage);
+
+// SAFETY: A socket address is plain data; the pointer in its C union only sets the alignment
+// and is never dereferenced.
+unsafe impl Send for SockAddr {}
+
+// SAFETY: As for `Send`; `&SockAddr` only reads the data.
+unsafe impl Sync for SockAddr {}
+
+impl SockAddr {
+    /// Copies an address the C side handed over.
+    pub fn from_raw(addr: &bindings::__kernel_sockaddr_storage) -> Self {
+        Self(*addr)
+    }
+
+    /// The C representation, for the abstractions that pass it on.
+    pub fn as_raw(&self) -> &bindings::__kernel_sockaddr_storage {
+        &self.0
+    }
+
+    /// The address family (`AF_INET`, `AF_INET6`, ...).
+    pub fn family(&self) -> u16 {
+        let raw = self.bytes();
+        u16::from_ne_bytes([raw[0], raw[1]])
+    }
+
+    /// The IPv4 address and port, if this is an `AF_INET` address.
+    pub fn ipv4(&self) -> Option<([u8; 4], u16)> {
+        if u32::from(self.family()) != bindings::AF_INET {
+            return None;
+        }
+        let raw = self.bytes();
+        // `struct sockaddr_in`: family (2 bytes), port (big endian), address (network order).
+        Some((
+            [raw[4], raw[5], raw[6], raw[7]],
+            u16::from_be_bytes([raw[2], raw[3]]),
+        ))
+    }
+
+    /// The IPv6 address and port, if this is an `AF_INET6` address.
+    pub fn ipv6(&self) -> Option<([u8; 16], u16)> {
+        if u32::from(self.family()) != bindings::AF_INET6 {
+            return None;
+        }
+        let raw = self.bytes();
+        let mut addr = [0u8; 16];
+        // `struct sockaddr_in6`: family, port, flow info (4 bytes), address.
+        addr.copy_from_slice(&raw[8..24]);
+        Some((addr, u16::from_be_bytes([raw[2], raw[3]])))
+    }
+
+    fn bytes(&self) -> [u8; SIZE] {
+        // SAFETY: `sockaddr_storage` is 128 bytes of plain data without padding (a family
+        // field and a byte array, in a union with a pointer), fully initialized because it is
+        // a copy of C memory; every bit pattern is a valid `u8`.
+        unsafe { core::ptr::from_ref(&self.0).cast::<[u8; SIZE]>().read() }
+    }
+}
+
+const SIZE: usize = core::mem::size_of::<bindings::__kernel_sockaddr_storage>();
+
+impl fmt::Display for SockAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((a, port)) = self.ipv4() {
+            return write!(f, "{}.{}.{}.{}:{}", a[0], a[1], a[2], a[3], port);
+        }
+        if let Some((a, port)) = self.ipv6() {
+            f.write_str("[")?;
+            for (i, pair) in a.chunks(2).enumerate() {
+                if i > 0 {
+                    f.write_str(":")?;
+                }
+                write!(f, "{:x}", u16::from_be_bytes([pair[0], pair[1]]))?;
+            }
+            return write!(f, "]:{}", port);
+        }
+        write!(f, "(family {})", self.family())
+    }
+}

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The LIO SCSI target: fabric transports.
+//!
+//! Built only when the target core and the iSCSI target are part of the kernel image
+//! (`CONFIG_TARGET_CORE=y`, `CONFIG_ISCSI_TARGET=y`), since the kernel crate links directly
+//! against them.
+//!
+//! C headers: [`include/target/target_core_base.h`](srctree/include/target/target_core_base.h),
+//! [`include/target/iscsi/iscsi_transport.h`](srctree/include/target/iscsi/iscsi_transport.h)
+
+pub mod iscsit;
