@@ -40,7 +40,7 @@ use kernel::{
     kthread::{Context, Kthread},
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     net::{
-        netdevice::{NetDevice, PacketHandler, PacketType},
+        netdevice::{NetDevice, NetdevEvents, NetdevNotifier, PacketHandler, PacketType},
         skbuff::SkBuff,
     },
     new_condvar, new_mutex, new_spinlock, new_spinlock_irq, new_work,
@@ -228,6 +228,9 @@ struct Path {
     /// When a response last came back over this path (creation time at first).
     last_ok: Instant<Monotonic>,
 }
+
+/// `Frame::path` of a frame whose path was dropped (its interface went away).
+const NO_PATH: usize = usize::MAX;
 
 /// A path that has not answered for this long gets new frames only when no
 /// other path answers either (a dead or bogus path must not stall I/O).
@@ -595,6 +598,34 @@ impl Aoe {
                 let _ = ifp.queue_xmit(skb);
             }
         }
+    }
+
+    /// Drops every path through `ifp`, which is being unregistered, and so
+    /// the references to it. Returns how many paths were dropped.
+    ///
+    /// A frame in flight on a dropped path cannot be answered any more; it is
+    /// retransmitted on another path, or the device ages to `down` when none
+    /// is left, as when a target stops answering.
+    fn forget_interface(&self, ifp: &NetDevice) -> usize {
+        let mut dropped = 0;
+        let devs = self.devs.lock();
+        for d in devs.iter() {
+            let mut st = d.st.lock();
+            while let Some(r) = st.paths.iter().position(|p| core::ptr::eq(&*p.ifp, ifp)) {
+                if st.paths.remove(r).is_err() {
+                    break;
+                }
+                dropped += 1;
+                for f in st.frames.iter_mut() {
+                    if f.path == r {
+                        f.path = NO_PATH;
+                    } else if f.path > r && f.path != NO_PATH {
+                        f.path -= 1;
+                    }
+                }
+            }
+        }
+        dropped
     }
 
     /// Handles a config response: creates the device or adds a path.
@@ -1623,9 +1654,28 @@ fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::R
     Ok(())
 }
 
+/// Drops raoe's references to network devices that go away.
+struct NetEvents {
+    aoe: Arc<Aoe>,
+}
+
+impl NetdevEvents for NetEvents {
+    fn unregister(&self, dev: &NetDevice) {
+        let n = self.aoe.forget_interface(dev);
+        if n > 0 {
+            pr_info!(
+                "{}: interface going away, {} path(s) dropped\n",
+                dev.name().to_str().unwrap_or("?"),
+                n
+            );
+        }
+    }
+}
+
 struct RaoeModule {
     aoe: Arc<Aoe>,
     rx: Option<Pin<KBox<PacketType<Rx>>>>,
+    netdev_events: Option<Pin<KBox<NetdevNotifier<NetEvents>>>>,
     ctls: KVec<Pin<KBox<MiscDeviceRegistration<Ctl>>>>,
     tx_thread: Option<Kthread>,
     _stats: Option<Pin<KBox<debugfs::File<Arc<Aoe>>>>>,
@@ -1662,6 +1712,13 @@ impl kernel::Module for RaoeModule {
             "start the transmit thread",
             Kthread::spawn(fmt!("raoe_tx"), None, move |ctx| tx_thread(&t, ctx)),
         )?;
+        let netdev_events = step(
+            "register the network device notifier",
+            KBox::pin_init(
+                NetdevNotifier::register(NetEvents { aoe: aoe.clone() }),
+                GFP_KERNEL,
+            ),
+        )?;
         let rx = step(
             "register the packet handler",
             KBox::pin_init(
@@ -1690,6 +1747,7 @@ impl kernel::Module for RaoeModule {
         Ok(Self {
             aoe,
             rx: Some(rx),
+            netdev_events: Some(netdev_events),
             ctls,
             tx_thread: Some(tx_thread),
             _stats: stats,
@@ -1710,6 +1768,9 @@ impl Drop for RaoeModule {
         drop(self.tx_thread.take());
         // Fail what is outstanding, then remove the disks.
         self.aoe.flush(|_| true);
+        // Unregistering the notifier reports every interface as going away
+        // once more; no device, and so no path, is left by now.
+        drop(self.netdev_events.take());
         self.aoe.tx.wq.flush();
         // Let the completion threads drain their queues and exit.
         for c in self.aoe.compl.iter() {

@@ -13,13 +13,17 @@
 //!
 //! [`PacketType`] registers a handler for one EtherType (`dev_add_pack()`).
 //!
+//! [`NetdevNotifier`] tells when a device goes away (`register_netdevice_notifier()`), so that
+//! whoever keeps an [`ARef<NetDevice>`] can drop it: the device cannot finish unregistering while
+//! a reference is held.
+//!
 //! Only the initial network namespace is covered.
 //!
 //! C header: [`include/linux/netdevice.h`](srctree/include/linux/netdevice.h)
 
 use crate::{
     bindings,
-    error::{Error, Result},
+    error::{to_result, Error, Result},
     net::skbuff::SkBuff,
     prelude::*,
     str::CStr,
@@ -280,5 +284,91 @@ impl<T: PacketHandler> PinnedDrop for PacketType<T> {
         // SAFETY: By the type invariant `pt` is registered. `dev_remove_pack`
         // waits (`synchronize_net()`) for running handlers to finish.
         unsafe { bindings::dev_remove_pack(self.pt.get()) };
+    }
+}
+
+/// Receives the events of network devices that concern reference holders.
+pub trait NetdevEvents: Sync {
+    /// `dev` is being unregistered (`NETDEV_UNREGISTER`): every [`ARef`] to it must be dropped,
+    /// or the unregistration waits. Called in process context with the RTNL lock held; called
+    /// again (about once a second) for as long as references remain, and for every device when
+    /// the notifier itself is unregistered.
+    fn unregister(&self, dev: &NetDevice);
+}
+
+/// A registered network device notifier (`struct notifier_block`,
+/// `register_netdevice_notifier()`).
+///
+/// # Invariants
+///
+/// `nb` is registered from initialization until drop, with `notifier_call` set to
+/// [`NetdevNotifier::call`] for `T`.
+#[pin_data(PinnedDrop)]
+pub struct NetdevNotifier<T: NetdevEvents> {
+    #[pin]
+    nb: Opaque<bindings::notifier_block>,
+    handler: T,
+}
+
+// SAFETY: The registration is only touched at init and drop; the handler is `Sync`.
+unsafe impl<T: NetdevEvents + Send> Send for NetdevNotifier<T> {}
+
+// SAFETY: `&NetdevNotifier` only exposes the `Sync` handler.
+unsafe impl<T: NetdevEvents> Sync for NetdevNotifier<T> {}
+
+impl<T: NetdevEvents> NetdevNotifier<T> {
+    /// Registers `handler` for the events of all network devices.
+    pub fn register(handler: T) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            handler,
+            nb <- Opaque::ffi_init(|nb: *mut bindings::notifier_block| {
+                // SAFETY: `nb` is valid for writes; all-zero is a valid `notifier_block`
+                // (default priority, not linked).
+                unsafe {
+                    nb.write(core::mem::zeroed());
+                    (*nb).notifier_call = Some(Self::call);
+                }
+            }),
+        })
+        .pin_chain(|this| {
+            // SAFETY: `this.nb` is initialized and pinned; on success it stays registered until
+            // `drop`, which unregisters it before it is freed.
+            to_result(unsafe { bindings::register_netdevice_notifier(this.nb.get()) })
+        })
+    }
+
+    /// `notifier_block.notifier_call`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the networking core with the registered `notifier_block` of a
+    /// [`NetdevNotifier<T>`] and, for `NETDEV_*` events, a `struct netdev_notifier_info`.
+    unsafe extern "C" fn call(
+        nb: *mut bindings::notifier_block,
+        event: crate::ffi::c_ulong,
+        ptr: *mut crate::ffi::c_void,
+    ) -> crate::ffi::c_int {
+        if event != bindings::netdev_cmd_NETDEV_UNREGISTER as crate::ffi::c_ulong {
+            return bindings::NOTIFY_DONE as crate::ffi::c_int;
+        }
+        // SAFETY: `nb` is the `nb` field of a live `NetdevNotifier<T>`: it is unregistered
+        // before it is dropped, and unregistering waits for running callbacks (RTNL).
+        let this = unsafe {
+            &*crate::container_of!(nb.cast::<Opaque<bindings::notifier_block>>(), Self, nb)
+        };
+        // SAFETY: For `NETDEV_*` events `ptr` is a `netdev_notifier_info` naming a device that
+        // stays valid during the call.
+        let dev = unsafe { NetDevice::from_raw(bindings::netdev_notifier_info_to_dev(ptr.cast())) };
+        this.handler.unregister(dev);
+        bindings::NOTIFY_DONE as crate::ffi::c_int
+    }
+}
+
+#[pinned_drop]
+impl<T: NetdevEvents> PinnedDrop for NetdevNotifier<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant `nb` is registered. Unregistering takes the RTNL lock,
+        // under which callbacks run, so none runs once it returns.
+        unsafe { bindings::unregister_netdevice_notifier(self.nb.get()) };
     }
 }

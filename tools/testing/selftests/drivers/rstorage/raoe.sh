@@ -14,7 +14,7 @@ ntargets=8
 size_mb=24
 
 ktap_header
-ktap_plan 21
+ktap_plan 22
 
 stats=/sys/kernel/debug/raoe/stats
 
@@ -314,8 +314,23 @@ ktap_check "C aoe takes the same targets and reads raoe's data" cdriver
 # 21: raoe loads again after the C driver.
 ktap_check "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
 
+# 22: the interface is deleted while raoe holds paths through it: raoe drops
+# its device references when told, so the deletion completes.
+ifgone() {
+	local before
+	load && wait_devs 1 || return 1
+	before=$(dmesg | grep -c 'aoe0: interface going away')
+	if ! timeout 30 ip link del aoe0; then
+		ktap_info "ip link del aoe0 did not complete in 30 s"
+		return 1
+	fi
+	ktap_info "$(dmesg | grep 'aoe0: interface going away' | tail -n1 | sed 's/^\[[^]]*\] //')"
+	[ "$(dmesg | grep -c 'aoe0: interface going away')" -gt "$before" ] && unload
+}
+ktap_check "an interface deleted under raoe: its paths are dropped, the deletion completes" ifgone
+
 for i in $(seq 0 $((ntargets - 1))); do stop_target "$i"; done
-ip link del aoe0
+ip link del aoe0 2>/dev/null
 ip link del aoe2
 umount "$work"
 ktap_finished
