@@ -37,6 +37,23 @@ move_batch_stress() {
 		tr '\n' ' '
 }
 
+# fio_verify LABEL FIO_JOB_ARGS...: random 64 KiB writes with crc32c, then
+# verified reads, on the given jobs; prints one summary line headed LABEL.
+fio_verify() {
+	local label=$1
+	shift
+	fio --output-format=json --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
+		--bs=64k --size=16m --verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting \
+		"$@" >/tmp/demo-fio.json 2>/dev/null || { echo "$label: fio verify failed"; return 1; }
+	python3 - "$label" <<'PY'
+import json, sys
+j = json.load(open("/tmp/demo-fio.json"))["jobs"][0]
+w, r = j["write"], j["read"]
+print(f"{sys.argv[1]}: {w['io_bytes'] >> 20} MiB written, {r['io_bytes'] >> 20} MiB read back "
+      f"and verified (crc32c), write {w['bw'] / 1024:.1f} MiB/s, read {r['bw'] / 1024:.1f} MiB/s")
+PY
+}
+
 # move_rvirtio_scsi: fio verify=crc32c on every data disk of the driver's hosts.
 move_rvirtio_scsi() {
 	local i d h args=() n
@@ -53,16 +70,7 @@ move_rvirtio_scsi() {
 	done
 	n=$((${#args[@]} / 2))
 	[ "$n" -gt 0 ] || { echo "no disks"; return 1; }
-	fio --output-format=json --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
-		--bs=64k --size=16m --verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting \
-		"${args[@]}" >/tmp/demo-fio.json 2>/dev/null || { echo "fio verify failed on $n disks"; return 1; }
-	python3 - "$n" <<'PY'
-import json, sys
-j = json.load(open("/tmp/demo-fio.json"))["jobs"][0]
-w, r = j["write"], j["read"]
-print(f"{sys.argv[1]} disks: {w['io_bytes'] >> 20} MiB written, {r['io_bytes'] >> 20} MiB read back "
-      f"and verified (crc32c), write {w['bw'] / 1024:.0f} MiB/s, read {r['bw'] / 1024:.0f} MiB/s")
-PY
+	fio_verify "$n disks" "${args[@]}"
 }
 
 # move_raoe: two vblade targets on tmpfs behind a veth pair; discovery with
@@ -82,22 +90,13 @@ move_raoe() {
 		[ "$n" -ge 2 ] && break
 		sleep 0.5
 	done
-	if [ "$n" -ge 2 ]; then
-		fio --output-format=json --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
-			--bs=64k --size=16m --verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting \
-			--name=a --filename=/dev/etherd/e7.0 --name=b --filename=/dev/etherd/e7.1 \
-			>/tmp/demo-fio.json 2>/dev/null || rc=1
+	if [ "${n:-0}" -ge 2 ]; then
+		fio_verify "2 vblade targets" --name=a --filename=/dev/etherd/e7.0 \
+			--name=b --filename=/dev/etherd/e7.1 || rc=1
 	else
+		echo "${n:-0} of 2 targets found"
 		rc=1
 	fi
-	[ "$rc" = 0 ] && python3 - <<'PY'
-import json
-j = json.load(open("/tmp/demo-fio.json"))["jobs"][0]
-w, r = j["write"], j["read"]
-print(f"2 vblade targets: {w['io_bytes'] >> 20} MiB written, {r['io_bytes'] >> 20} MiB read back "
-      f"and verified (crc32c), write {w['bw'] / 1024:.1f} MiB/s, read {r['bw'] / 1024:.1f} MiB/s")
-PY
-	[ "$rc" = 0 ] || echo "${n:-0} targets found, fio verify failed"
 	kill "${pids[@]}" 2>/dev/null
 	wait "${pids[@]}" 2>/dev/null
 	ip link del aoe0

@@ -120,9 +120,10 @@ impl Listener for PortalEvents {
 #[pin_data]
 struct Portal {
     listen: ListenId<PortalEvents>,
-    /// Connections waiting for the login thread; none yet, since every request is rejected.
+    /// Serializes the login thread's wait in `accept_np`. No connection is ever waiting yet,
+    /// since every request is rejected; the wait ends when the thread is signalled.
     #[pin]
-    pending: Mutex<usize>,
+    accept_lock: Mutex<()>,
     #[pin]
     accept_wait: CondVar,
 }
@@ -144,7 +145,7 @@ impl Transport for Risert {
         let portal = Arc::pin_init(
             pin_init!(Portal {
                 listen,
-                pending <- new_mutex!(0),
+                accept_lock <- new_mutex!(()),
                 accept_wait <- new_condvar!(),
             }),
             GFP_KERNEL,
@@ -155,20 +156,14 @@ impl Transport for Risert {
     }
 
     fn accept_np(np: &Np, portal: ArcBorrow<'_, Portal>) -> Error {
-        let mut pending = portal.pending.lock();
-        loop {
-            if np.thread_stopping() {
-                return ENODEV;
-            }
-            if *pending > 0 {
-                // Cannot happen yet: no request is accepted.
-                return ENODEV;
-            }
-            // The login thread is signalled (SIGINT) when the portal is reset or removed.
-            if portal.accept_wait.wait_interruptible(&mut pending) {
-                return ENODEV;
+        let mut guard = portal.accept_lock.lock();
+        // The login thread is signalled (SIGINT) when the portal is reset or removed.
+        while !np.thread_stopping() {
+            if portal.accept_wait.wait_interruptible(&mut guard) {
+                break;
             }
         }
+        ENODEV
     }
 
     fn free_np(np: &Np, portal: Arc<Portal>) {
