@@ -98,6 +98,16 @@ else
 	extra+=(--result "fail:style/rustfmt --check")
 fi
 
+# The summary itself: a test program that reports fewer cases than its plan
+# announced must count as a failure (no VM needed).
+printf '%s\n' 'KTAP version 1' '1..1' '    # Subtest: short' '    KTAP version 1' '    1..3' \
+	'    ok 1 a' '    ok 2 b' 'ok 1 short' >"$results/harness-plan.ktap"
+if python3 "$here/ktap.py" "$results/harness-plan.ktap" | grep -q 'FAIL .*short (plan of 3 cases, 2 ran)'; then
+	extra+=(--result "ok:harness/a test program that ran fewer cases than planned makes the run fail")
+else
+	extra+=(--result "fail:harness/a test program that ran fewer cases than planned makes the run fail")
+fi
+
 # shellcheck disable=SC2086
 run_suite main "${RSTORAGE_INJECT:-}" ${RSTORAGE_TESTS:-}
 vm_results main
