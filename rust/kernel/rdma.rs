@@ -10,3 +10,4 @@
 //! [`include/rdma/rdma_cm.h`](srctree/include/rdma/rdma_cm.h)
 
 pub mod cm;
+pub mod verbs;

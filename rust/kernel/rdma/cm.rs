@@ -33,6 +33,15 @@ use crate::{
     },
     net::sockaddr::SockAddr,
     prelude::*,
+    rdma::verbs::{
+        self,
+        Cq,
+        CqHandler,
+        DeviceRef,
+        Pd,
+        Qp,
+        QpCaps, //
+    },
     sync::{
         atomic::{
             Atomic,
@@ -40,10 +49,14 @@ use crate::{
             Relaxed, //
         },
         Arc,
-        ArcBorrow, //
+        ArcBorrow,
+        Completion, //
     },
 };
-use core::ptr;
+use core::{
+    marker::PhantomData,
+    ptr, //
+};
 
 /// Why a listening identifier stopped listening.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,19 +72,23 @@ pub enum Lost {
 /// The methods run in the CM's process context (a work item or the caller of a CM function)
 /// and may sleep; the CM runs one at a time for a listener.
 pub trait Listener: Send + Sync + 'static {
+    /// The events of the connections this listener accepts.
+    type Conn: ConnEvents;
+
     /// A peer asks to connect (`RDMA_CM_EVENT_CONNECT_REQUEST`).
     ///
     /// The request must be answered before returning: the only way to obtain the returned
     /// [`Handled`] is to answer `req`.
-    fn connect_request(&self, req: ConnectRequest<'_>) -> Handled;
+    fn connect_request(&self, req: ConnectRequest<'_, Self::Conn>) -> Handled;
 
     /// The identifier stopped listening; the CM destroys it when this returns. A new
     /// [`ListenId`] is needed to listen again.
     fn lost(&self, why: Lost);
 }
 
-/// Proof that a connection request was answered, returned by [`Listener::connect_request`].
-pub struct Handled(());
+/// Proof that a connection request was answered, returned by [`Listener::connect_request`]:
+/// whether it was accepted.
+pub struct Handled(bool);
 
 /// A connection request being handled by [`Listener::connect_request`].
 ///
@@ -80,12 +97,13 @@ pub struct Handled(());
 /// `id` is the connection identifier the CM created for the request and `event` its
 /// `RDMA_CM_EVENT_CONNECT_REQUEST` event; both are valid for `'a`, during which the CM holds the
 /// identifier's handler lock.
-pub struct ConnectRequest<'a> {
+pub struct ConnectRequest<'a, C> {
     id: *mut bindings::rdma_cm_id,
     event: &'a bindings::rdma_cm_event,
+    _conn: PhantomData<C>,
 }
 
-impl ConnectRequest<'_> {
+impl<C: ConnEvents> ConnectRequest<'_, C> {
     /// The peer's address (`route.addr.dst_addr`).
     pub fn peer(&self) -> SockAddr {
         // SAFETY: By the type invariant `id` is valid; the route is set before the request is
@@ -123,6 +141,121 @@ impl ConnectRequest<'_> {
         unsafe { self.event.param.conn.initiator_depth }
     }
 
+    /// The RDMA device the request arrived on, with a registration reference; `None` when it
+    /// is being removed.
+    pub fn device(&self) -> Option<DeviceRef> {
+        // SAFETY: By the type invariant `id` is valid; a connection identifier is bound to its
+        // device before its request is reported, and the device stays registered while the
+        // CM runs the identifier's handler.
+        unsafe { DeviceRef::try_get((*self.id).device) }
+    }
+
+    /// Accepts the request (`rdma_accept()`).
+    ///
+    /// Creates a reliable-connected queue pair with `caps` on `pd` whose send and receive
+    /// queues complete on `cq`, lets `prepare` post the receives that must be ready before
+    /// the peer may send, and accepts with `initiator_depth` and `private_data` (at most 196
+    /// bytes). From then on the connection's events go to `events`.
+    ///
+    /// On failure the request is rejected and the CM destroys the identifier.
+    pub fn accept<H: CqHandler>(
+        self,
+        pd: Pd,
+        cq: Cq<H>,
+        caps: QpCaps,
+        initiator_depth: u8,
+        private_data: &[u8],
+        events: C,
+        prepare: impl FnOnce(&Qp<H::SendCtx>) -> Result,
+    ) -> (Handled, Result<Connection<C, H>>) {
+        let id = self.id;
+        match Self::try_accept(
+            id,
+            &pd,
+            &cq,
+            caps,
+            initiator_depth,
+            private_data,
+            events,
+            prepare,
+        ) {
+            Ok(inner) => (
+                Handled(true),
+                Ok(Connection {
+                    inner,
+                    cq: Some(cq),
+                    pd: Some(pd),
+                }),
+            ),
+            Err(e) => {
+                let _ = self.reject();
+                (Handled(false), Err(e))
+            }
+        }
+    }
+
+    #[expect(clippy::too_many_arguments)]
+    fn try_accept<H: CqHandler>(
+        id: *mut bindings::rdma_cm_id,
+        pd: &Pd,
+        cq: &Cq<H>,
+        caps: QpCaps,
+        initiator_depth: u8,
+        private_data: &[u8],
+        events: C,
+        prepare: impl FnOnce(&Qp<H::SendCtx>) -> Result,
+    ) -> Result<Arc<ConnInner<C>>> {
+        let private_data_len = u8::try_from(private_data.len()).map_err(|_| EINVAL)?;
+        let inner = Arc::pin_init(
+            pin_init!(ConnInner {
+                id,
+                state: Atomic::new(OWNED),
+                removed <- Completion::new(),
+                events,
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `id` is valid (type invariant of `ConnectRequest`).
+        let port = unsafe { (*id).port_num };
+        let mut attr = verbs::qp_init_attr(cq, caps, port);
+        // SAFETY: `id` is valid and has no queue pair; `pd` and `attr` are valid for the call.
+        to_result(unsafe { bindings::rdma_create_qp(id, pd.as_ptr(), &mut attr) })?;
+        // SAFETY: `rdma_create_qp` set `id->qp`, which lives until `rdma_destroy_qp`; its
+        // queues complete on `cq`, whose send contexts are `H::SendCtx`.
+        let qp = unsafe { Qp::<H::SendCtx>::from_raw((*id).qp) };
+        let destroy_qp = |id: *mut bindings::rdma_cm_id| {
+            // SAFETY: `id` has the queue pair created above; it is not used any more.
+            unsafe { bindings::rdma_destroy_qp(id) }
+        };
+        if let Err(e) = prepare(qp) {
+            destroy_qp(id);
+            return Err(e);
+        }
+        let ctx = inner.clone().into_raw();
+        // SAFETY: `id` is valid and its handler lock is held (type invariant); events after
+        // this one see the new context. The tag tells `ListenId::handler` that the identifier
+        // is a connection; the reference is released when the identifier is destroyed.
+        unsafe { (*id).context = (ctx as usize | CONN_TAG) as *mut c_void };
+        // SAFETY: All-zero is a valid `rdma_conn_param`.
+        let mut param: bindings::rdma_conn_param = unsafe { core::mem::zeroed() };
+        param.initiator_depth = initiator_depth;
+        param.retry_count = 7;
+        param.rnr_retry_count = 7;
+        param.private_data = private_data.as_ptr().cast();
+        param.private_data_len = private_data_len;
+        // SAFETY: `id` is a connection identifier whose request is being handled, with a queue
+        // pair; `param` and the private data are valid for the call.
+        let ret = unsafe { bindings::rdma_accept(id, &mut param) };
+        if ret != 0 {
+            destroy_qp(id);
+            // SAFETY: The identifier will be destroyed by the CM without further events, so its
+            // reference goes back; `ctx` came from `into_raw` above.
+            drop(unsafe { Arc::from_raw(ctx) });
+            return Err(Error::from_errno(ret));
+        }
+        Ok(inner)
+    }
+
     /// Rejects the request (`rdma_reject()` with reason `IB_CM_REJ_CONSUMER_DEFINED`); the CM
     /// then destroys the connection identifier.
     pub fn reject(self) -> Handled {
@@ -141,7 +274,7 @@ impl ConnectRequest<'_> {
             // reject.
             pr_warn!("rdma_cm: reject of a connection request failed: {}\n", ret);
         }
-        Handled(())
+        Handled(false)
     }
 }
 
@@ -241,6 +374,13 @@ impl<L: Listener> ListenId<L> {
         id: *mut bindings::rdma_cm_id,
         event: *mut bindings::rdma_cm_event,
     ) -> c_int {
+        // SAFETY: By the safety requirements `id` is valid.
+        let ctx = unsafe { (*id).context } as usize;
+        if ctx & CONN_TAG != 0 {
+            // SAFETY: The tag is only set by `ConnectRequest::accept`, on a connection of this
+            // listener, whose events are `L::Conn`.
+            return unsafe { conn_handler::<L::Conn>(id, &*event, ctx & !CONN_TAG) };
+        }
         // SAFETY: By the safety requirements `id` is valid and its context is the `ArcInner` of
         // a `ListenId<L>` that cannot be freed during this call: the owner's drop waits for the
         // handler in `rdma_destroy_id()`, or (when `state` is `CM_DESTROYS`) no event is
@@ -254,12 +394,16 @@ impl<L: Listener> ListenId<L> {
         if id != inner.id.load(Relaxed) {
             if event.event == bindings::rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST {
                 // INVARIANT: `id` is the request's new identifier, valid during the call.
-                let _: Handled = inner.listener.connect_request(ConnectRequest { id, event });
-                // The only answer so far is a reject: the CM destroys the identifier.
-                return 1;
+                let Handled(accepted) = inner.listener.connect_request(ConnectRequest {
+                    id,
+                    event,
+                    _conn: PhantomData,
+                });
+                // A rejected request's identifier is destroyed by the CM; an accepted one now
+                // has its connection's context (and is handled above from now on).
+                return if accepted { 0 } else { 1 };
             }
-            // Nothing else reaches a connection identifier: every request is answered by a
-            // reject, which destroys the identifier once this handler returns.
+            // Nothing else reaches a connection identifier with the listener's context.
             return 0;
         }
 
@@ -292,4 +436,185 @@ impl<L: Listener> Drop for ListenId<L> {
             unsafe { bindings::rdma_destroy_id(self.inner.id.load(Relaxed)) };
         }
     }
+}
+
+/// Receives the events of an accepted [`Connection`].
+///
+/// The methods run in the CM's process context and may sleep, one at a time for a connection.
+/// They must not drop the connection's [`Connection`]: destroying an identifier waits for its
+/// handler.
+pub trait ConnEvents: Send + Sync + 'static {
+    /// The connection is established (`RDMA_CM_EVENT_ESTABLISHED`).
+    fn established(&self);
+
+    /// The peer disconnected or the connection can no longer be used
+    /// (`RDMA_CM_EVENT_DISCONNECTED`, `TIMEWAIT_EXIT`, `ADDR_CHANGE`).
+    fn disconnected(&self);
+
+    /// The connection could not be established (`RDMA_CM_EVENT_CONNECT_ERROR`, `UNREACHABLE`,
+    /// `REJECTED`).
+    fn connect_error(&self);
+
+    /// The RDMA device is being removed (`RDMA_CM_EVENT_DEVICE_REMOVAL`). The removal waits
+    /// until the [`Connection`] is dropped, which the implementation must arrange (from
+    /// another context).
+    fn device_removal(&self);
+}
+
+/// Low bit of a connection identifier's context (the context of a listening identifier is an
+/// aligned pointer without it).
+const CONN_TAG: usize = 1;
+
+#[pin_data]
+struct ConnInner<C: ConnEvents> {
+    id: *mut bindings::rdma_cm_id,
+    /// Who destroys `id`: [`OWNED`], [`OWNER_DESTROYS`] or [`CM_DESTROYS`].
+    state: Atomic<i32>,
+    /// Completed when the owner has released everything after a device removal.
+    #[pin]
+    removed: Completion,
+    events: C,
+}
+
+// SAFETY: `id` is only used through thread-safe CM calls; `events` is `Send + Sync`.
+unsafe impl<C: ConnEvents> Send for ConnInner<C> {}
+
+// SAFETY: As for `Send`.
+unsafe impl<C: ConnEvents> Sync for ConnInner<C> {}
+
+/// An accepted RDMA connection: the connection identifier with its queue pair, completion
+/// queue and protection domain.
+///
+/// Dropping it destroys the queue pair and the identifier (`rdma_destroy_qp()`,
+/// `rdma_destroy_id()`), then the completion queue and the protection domain. Work requests
+/// still posted leak their buffers: drain first ([`Qp::start_drain`]).
+///
+/// # Invariants
+///
+/// `inner.id` is a connection identifier with a queue pair on `cq` and `pd` (both `Some` until
+/// `drop`), whose context is `Arc::into_raw` of a reference to `inner` tagged with
+/// [`CONN_TAG`], and whose handler is [`ListenId::handler`]. Unless `inner.state` is
+/// [`CM_DESTROYS`], it is destroyed only by `drop`.
+pub struct Connection<C: ConnEvents, H: CqHandler> {
+    inner: Arc<ConnInner<C>>,
+    cq: Option<Cq<H>>,
+    pd: Option<Pd>,
+}
+
+impl<C: ConnEvents, H: CqHandler> Connection<C, H> {
+    fn id(&self) -> *mut bindings::rdma_cm_id {
+        self.inner.id
+    }
+
+    /// The queue pair.
+    pub fn qp(&self) -> &Qp<H::SendCtx> {
+        // SAFETY: By the type invariant the identifier has a queue pair until `drop`, whose
+        // queues complete on `cq`.
+        unsafe { Qp::from_raw((*self.id()).qp) }
+    }
+
+    /// The completion queue of both queues of the queue pair.
+    pub fn cq(&self) -> &Cq<H> {
+        // The type invariant guarantees `Some` until `drop`.
+        self.cq.as_ref().expect("cq is set until drop")
+    }
+
+    /// The protection domain.
+    pub fn pd(&self) -> &Pd {
+        self.pd.as_ref().expect("pd is set until drop")
+    }
+
+    /// The connection's event handler.
+    pub fn events(&self) -> &C {
+        &self.inner.events
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SockAddr {
+        // SAFETY: By the type invariant `id` is valid; its route does not change once
+        // connected.
+        SockAddr::from_raw(unsafe { &(*self.id()).route.addr.dst_addr })
+    }
+
+    /// The local address.
+    pub fn local(&self) -> SockAddr {
+        // SAFETY: As in `peer`.
+        SockAddr::from_raw(unsafe { &(*self.id()).route.addr.src_addr })
+    }
+
+    /// Starts a disconnection (`rdma_disconnect()`): the queue pair moves to the error state
+    /// and the peer is told.
+    pub fn disconnect(&self) -> Result {
+        // SAFETY: By the type invariant `id` is valid.
+        to_result(unsafe { bindings::rdma_disconnect(self.id()) })
+    }
+}
+
+impl<C: ConnEvents, H: CqHandler> Drop for Connection<C, H> {
+    fn drop(&mut self) {
+        let id = self.id();
+        let owner = self
+            .inner
+            .state
+            .cmpxchg(OWNED, OWNER_DESTROYS, Full)
+            .is_ok();
+        // SAFETY: By the type invariant `id` has a queue pair, which nobody uses any more.
+        unsafe { bindings::rdma_destroy_qp(id) };
+        if owner {
+            // SAFETY: By the type invariant the identifier is ours to destroy; a connection is
+            // not dropped from its own handler (see `ConnEvents`). This waits for running
+            // handlers; none runs afterwards.
+            unsafe { bindings::rdma_destroy_id(id) };
+            // SAFETY: The identifier held this reference (type invariant); it is gone.
+            drop(unsafe { Arc::from_raw(Arc::as_ptr(&self.inner)) });
+        }
+        drop(self.cq.take());
+        drop(self.pd.take());
+        if !owner {
+            // The handler waits for this in a device removal, then lets the CM destroy the
+            // identifier and releases its reference.
+            self.inner.removed.complete_all();
+        }
+    }
+}
+
+/// The event handler of a connection identifier.
+///
+/// # Safety
+///
+/// Called from [`ListenId::handler`] with a valid identifier and event, and `ctx`, the
+/// untagged context of the identifier, which holds a reference to a `ConnInner<C>`.
+unsafe fn conn_handler<C: ConnEvents>(
+    id: *mut bindings::rdma_cm_id,
+    event: &bindings::rdma_cm_event,
+    ctx: usize,
+) -> c_int {
+    let ptr = ctx as *const ConnInner<C>;
+    // SAFETY: By the safety requirements the identifier holds a reference to `*ptr`, which it
+    // releases only after `rdma_destroy_id()` returned, which waits for this handler.
+    let inner = unsafe { &*ptr };
+    let _ = id;
+    match event.event {
+        bindings::rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED => inner.events.established(),
+        bindings::rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED
+        | bindings::rdma_cm_event_type_RDMA_CM_EVENT_TIMEWAIT_EXIT
+        | bindings::rdma_cm_event_type_RDMA_CM_EVENT_ADDR_CHANGE => inner.events.disconnected(),
+        bindings::rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_ERROR
+        | bindings::rdma_cm_event_type_RDMA_CM_EVENT_UNREACHABLE
+        | bindings::rdma_cm_event_type_RDMA_CM_EVENT_REJECTED => inner.events.connect_error(),
+        bindings::rdma_cm_event_type_RDMA_CM_EVENT_DEVICE_REMOVAL => {
+            if inner.state.cmpxchg(OWNED, CM_DESTROYS, Full).is_err() {
+                // The owner is in `rdma_destroy_id()`, waiting for this handler.
+                return 0;
+            }
+            inner.events.device_removal();
+            inner.removed.wait_for_completion();
+            // SAFETY: The owner released the queue pair and will not touch the identifier
+            // again; the CM destroys it when we return 1, so its reference goes back now.
+            drop(unsafe { Arc::from_raw(ptr) });
+            return 1;
+        }
+        _ => {}
+    }
+    0
 }

@@ -6,22 +6,50 @@
 //! `IB/iSER` transport with the iSCSI target; a portal whose `iser` attribute is set to 1 gets
 //! an `rdma_cm` listener on its address.
 //!
-//! This first stage serves portals only: it listens and answers each connection request with a
-//! reject, so that an initiator's login fails at once and cleanly. Logins and the full-feature
-//! phase come with the queue pair, completion queue and login abstractions.
+//! Each accepted connection has its own protection domain, completion queue and queue pair. The
+//! completion queue is polled from a work item through the shared [`Batcher`] (seed 000): a
+//! budgeted pass, rescheduling when the budget runs out, re-arm then re-poll.
+//!
+//! This stage serves the login phase and the control PDUs of the full-feature phase (text,
+//! logout, NOP-Out), which is what a discovery session needs. SCSI commands are answered with a
+//! reject until the RDMA read/write data path is added.
+
+mod wire;
 
 use kernel::{
-    debugfs,
-    net::sockaddr::SockAddr,
-    new_condvar, new_mutex,
-    prelude::*,
-    rdma::cm::{
-        ConnectRequest,
-        Handled,
-        ListenId,
-        Listener,
-        Lost, //
+    completion_batch::{
+        Batcher,
+        CompletionSource,
+        Config,
+        Pass, //
     },
+    debugfs,
+    dma::DataDirection,
+    impl_has_work,
+    net::sockaddr::SockAddr,
+    new_condvar, new_mutex, new_work,
+    prelude::*,
+    rdma::{
+        cm::{
+            ConnEvents,
+            ConnectRequest,
+            Connection,
+            Handled,
+            ListenId,
+            Listener,
+            Lost, //
+        },
+        verbs::{
+            Completion,
+            Cq,
+            CqHandler,
+            DmaBuf,
+            Pd,
+            QpCaps,
+            SendCtx, //
+        },
+    },
+    revocable::Revocable,
     sync::{
         atomic::{
             Atomic,
@@ -33,11 +61,36 @@ use kernel::{
         Mutex, //
     },
     target::iscsit::{
+        self,
+        Accepted,
+        Cmd,
+        Conn,
+        ConnSlot,
+        Login,
         NetworkType,
         Np,
         Registration,
+        State,
         Transport, //
     },
+    time::{
+        msecs_to_jiffies,
+        Delta, //
+    },
+    workqueue::{
+        OwnedQueue,
+        QueueFlags,
+        Work,
+        WorkItem, //
+    },
+};
+
+use wire::{
+    IserHdr,
+    Kind,
+    HEADERS_LEN,
+    ISER_HDR_LEN,
+    RX_SIZE, //
 };
 
 module! {
@@ -46,7 +99,19 @@ module! {
     authors: ["rstorage developers"],
     description: "iSER target transport for the LIO iSCSI target (RDMA)",
     license: "GPL",
+    params: {
+        budget: u32 {
+            default: 16,
+            description: "Completions handled per pass of a connection's completion work \
+                          (0: unbounded)",
+        },
+    },
 }
+
+/// Receive buffers posted in the full-feature phase (`ISERT_QP_MAX_RECV_DTOS`).
+const RX_DESCS: u32 = 128;
+/// Sends outstanding at most (`ISERT_QP_MAX_REQ_DTOS`).
+const TX_DESCS: u32 = 128;
 
 /// A counter shown in debugfs.
 struct Counter(Atomic<u64>);
@@ -65,49 +130,776 @@ impl Counter {
     }
 }
 
-/// Transport-wide counters (`/sys/kernel/debug/risert/stats`).
-struct Stats {
-    portals_up: Counter,
-    portals_down: Counter,
-    listen_failed: Counter,
-    connect_requests: Counter,
-    rejected: Counter,
-    listeners_lost: Counter,
+macro_rules! stats {
+    ($($name:ident),* $(,)?) => {
+        /// Transport-wide counters (`/sys/kernel/debug/risert/stats`).
+        struct Stats {
+            $($name: Counter,)*
+        }
+
+        static STATS: Stats = Stats {
+            $($name: Counter::new(),)*
+        };
+
+        fn write_stats(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            $(writeln!(f, "{} {}", stringify!($name), STATS.$name.get())?;)*
+            write_conns(f)
+        }
+    };
 }
 
-static STATS: Stats = Stats {
-    portals_up: Counter::new(),
-    portals_down: Counter::new(),
-    listen_failed: Counter::new(),
-    connect_requests: Counter::new(),
-    rejected: Counter::new(),
-    listeners_lost: Counter::new(),
-};
+stats!(
+    portals_up,
+    portals_down,
+    listen_failed,
+    connect_requests,
+    rejected,
+    listeners_lost,
+    accepted,
+    established,
+    logins,
+    conns_freed,
+    pdus_rx,
+    pdus_tx,
+    text,
+    logouts,
+    nops,
+    pdus_rejected,
+    bad_pdus,
+    wc_errors,
+);
+
+/// The module's state shared with portals and connections.
+///
+/// The iSCSI target calls `setup_np` without a transport context, so this lives in a static;
+/// its small allocation stays after the module is unloaded.
+#[pin_data]
+struct Shared {
+    /// Runs the connections' completion and control work; revoked (drained and destroyed)
+    /// when the module goes.
+    #[pin]
+    wq: Revocable<OwnedQueue>,
+    /// Live connections, for debugfs and for the module's exit.
+    #[pin]
+    conns: Mutex<KVec<Arc<RConn>>>,
+    #[pin]
+    gone: CondVar,
+}
+
+/// The module's shared state, set while the module is loaded.
+static SHARED: kernel::sync::SetOnce<Arc<Shared>> = kernel::sync::SetOnce::new();
+
+fn shared() -> &'static Arc<Shared> {
+    SHARED
+        .as_ref()
+        .expect("set before the transport is registered")
+}
+
+fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let Some(sh) = SHARED.as_ref() else {
+        return Ok(());
+    };
+    for c in sh.conns.lock().iter() {
+        let s = c.batcher.stats();
+        let phase = c.inner.lock().phase;
+        f.write_fmt(fmt!(
+            "conn {} peer {} phase {:?} rx {} tx {} passes {} completions {} budget_exhausted {} \
+             rearms {} post_arm {}\n",
+            c.id,
+            c.peer,
+            phase,
+            c.rx.get(),
+            c.tx.get(),
+            s.passes,
+            s.completions,
+            s.budget_exhausted,
+            s.rearms,
+            s.post_arm
+        ))?;
+    }
+    Ok(())
+}
+
+/// A connection's phase (`enum iser_conn_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Accepted; the RDMA connection is not established yet.
+    Init,
+    /// Established; waiting for the portal's login thread.
+    Up,
+    /// Handed to the iSCSI target: the login phase.
+    Bound,
+    /// Logged in.
+    FullFeature,
+    /// Disconnecting.
+    Terminating,
+}
+
+type Link = Connection<ConnEv, CqKick>;
+
+/// What a connection's lock protects.
+struct Inner {
+    phase: Phase,
+    /// The RDMA connection; taken at teardown, which breaks the reference cycles through its
+    /// completion queue and event handler.
+    link: Option<Link>,
+    /// The portal while the connection waits for the login thread.
+    portal: Option<Arc<PortalQueue>>,
+    /// The first login request, waiting for the login thread, and its length.
+    login_req: Option<(KBox<DmaBuf>, usize)>,
+    /// A buffer for the next login request.
+    login_rx: Option<KBox<DmaBuf>>,
+    /// The final login response, sent once the receive buffers are posted.
+    login_rsp: Option<(KBox<TxDesc>, usize)>,
+    /// Logouts whose response was sent, for the control work.
+    logouts: KVec<Cmd>,
+    /// A logout response was posted: teardown waits for the target's logout completion.
+    logout_posted: bool,
+    /// The connection never reached the target and is to be released by the control work.
+    release: bool,
+    send_drained: bool,
+    recv_drained: bool,
+}
+
+/// An iSER connection.
+#[pin_data]
+struct RConn {
+    id: u64,
+    peer: SockAddr,
+    #[pin]
+    iconn: ConnSlot,
+    #[pin]
+    inner: Mutex<Inner>,
+    /// Woken on login requests, drain markers and teardown.
+    #[pin]
+    wait: CondVar,
+    batcher: Batcher,
+    rx: Counter,
+    tx: Counter,
+    #[pin]
+    poll_work: Work<RConn, 0>,
+    #[pin]
+    ctrl_work: Work<RConn, 1>,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for RConn { self.poll_work }
+    impl HasWork<Self, 1> for RConn { self.ctrl_work }
+}
+
+/// A send: the iSER and iSCSI headers and the data segment, and the command it answers.
+struct TxDesc {
+    buf: DmaBuf,
+    cmd: Option<Cmd>,
+}
+
+impl SendCtx for TxDesc {
+    fn dma_buf(&self) -> &DmaBuf {
+        &self.buf
+    }
+}
+
+/// Schedules a connection's completion work when its completion queue fires.
+struct CqKick {
+    conn: Arc<RConn>,
+}
+
+impl CqHandler for CqKick {
+    type SendCtx = TxDesc;
+
+    fn notify(&self) {
+        self.conn.kick();
+    }
+}
+
+/// The RDMA connection's events.
+struct ConnEv {
+    conn: Arc<RConn>,
+}
+
+impl ConnEvents for ConnEv {
+    fn established(&self) {
+        STATS.established.inc();
+        let portal = {
+            let mut inner = self.conn.inner.lock();
+            if inner.phase != Phase::Init {
+                return;
+            }
+            inner.phase = Phase::Up;
+            inner.portal.clone()
+        };
+        if let Some(p) = portal {
+            p.push_pending(self.conn.clone());
+        }
+    }
+
+    fn disconnected(&self) {
+        self.conn.terminate("disconnected");
+    }
+
+    fn connect_error(&self) {
+        self.conn.terminate("connection failed");
+    }
+
+    fn device_removal(&self) {
+        self.conn.terminate("RDMA device removed");
+    }
+}
+
+impl RConn {
+    fn kick(self: &Arc<Self>) {
+        enqueue::<0>(self.clone());
+    }
+
+    fn device(&self) -> Result<kernel::rdma::verbs::DeviceRef> {
+        match self.inner.lock().link.as_ref() {
+            Some(l) => Ok(l.pd().device().clone()),
+            None => Err(ENOTCONN),
+        }
+    }
+
+    fn post_recv(&self, buf: KBox<DmaBuf>) -> Result {
+        match self.inner.lock().link.as_ref() {
+            Some(l) => l.qp().post_recv(buf),
+            None => Err(ENOTCONN),
+        }
+    }
+
+    fn post_send(&self, tx: KBox<TxDesc>, len: usize) -> Result {
+        match self.inner.lock().link.as_ref() {
+            Some(l) => l.qp().post_send(tx, len)?,
+            None => return Err(ENOTCONN),
+        }
+        self.tx.inc();
+        STATS.pdus_tx.inc();
+        Ok(())
+    }
+
+    fn new_rx(&self) -> Result<KBox<DmaBuf>> {
+        let dev = self.device()?;
+        Ok(KBox::new(
+            DmaBuf::new(&dev, RX_SIZE, DataDirection::FromDevice)?,
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// A send of the iSER control header, the iSCSI header `hdr` and `data`.
+    fn new_tx(
+        &self,
+        hdr: &[u8; iscsit::HDR_LEN],
+        data: &[u8],
+        cmd: Option<Cmd>,
+    ) -> Result<(KBox<TxDesc>, usize)> {
+        let dev = self.device()?;
+        let len = HEADERS_LEN + data.len();
+        let mut buf = DmaBuf::new(&dev, len, DataDirection::ToDevice)?;
+        let b = buf.as_mut_slice();
+        IserHdr::control().write(&mut b[..ISER_HDR_LEN]);
+        b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr);
+        b[HEADERS_LEN..len].copy_from_slice(data);
+        Ok((KBox::new(TxDesc { buf, cmd }, GFP_KERNEL)?, len))
+    }
+
+    /// Sends `hdr` and `data` for `cmd`.
+    fn send_pdu(&self, hdr: &[u8; iscsit::HDR_LEN], data: &[u8], cmd: Cmd) -> Result {
+        let (tx, len) = self.new_tx(hdr, data, Some(cmd))?;
+        self.post_send(tx, len)
+    }
+
+    /// Starts the disconnection once (`isert_conn_terminate()`). A connection the target
+    /// knows is then torn down by the target (a connection reinstatement); one it does not
+    /// know is released by the control work.
+    fn terminate(self: &Arc<Self>, why: &str) {
+        let bound = {
+            let mut inner = self.inner.lock();
+            if inner.phase == Phase::Terminating {
+                return;
+            }
+            let bound = inner.phase >= Phase::Bound;
+            inner.phase = Phase::Terminating;
+            if let Some(l) = inner.link.as_ref() {
+                let _ = l.disconnect();
+            }
+            if !bound {
+                inner.release = true;
+            }
+            bound
+        };
+        pr_info!("conn {} ({}): {}\n", self.id, self.peer, why);
+        self.wait.notify_all();
+        if bound {
+            self.iconn.with(|c| c.cause_reinstatement());
+        } else {
+            enqueue::<1>(self.clone());
+        }
+    }
+
+    /// Drains the queue pair (`ib_drain_qp()`): every posted request completes, which gives
+    /// back every buffer and command. Waits for the completion work to see both markers.
+    fn drain(self: &Arc<Self>) {
+        {
+            let inner = self.inner.lock();
+            let Some(l) = inner.link.as_ref() else {
+                return;
+            };
+            if inner.send_drained && inner.recv_drained {
+                return;
+            }
+            if let Err(e) = l.qp().start_drain() {
+                pr_warn!("conn {}: cannot drain its queue pair: {:?}\n", self.id, e);
+                return;
+            }
+        }
+        self.kick();
+        // Not interruptible: the target's threads call this with a signal pending. Every
+        // posted request completes once the queue pair is in the error state, the markers
+        // last.
+        let mut inner = self.inner.lock();
+        while !(inner.send_drained && inner.recv_drained) {
+            self.wait.wait(&mut inner);
+        }
+    }
+
+    /// Drains and drops the RDMA connection, and forgets the connection.
+    fn release_link(self: &Arc<Self>) {
+        self.drain();
+        let link = self.inner.lock().link.take();
+        drop(link);
+        let sh = shared();
+        let mut conns = sh.conns.lock();
+        conns.retain(|c| !Arc::ptr_eq(c, self));
+        drop(conns);
+        STATS.conns_freed.inc();
+        sh.gone.notify_all();
+    }
+
+    /// Handles a received message.
+    fn on_recv(self: &Arc<Self>, buf: KBox<DmaBuf>, len: usize) {
+        self.rx.inc();
+        STATS.pdus_rx.inc();
+        let phase = self.inner.lock().phase;
+        let msg = &buf.as_slice()[..len.min(buf.len())];
+        if msg.len() < HEADERS_LEN {
+            STATS.bad_pdus.inc();
+            pr_warn!("conn {}: short message ({} bytes)\n", self.id, msg.len());
+            self.terminate("malformed PDU");
+            return;
+        }
+        let pdu = &msg[ISER_HDR_LEN..];
+        let mut bhs = [0u8; iscsit::HDR_LEN];
+        bhs.copy_from_slice(&pdu[..iscsit::HDR_LEN]);
+        let dlen = wire::dlength(&bhs);
+        if pdu.len() < iscsit::HDR_LEN + dlen {
+            STATS.bad_pdus.inc();
+            pr_warn!(
+                "conn {}: PDU declares {} data bytes but {} arrived\n",
+                self.id,
+                dlen,
+                pdu.len() - iscsit::HDR_LEN
+            );
+            self.terminate("malformed PDU");
+            return;
+        }
+        match IserHdr::parse(msg).map(|h| h.kind()) {
+            Some(Kind::Control) => {}
+            k => {
+                STATS.bad_pdus.inc();
+                pr_warn!("conn {}: unexpected iSER message {:?}\n", self.id, k);
+                let _ = self.post_recv(buf);
+                return;
+            }
+        }
+        if phase < Phase::FullFeature {
+            self.on_login_pdu(buf, len);
+            return;
+        }
+        let data = &pdu[iscsit::HDR_LEN..iscsit::HDR_LEN + dlen];
+        let ret = self.iconn.with(|c| self.dispatch(c, &bhs, data));
+        if let Some(Err(e)) = ret {
+            pr_warn!(
+                "conn {}: opcode {:#x} failed: {:?}\n",
+                self.id,
+                wire::opcode(&bhs),
+                e
+            );
+        }
+        // The data was copied out: the buffer can take the next PDU.
+        let _ = self.post_recv(buf);
+    }
+
+    /// A login request: the first one waits for the login thread, the others go to the
+    /// target's login work.
+    fn on_login_pdu(&self, buf: KBox<DmaBuf>, len: usize) {
+        let pdu = &buf.as_slice()[ISER_HDR_LEN..len];
+        if let Some(Ok(())) = self.iconn.with(|c| c.deliver_login_pdu(pdu)) {
+            self.inner.lock().login_rx = Some(buf);
+            return;
+        }
+        self.inner.lock().login_req = Some((buf, len));
+        self.wait.notify_all();
+    }
+
+    /// Hands a full-feature PDU to the target (`isert_rx_opcode()`).
+    fn dispatch(&self, c: &Conn, bhs: &[u8; iscsit::HDR_LEN], data: &[u8]) -> Result {
+        let op = wire::opcode(bhs);
+        if c.is_discovery() && op != wire::OP_TEXT && op != wire::OP_LOGOUT {
+            STATS.pdus_rejected.inc();
+            pr_warn!(
+                "conn {}: opcode {:#x} in a discovery session, ignored\n",
+                self.id,
+                op
+            );
+            return Ok(());
+        }
+        match op {
+            wire::OP_TEXT => {
+                STATS.text.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_text(cmd, bhs, data)
+            }
+            wire::OP_LOGOUT => {
+                STATS.logouts.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_logout(cmd, bhs)
+            }
+            wire::OP_NOOP_OUT => {
+                STATS.nops.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_nop_out(cmd, bhs)
+            }
+            _ => {
+                // SCSI commands, data-out and task management need the RDMA data path.
+                STATS.pdus_rejected.inc();
+                c.reject(bhs);
+                Ok(())
+            }
+        }
+    }
+
+    /// A send completed: release the command it answered (`isert_send_done()`).
+    fn on_send(&self, tx: KBox<TxDesc>, ok: bool) {
+        let TxDesc { buf, cmd } = KBox::into_inner(tx);
+        let Some(cmd) = cmd else {
+            return;
+        };
+        let mut hdr = [0u8; iscsit::HDR_LEN];
+        hdr.copy_from_slice(&buf.as_slice()[ISER_HDR_LEN..HEADERS_LEN]);
+        drop(buf);
+        match cmd.state() {
+            State::SendLogoutRsp if ok => {
+                // The target closes the connection from the post handler, and waits for it:
+                // not from this work, which the teardown waits for.
+                let queued = self.inner.lock().logouts.push(cmd, GFP_KERNEL);
+                if queued.is_err() {
+                    pr_err!("conn {}: no memory to complete a logout\n", self.id);
+                }
+            }
+            State::SendTextRsp if ok && Cmd::text_continues(&hdr) => {
+                // The target keeps the command for the next text request.
+            }
+            _ => {
+                cmd.set_sent();
+                cmd.release();
+            }
+        }
+    }
+
+    fn on_completion(self: &Arc<Self>, c: Completion<TxDesc>) {
+        match c {
+            Completion::Recv {
+                buf,
+                result: Ok(len),
+            } => self.on_recv(buf, len),
+            Completion::Send { ctx, result } => {
+                if let Err(e) = &result {
+                    self.wc_error("send", e);
+                }
+                self.on_send(ctx, result.is_ok());
+            }
+            Completion::Recv {
+                buf,
+                result: Err(e),
+            } => {
+                drop(buf);
+                self.wc_error("receive", &e);
+            }
+            Completion::SendDrained => {
+                self.inner.lock().send_drained = true;
+                self.wait.notify_all();
+            }
+            Completion::RecvDrained => {
+                self.inner.lock().recv_drained = true;
+                self.wait.notify_all();
+            }
+        }
+    }
+
+    fn wc_error(self: &Arc<Self>, what: &str, e: &kernel::rdma::verbs::WcError) {
+        if e.is_flush() {
+            return;
+        }
+        STATS.wc_errors.inc();
+        pr_warn!("conn {}: {} failed: {}\n", self.id, what, e);
+        self.terminate("work request failed");
+    }
+}
+
+/// Queues a connection's work item `ID` (0: completions, 1: control) on the module's
+/// workqueue, unless the module is going away.
+fn enqueue<const ID: u64>(conn: Arc<RConn>)
+where
+    RConn: WorkItem<ID, Pointer = Arc<RConn>> + kernel::workqueue::HasWork<RConn, ID>,
+{
+    let not_queued = shared()
+        .wq
+        .try_access()
+        .map(|wq| wq.enqueue::<Arc<RConn>, ID>(conn).err());
+    // Dropped outside the RCU read section of `try_access`.
+    drop(not_queued);
+}
+
+/// A connection's completion queue as a completion source for the [`Batcher`].
+struct Source<'a> {
+    conn: &'a Arc<RConn>,
+}
+
+/// Completions taken under the connection's lock at a time, then handled without it.
+const POLL_BATCH: usize = 16;
+
+impl CompletionSource for Source<'_> {
+    type Completion = Completion<TxDesc>;
+
+    fn poll(&self, max: usize, mut sink: impl FnMut(Self::Completion)) {
+        let mut got: [Option<Self::Completion>; POLL_BATCH] = [const { None }; POLL_BATCH];
+        let mut n = 0;
+        if let Some(l) = self.conn.inner.lock().link.as_ref() {
+            l.cq().poll(max.min(POLL_BATCH), |c| {
+                got[n] = Some(c);
+                n += 1;
+            });
+        }
+        for c in got.iter_mut().take(n) {
+            if let Some(c) = c.take() {
+                sink(c);
+            }
+        }
+    }
+
+    fn complete(&self, c: Self::Completion) {
+        self.conn.on_completion(c);
+    }
+
+    fn arm(&self) -> bool {
+        match self.conn.inner.lock().link.as_ref() {
+            Some(l) => l.cq().arm(),
+            None => false,
+        }
+    }
+}
+
+/// The completion work: one budgeted pass; requeued while completions remain (seed 000).
+impl WorkItem<0> for RConn {
+    type Pointer = Arc<RConn>;
+
+    fn run(this: Arc<RConn>) {
+        match this.batcher.run(&Source { conn: &this }) {
+            Pass::Reschedule | Pass::Polling => this.kick(),
+            Pass::Armed | Pass::Deferred => {}
+        }
+    }
+}
+
+/// The control work: logout post-handling, and the release of connections the target never
+/// knew (`isert_do_control_comp()`, `isert_release_work()`).
+impl WorkItem<1> for RConn {
+    type Pointer = Arc<RConn>;
+
+    fn run(this: Arc<RConn>) {
+        let (logouts, release) = {
+            let mut inner = this.inner.lock();
+            let logouts = core::mem::take(&mut inner.logouts);
+            let release = core::mem::take(&mut inner.release);
+            (logouts, release)
+        };
+        for cmd in logouts {
+            cmd.logout_post_handler();
+        }
+        if release {
+            let portal = this.inner.lock().portal.take();
+            if let Some(p) = portal {
+                p.remove(&this);
+            }
+            this.release_link();
+        }
+    }
+}
+
+/// A portal's connections on their way to its login thread.
+#[pin_data]
+struct PortalQueue {
+    addr: SockAddr,
+    /// Established connections, oldest first; `None` once the portal is closing.
+    #[pin]
+    pending: Mutex<Option<KVec<Arc<RConn>>>>,
+    #[pin]
+    wait: CondVar,
+}
+
+impl PortalQueue {
+    fn push_pending(&self, conn: Arc<RConn>) {
+        let mut p = self.pending.lock();
+        match &mut *p {
+            Some(v) => {
+                if v.push(conn.clone(), GFP_KERNEL).is_err() {
+                    drop(p);
+                    conn.terminate("no memory to queue the connection");
+                    return;
+                }
+            }
+            None => {
+                drop(p);
+                conn.terminate("portal closed");
+                return;
+            }
+        }
+        self.wait.notify_all();
+    }
+
+    fn remove(&self, conn: &Arc<RConn>) {
+        if let Some(v) = &mut *self.pending.lock() {
+            v.retain(|c| !Arc::ptr_eq(c, conn));
+        }
+    }
+}
 
 /// The events of a portal's `rdma_cm` listener.
 struct PortalEvents {
-    addr: SockAddr,
+    queue: Arc<PortalQueue>,
+}
+
+/// Connection numbers, for logs and debugfs.
+static NEXT_ID: Atomic<u64> = Atomic::new(1);
+
+impl PortalEvents {
+    fn accept(&self, req: ConnectRequest<'_, ConnEv>) -> (Handled, Result) {
+        let Some(dev) = req.device() else {
+            return (req.reject(), Err(ENODEV));
+        };
+        let budget = match module_parameters::budget.value() {
+            0 => usize::MAX,
+            b => b as usize,
+        };
+        let peer = req.peer();
+        let conn = match Arc::pin_init(
+            pin_init!(RConn {
+                id: NEXT_ID.fetch_add(1, Relaxed),
+                peer,
+                iconn <- ConnSlot::new(),
+                inner <- new_mutex!(Inner {
+                    phase: Phase::Init,
+                    link: None,
+                    portal: Some(self.queue.clone()),
+                    login_req: None,
+                    login_rx: None,
+                    login_rsp: None,
+                    logouts: KVec::new(),
+                    logout_posted: false,
+                    release: false,
+                    send_drained: false,
+                    recv_drained: false,
+                }),
+                wait <- new_condvar!(),
+                batcher: Batcher::new(Config { budget, idle: Delta::from_secs(1) }),
+                rx: Counter::new(),
+                tx: Counter::new(),
+                poll_work <- new_work!("risert::poll"),
+                ctrl_work <- new_work!("risert::ctrl"),
+            }),
+            GFP_KERNEL,
+        ) {
+            Ok(c) => c,
+            Err(e) => return (req.reject(), Err(e)),
+        };
+        let setup = || -> Result<(Pd, Cq<CqKick>, KBox<DmaBuf>)> {
+            let pd = Pd::alloc(&dev, c"risert")?;
+            let kick = Arc::new(CqKick { conn: conn.clone() }, GFP_KERNEL)?;
+            let cq = Cq::new(&dev, TX_DESCS + RX_DESCS + 2, 0, kick, c"risert")?;
+            let rx = KBox::new(
+                DmaBuf::new(&dev, RX_SIZE, DataDirection::FromDevice)?,
+                GFP_KERNEL,
+            )?;
+            Ok((pd, cq, rx))
+        };
+        let (pd, cq, rx) = match setup() {
+            Ok(r) => r,
+            Err(e) => return (req.reject(), Err(e)),
+        };
+        // Take as many RDMA reads outstanding as the initiator asks for and the device allows.
+        let depth = u32::from(req.initiator_depth()).min(dev.max_qp_init_rd_atom()) as u8;
+        let caps = QpCaps {
+            send_wr: TX_DESCS + 1,
+            recv_wr: RX_DESCS + 1,
+            rdma_ctxs: TX_DESCS,
+        };
+        // iSER CM response header: no zero-based virtual addresses, no send with invalidate.
+        let private = [wire::ZBVA_NOT_USED | wire::SEND_W_INV_NOT_USED, 0, 0, 0];
+        let events = ConnEv { conn: conn.clone() };
+        let (handled, link) = req.accept(pd, cq, caps, depth, &private, events, |qp| {
+            // The login request may arrive as soon as the peer sees the accept.
+            qp.post_recv(rx)
+        });
+        let link = match link {
+            Ok(l) => l,
+            Err(e) => return (handled, Err(e)),
+        };
+        conn.inner.lock().link = Some(link);
+        let _ = link_arm(&conn);
+        let sh = shared();
+        if sh.conns.lock().push(conn.clone(), GFP_KERNEL).is_err() {
+            pr_warn!("conn {}: not listed in debugfs (no memory)\n", conn.id);
+        }
+        (handled, Ok(()))
+    }
+}
+
+/// Arms a new connection's completion queue.
+fn link_arm(conn: &Arc<RConn>) -> bool {
+    match conn.inner.lock().link.as_ref() {
+        Some(l) => l.cq().arm(),
+        None => false,
+    }
 }
 
 impl Listener for PortalEvents {
-    fn connect_request(&self, req: ConnectRequest<'_>) -> Handled {
+    type Conn = ConnEv;
+
+    fn connect_request(&self, req: ConnectRequest<'_, ConnEv>) -> Handled {
         STATS.connect_requests.inc();
-        pr_info!(
-            "{}: connection request from {} (private data {} bytes): rejected, logins are not \
-             served yet\n",
-            self.addr,
-            req.peer(),
-            req.private_data().len()
-        );
-        STATS.rejected.inc();
-        req.reject()
+        let peer = req.peer();
+        let (handled, ret) = self.accept(req);
+        match ret {
+            Ok(()) => {
+                STATS.accepted.inc();
+                pr_info!("{}: accepted a connection from {}\n", self.queue.addr, peer);
+            }
+            Err(e) => {
+                STATS.rejected.inc();
+                pr_warn!(
+                    "{}: rejected a connection from {}: {:?}\n",
+                    self.queue.addr,
+                    peer,
+                    e
+                );
+            }
+        }
+        handled
     }
 
     fn lost(&self, why: Lost) {
         STATS.listeners_lost.inc();
         pr_warn!(
             "{}: no longer listening ({}); disable and enable the portal to listen again\n",
-            self.addr,
+            self.queue.addr,
             match why {
                 Lost::DeviceRemoval => "RDMA device removed",
                 Lost::AddrChange => "address moved",
@@ -117,15 +909,9 @@ impl Listener for PortalEvents {
 }
 
 /// A portal with iSER enabled.
-#[pin_data]
 struct Portal {
     listen: ListenId<PortalEvents>,
-    /// Serializes the login thread's wait in `accept_np`. No connection is ever waiting yet,
-    /// since every request is rejected; the wait ends when the thread is signalled.
-    #[pin]
-    accept_lock: Mutex<()>,
-    #[pin]
-    accept_wait: CondVar,
+    queue: Arc<PortalQueue>,
 }
 
 /// The `IB/iSER` transport.
@@ -134,70 +920,257 @@ struct Risert;
 impl Transport for Risert {
     const NAME: &'static CStr = c"IB/iSER";
     const NETWORK: NetworkType = NetworkType::Infiniband;
-    type Portal = Arc<Portal>;
+    type Portal = KBox<Portal>;
+    type ConnData = RConn;
 
-    fn setup_np(_np: &Np, addr: &SockAddr) -> Result<Arc<Portal>> {
-        let listen =
-            ListenId::listen(c"risert", addr, PortalEvents { addr: *addr }).inspect_err(|e| {
-                STATS.listen_failed.inc();
-                pr_err!("{}: cannot listen: {:?}\n", addr, e);
-            })?;
-        let portal = Arc::pin_init(
-            pin_init!(Portal {
-                listen,
-                accept_lock <- new_mutex!(()),
-                accept_wait <- new_condvar!(),
+    fn conn_slot(data: &RConn) -> &ConnSlot {
+        &data.iconn
+    }
+
+    fn setup_np(_np: &Np, addr: &SockAddr) -> Result<KBox<Portal>> {
+        let queue = Arc::pin_init(
+            pin_init!(PortalQueue {
+                addr: *addr,
+                pending <- new_mutex!(Some(KVec::new())),
+                wait <- new_condvar!(),
             }),
             GFP_KERNEL,
         )?;
+        let events = PortalEvents {
+            queue: queue.clone(),
+        };
+        let listen = ListenId::listen(c"risert", addr, events).inspect_err(|e| {
+            STATS.listen_failed.inc();
+            pr_err!("{}: cannot listen: {:?}\n", addr, e);
+        })?;
         STATS.portals_up.inc();
         pr_info!("{}: listening for iSER connections\n", addr);
-        Ok(portal)
+        Ok(KBox::new(Portal { listen, queue }, GFP_KERNEL)?)
     }
 
-    fn accept_np(np: &Np, portal: ArcBorrow<'_, Portal>) -> Error {
-        let mut guard = portal.accept_lock.lock();
-        // The login thread is signalled (SIGINT) when the portal is reset or removed.
-        while !np.thread_stopping() {
-            if portal.accept_wait.wait_interruptible(&mut guard) {
-                break;
+    fn accept_np(np: &Np, portal: &Portal, _conn: &Conn) -> Result<Accepted<Arc<RConn>>> {
+        let q = &portal.queue;
+        let mut pending = q.pending.lock();
+        loop {
+            if np.thread_stopping() {
+                return Err(ENODEV);
+            }
+            match &mut *pending {
+                Some(v) if !v.is_empty() => {
+                    let conn = v.remove(0)?;
+                    drop(pending);
+                    let (peer, local) = {
+                        let mut inner = conn.inner.lock();
+                        if inner.phase != Phase::Up {
+                            // Torn down while it waited; its release work frees it.
+                            pending = q.pending.lock();
+                            continue;
+                        }
+                        inner.phase = Phase::Bound;
+                        inner.portal = None;
+                        let l = inner.link.as_ref().ok_or(ENOTCONN)?;
+                        (l.peer(), l.local())
+                    };
+                    STATS.logins.inc();
+                    return Ok(Accepted {
+                        ctx: conn,
+                        peer,
+                        local,
+                    });
+                }
+                Some(_) => {}
+                None => return Err(ENODEV),
+            }
+            // The login thread is signalled (SIGINT) when the portal is reset or removed.
+            if q.wait.wait_interruptible(&mut pending) {
+                return Err(ENODEV);
             }
         }
-        ENODEV
     }
 
-    fn free_np(np: &Np, portal: Arc<Portal>) {
+    fn free_np(np: &Np, portal: KBox<Portal>) {
         STATS.portals_down.inc();
+        let Portal { listen, queue } = KBox::into_inner(portal);
+        let listening = listen.is_listening();
+        // Destroying the listener waits for its handlers: no connection is accepted after.
+        drop(listen);
+        let left = queue.pending.lock().take().unwrap_or_default();
+        for conn in left.iter() {
+            conn.terminate("portal closed");
+        }
         pr_info!(
-            "{}: portal closed{}\n",
+            "{}: portal closed{} ({} connections waiting for login dropped)\n",
             np.addr(),
-            if portal.listen.is_listening() {
+            if listening {
                 ""
             } else {
                 " (its listener was already lost)"
-            }
+            },
+            left.len()
         );
-        // Dropping the portal destroys the listener, after its running handlers finish.
-        drop(portal);
+    }
+
+    fn get_login_rx(_c: &Conn, conn: ArcBorrow<'_, RConn>, login: &Login) -> Result {
+        if !login.first_request() {
+            // Delivered by the completion work with `deliver_login_pdu`.
+            return Ok(());
+        }
+        let (buf, len) = {
+            let mut inner = conn.inner.lock();
+            loop {
+                if let Some(req) = inner.login_req.take() {
+                    break req;
+                }
+                if inner.phase == Phase::Terminating {
+                    return Err(ENOTCONN);
+                }
+                if conn.wait.wait_interruptible(&mut inner) {
+                    return Err(EINTR);
+                }
+            }
+        };
+        let ret = login.fill_request(&buf.as_slice()[ISER_HDR_LEN..len]);
+        conn.inner.lock().login_rx = Some(buf);
+        ret
+    }
+
+    fn put_login_tx(_c: &Conn, conn: ArcBorrow<'_, RConn>, login: &Login, len: u32) -> Result {
+        let (tx, n) = conn.new_tx(&login.rsp(), login.rsp_data(len as usize), None)?;
+        if !login.failed() {
+            if login.complete() {
+                // Sent by `get_rx_pdu` once the receive buffers are posted: the initiator
+                // starts the full-feature phase as soon as it has the response.
+                conn.inner.lock().login_rsp = Some((tx, n));
+                return Ok(());
+            }
+            let rx = match conn.inner.lock().login_rx.take() {
+                Some(b) => b,
+                None => conn.new_rx()?,
+            };
+            conn.post_recv(rx)?;
+        }
+        conn.post_send(tx, n)
+    }
+
+    fn get_rx_pdu(_c: &Conn, conn: ArcBorrow<'_, RConn>) {
+        let Some((tx, n)) = conn.inner.lock().login_rsp.take() else {
+            // The login failed after its last response was built.
+            return;
+        };
+        for _ in 0..RX_DESCS {
+            let posted = conn.new_rx().and_then(|b| conn.post_recv(b));
+            if let Err(e) = posted {
+                pr_err!("conn {}: cannot post receive buffers: {:?}\n", conn.id, e);
+                return;
+            }
+        }
+        {
+            let mut inner = conn.inner.lock();
+            if inner.phase != Phase::Bound {
+                return;
+            }
+            inner.phase = Phase::FullFeature;
+        }
+        if let Err(e) = conn.post_send(tx, n) {
+            pr_err!(
+                "conn {}: cannot send the login response: {:?}\n",
+                conn.id,
+                e
+            );
+            return;
+        }
+        pr_info!("conn {} ({}): logged in\n", conn.id, conn.peer);
+        // The receive thread has nothing else to do: completions arrive through the work
+        // item. It is signalled when the connection closes.
+        let mut inner = conn.inner.lock();
+        while inner.phase != Phase::Terminating {
+            if conn.wait.wait_interruptible(&mut inner) {
+                break;
+            }
+        }
+    }
+
+    fn response_queue(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd, state: State) -> Result {
+        let mut hdr = [0u8; iscsit::HDR_LEN];
+        match state {
+            State::SendTextRsp => {
+                let data = cmd.build_text_rsp(c, &mut hdr)?;
+                let (tx, n) = conn.new_tx(&hdr, data, None)?;
+                let mut tx = tx;
+                tx.cmd = Some(cmd);
+                conn.post_send(tx, n)
+            }
+            State::SendLogoutRsp => {
+                cmd.build_logout_rsp(c, &mut hdr)?;
+                conn.send_pdu(&hdr, &[], cmd)?;
+                conn.inner.lock().logout_posted = true;
+                Ok(())
+            }
+            State::SendNopin => {
+                let data = cmd.build_nopin(c, &mut hdr, true);
+                let (mut tx, n) = conn.new_tx(&hdr, data, None)?;
+                tx.cmd = Some(cmd);
+                conn.post_send(tx, n)
+            }
+            State::SendReject => {
+                let data = cmd.build_reject(c, &mut hdr);
+                let (tx, n) = conn.new_tx(&hdr, data, None)?;
+                let mut tx = tx;
+                tx.cmd = Some(cmd);
+                conn.post_send(tx, n)
+            }
+            s => {
+                pr_err!("conn {}: unexpected response state {:?}\n", conn.id, s);
+                Err(EINVAL)
+            }
+        }
+    }
+
+    fn immediate_queue(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd, state: State) -> Result {
+        match state {
+            State::Remove => {
+                cmd.release();
+                Ok(())
+            }
+            State::SendNopinWantResponse => {
+                let mut hdr = [0u8; iscsit::HDR_LEN];
+                let data = cmd.build_nopin(c, &mut hdr, false);
+                let (mut tx, n) = conn.new_tx(&hdr, data, None)?;
+                tx.cmd = Some(cmd);
+                conn.post_send(tx, n)
+            }
+            s => {
+                pr_err!("conn {}: unexpected immediate state {:?}\n", conn.id, s);
+                Err(EINVAL)
+            }
+        }
+    }
+
+    fn wait_conn(c: &Conn, conn: ArcBorrow<'_, RConn>) {
+        let conn: Arc<RConn> = conn.into();
+        {
+            let mut inner = conn.inner.lock();
+            if inner.phase != Phase::Terminating {
+                inner.phase = Phase::Terminating;
+                if let Some(l) = inner.link.as_ref() {
+                    let _ = l.disconnect();
+                }
+            }
+        }
+        conn.wait.notify_all();
+        conn.drain();
+        c.wait_for_cmds();
+        if conn.inner.lock().logout_posted {
+            c.wait_for_logout();
+        }
+    }
+
+    fn free_conn(_c: &Conn, conn: Arc<RConn>) {
+        conn.release_link();
     }
 }
 
-fn write_stats(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    let s = &STATS;
-    writeln!(
-        f,
-        "portals_up {}\nportals_down {}\nlisten_failed {}\nconnect_requests {}\nrejected {}\n\
-         listeners_lost {}",
-        s.portals_up.get(),
-        s.portals_down.get(),
-        s.listen_failed.get(),
-        s.connect_requests.get(),
-        s.rejected.get(),
-        s.listeners_lost.get()
-    )
-}
-
-#[pin_data]
+#[pin_data(PinnedDrop)]
 struct RisertModule {
     #[pin]
     transport: Registration<Risert>,
@@ -213,8 +1186,23 @@ impl kernel::InPlaceModule for RisertModule {
             GFP_KERNEL,
         )
         .ok();
+        let sh = OwnedQueue::new(c"risert", QueueFlags::UNBOUND | QueueFlags::MEM_RECLAIM, 0)
+            .and_then(|wq| {
+                Arc::pin_init(
+                    pin_init!(Shared {
+                        wq <- Revocable::new(wq),
+                        conns <- new_mutex!(KVec::new()),
+                        gone <- new_condvar!(),
+                    }),
+                    GFP_KERNEL,
+                )
+            })
+            .map(|sh| SHARED.populate(sh));
         try_pin_init!(Self {
-            transport <- Registration::register(module),
+            transport <- {
+                sh?;
+                Registration::register(module)
+            },
             _stats: stats,
             _debugfs: debugfs,
         })
@@ -222,5 +1210,23 @@ impl kernel::InPlaceModule for RisertModule {
             pr_info!("iSER target transport registered\n");
             Ok(())
         })
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for RisertModule {
+    fn drop(self: Pin<&mut Self>) {
+        // No portal uses the transport (each holds a module reference), so every connection
+        // is being torn down; wait for them before the workqueue goes with the module.
+        let sh = shared();
+        let mut conns = sh.conns.lock();
+        while !conns.is_empty() {
+            let _ = sh
+                .gone
+                .wait_interruptible_timeout(&mut conns, msecs_to_jiffies(100));
+        }
+        drop(conns);
+        // Waits for queued and running work items, then destroys the workqueue.
+        sh.wq.revoke();
     }
 }

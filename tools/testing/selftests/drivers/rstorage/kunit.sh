@@ -7,7 +7,7 @@
 
 kunit=/sys/kernel/debug/kunit
 # Modules of ours that carry KUnit suites.
-kunit_modules=(rstorage_sample rvirtio_scsi raoe)
+kunit_modules=(rstorage_sample rvirtio_scsi raoe risert)
 for m in "${kunit_modules[@]}"; do
 	rstorage_insmod "$m" || echo "# failed to load $m"
 done

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The iSER wire format (RFC 7145): the iSER header in front of each iSCSI PDU, and the few
+//! iSCSI basic header segment fields the transport reads.
+
+use kernel::prelude::*;
+
+/// Length of the iSER header (`struct iser_ctrl`).
+pub(crate) const ISER_HDR_LEN: usize = 28;
+/// Length of the iSER and iSCSI headers together (`ISER_HEADERS_LEN`).
+pub(crate) const HEADERS_LEN: usize = ISER_HDR_LEN + 48;
+/// Largest data segment received (`ISER_DEF_MAX_RECV_SEG_LEN`, 8 KiB).
+pub(crate) const MAX_RECV_SEG: usize = 8192;
+/// Size of a receive buffer (`ISER_RX_PAYLOAD_SIZE`).
+pub(crate) const RX_SIZE: usize = HEADERS_LEN + MAX_RECV_SEG;
+
+/// iSER opcode of a PDU carrying iSCSI control-type data (`ISCSI_CTRL`).
+const ISCSI_CTRL: u8 = 0x10;
+/// iSER opcode of a Hello message (`ISER_HELLO`).
+const ISER_HELLO: u8 = 0x20;
+/// The write STag and VA are valid (`ISER_WSV`).
+const ISER_WSV: u8 = 0x08;
+/// The read STag and VA are valid (`ISER_RSV`).
+const ISER_RSV: u8 = 0x04;
+
+/// An iSER header (`struct iser_ctrl`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IserHdr {
+    pub(crate) flags: u8,
+    pub(crate) write_stag: u32,
+    pub(crate) write_va: u64,
+    pub(crate) read_stag: u32,
+    pub(crate) read_va: u64,
+}
+
+/// What an iSER header says a received message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An iSCSI PDU.
+    Control,
+    /// An iSER Hello (only sent by iWARP initiators that ask for it).
+    Hello,
+    /// Anything else.
+    Unknown(u8),
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be64(b: &[u8]) -> u64 {
+    (u64::from(be32(b)) << 32) | u64::from(be32(&b[4..]))
+}
+
+impl IserHdr {
+    /// The header of a PDU the target sends: iSCSI control, no STags.
+    pub(crate) fn control() -> Self {
+        Self {
+            flags: ISCSI_CTRL,
+            ..Self::default()
+        }
+    }
+
+    /// Parses the header at the start of `b` (at least [`ISER_HDR_LEN`] bytes).
+    pub(crate) fn parse(b: &[u8]) -> Option<Self> {
+        let b = b.get(..ISER_HDR_LEN)?;
+        let flags = b[0];
+        let mut h = Self {
+            flags,
+            ..Self::default()
+        };
+        if flags & ISER_WSV != 0 {
+            h.write_stag = be32(&b[4..]);
+            h.write_va = be64(&b[8..]);
+        }
+        if flags & ISER_RSV != 0 {
+            h.read_stag = be32(&b[16..]);
+            h.read_va = be64(&b[20..]);
+        }
+        Some(h)
+    }
+
+    /// The kind of message.
+    pub(crate) fn kind(&self) -> Kind {
+        match self.flags & 0xf0 {
+            ISCSI_CTRL => Kind::Control,
+            ISER_HELLO => Kind::Hello,
+            f => Kind::Unknown(f),
+        }
+    }
+
+    /// Writes the header into `b` ([`ISER_HDR_LEN`] bytes).
+    pub(crate) fn write(&self, b: &mut [u8]) {
+        b[..ISER_HDR_LEN].fill(0);
+        b[0] = self.flags;
+        b[4..8].copy_from_slice(&self.write_stag.to_be_bytes());
+        b[8..16].copy_from_slice(&self.write_va.to_be_bytes());
+        b[16..20].copy_from_slice(&self.read_stag.to_be_bytes());
+        b[20..28].copy_from_slice(&self.read_va.to_be_bytes());
+    }
+}
+
+/// The opcode of an iSCSI basic header segment (`hdr->opcode & ISCSI_OPCODE_MASK`).
+pub(crate) fn opcode(bhs: &[u8; 48]) -> u8 {
+    bhs[0] & 0x3f
+}
+
+/// The data segment length of an iSCSI basic header segment (`ntoh24(hdr->dlength)`).
+pub(crate) fn dlength(bhs: &[u8; 48]) -> usize {
+    (usize::from(bhs[5]) << 16) | (usize::from(bhs[6]) << 8) | usize::from(bhs[7])
+}
+
+/// iSER CM response flags (`struct iser_cm_hdr`): the target does not use zero-based virtual
+/// addresses (`ISERT_ZBVA_NOT_USED`) nor send with invalidate (`ISERT_SEND_W_INV_NOT_USED`).
+pub(crate) const ZBVA_NOT_USED: u8 = 0x80;
+pub(crate) const SEND_W_INV_NOT_USED: u8 = 0x40;
+
+/// iSCSI opcodes the transport handles (RFC 7143, 11.1.1).
+pub(crate) const OP_NOOP_OUT: u8 = 0x00;
+pub(crate) const OP_TEXT: u8 = 0x04;
+pub(crate) const OP_LOGOUT: u8 = 0x06;
+
+#[kunit_tests(risert_wire)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        let h = IserHdr {
+            flags: ISCSI_CTRL | ISER_WSV | ISER_RSV,
+            write_stag: 0x1234_5678,
+            write_va: 0x0102_0304_0506_0708,
+            read_stag: 0x9abc_def0,
+            read_va: 0x1112_1314_1516_1718,
+        };
+        let mut b = [0u8; ISER_HDR_LEN];
+        h.write(&mut b);
+        assert_eq!(b[4..8], [0x12, 0x34, 0x56, 0x78]);
+        assert_eq!(IserHdr::parse(&b), Some(h));
+        assert_eq!(h.kind(), Kind::Control);
+    }
+
+    #[test]
+    fn stags_only_when_valid() {
+        let mut b = [0xffu8; ISER_HDR_LEN];
+        b[0] = ISCSI_CTRL;
+        let h = IserHdr::parse(&b).unwrap();
+        assert_eq!((h.write_stag, h.read_stag), (0, 0));
+        assert_eq!(IserHdr::parse(&b[..ISER_HDR_LEN - 1]), None);
+        b[0] = ISER_HELLO;
+        assert_eq!(IserHdr::parse(&b).unwrap().kind(), Kind::Hello);
+        b[0] = 0x70;
+        assert_eq!(IserHdr::parse(&b).unwrap().kind(), Kind::Unknown(0x70));
+    }
+
+    #[test]
+    fn bhs_fields() {
+        let mut bhs = [0u8; 48];
+        bhs[0] = 0x40 | OP_TEXT;
+        bhs[5..8].copy_from_slice(&[0x01, 0x02, 0x03]);
+        assert_eq!(opcode(&bhs), OP_TEXT);
+        assert_eq!(dlength(&bhs), 0x010203);
+    }
+}

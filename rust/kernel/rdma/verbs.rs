@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! RDMA verbs: devices, protection domains, completion queues polled by their owner, DMA-mapped
+//! buffers, and posting of send and receive work requests.
+//!
+//! Buffers change hands when they are posted: [`Qp::post_recv`] and [`Qp::post_send`] take a
+//! boxed buffer (or send context) and keep it, as the `wr_id` of the work request, until
+//! [`Cq::poll`] hands it back in a [`Completion`]. The CPU therefore never touches memory the
+//! device may be writing, and a buffer cannot be freed while it is posted. A queue pair destroyed
+//! with work requests still posted leaks their buffers instead of freeing memory the device may
+//! use; owners drain a queue pair ([`Qp::start_drain`]) before they destroy it.
+//!
+//! Queue pairs are created by the connection manager ([`super::cm::ConnectRequest::accept`])
+//! on a [`Cq`], and the type of their send contexts is tied to it, so every completion a [`Cq`]
+//! returns comes from a work request posted through this module.
+//!
+//! C header: [`include/rdma/ib_verbs.h`](srctree/include/rdma/ib_verbs.h)
+
+use crate::{
+    bindings,
+    dma::DataDirection,
+    error::{
+        from_err_ptr,
+        to_result, //
+    },
+    ffi::c_void,
+    fmt,
+    prelude::*,
+    sync::Arc,
+    types::Opaque,
+};
+use core::{
+    marker::PhantomData,
+    mem::MaybeUninit,
+    ptr::{
+        self,
+        NonNull, //
+    },
+};
+
+/// A registered RDMA device (`struct ib_device`), held with its registration reference
+/// (`ib_device_try_get()`/`ib_device_put()`): the device stays registered, and its DMA mappings
+/// valid, while a [`DeviceRef`] exists.
+///
+/// # Invariants
+///
+/// `ptr` is a device on which this object holds one registration reference.
+pub struct DeviceRef {
+    ptr: NonNull<bindings::ib_device>,
+}
+
+// SAFETY: The reference may be dropped from any thread; `ib_device_put()` has no thread
+// affinity.
+unsafe impl Send for DeviceRef {}
+
+// SAFETY: Only thread-safe accessors take `&self`.
+unsafe impl Sync for DeviceRef {}
+
+impl DeviceRef {
+    /// Takes a registration reference on `dev`; fails when it is being unregistered.
+    ///
+    /// # Safety
+    ///
+    /// `dev` points to a valid `struct ib_device` for the duration of the call.
+    pub(crate) unsafe fn try_get(dev: *mut bindings::ib_device) -> Option<Self> {
+        // SAFETY: By the safety requirements `dev` is valid.
+        if unsafe { bindings::ib_device_try_get(dev) } {
+            // INVARIANT: The reference was just taken.
+            NonNull::new(dev).map(|ptr| Self { ptr })
+        } else {
+            None
+        }
+    }
+
+    fn as_ptr(&self) -> *mut bindings::ib_device {
+        self.ptr.as_ptr()
+    }
+
+    /// The device's name (`ib_device.name`, for example `rxe0`).
+    pub fn name(&self) -> &CStr {
+        // SAFETY: By the type invariant the device is registered; its name is NUL-terminated and
+        // only changes under `rdma_dev_rename`, which keeps the array NUL-terminated.
+        unsafe { CStr::from_char_ptr((*self.as_ptr()).name.as_ptr()) }
+    }
+
+    /// The most RDMA reads the device lets one queue pair have outstanding as initiator
+    /// (`attrs.max_qp_init_rd_atom`).
+    pub fn max_qp_init_rd_atom(&self) -> u32 {
+        // SAFETY: By the type invariant the device is valid; its attributes are set before it
+        // is registered and then left unchanged.
+        let v = unsafe { (*self.as_ptr()).attrs.max_qp_init_rd_atom };
+        v.try_into().unwrap_or(0)
+    }
+
+    /// The most work requests one queue of a queue pair may hold (`attrs.max_qp_wr`).
+    pub fn max_qp_wr(&self) -> u32 {
+        // SAFETY: As in `max_qp_init_rd_atom`.
+        let v = unsafe { (*self.as_ptr()).attrs.max_qp_wr };
+        v.try_into().unwrap_or(0)
+    }
+}
+
+impl Clone for DeviceRef {
+    fn clone(&self) -> Self {
+        // SAFETY: By the type invariant the device is valid, and the reference we hold keeps
+        // the count above zero, so this cannot fail.
+        let ok = unsafe { bindings::ib_device_try_get(self.as_ptr()) };
+        debug_assert!(ok);
+        // INVARIANT: A reference was just taken.
+        Self { ptr: self.ptr }
+    }
+}
+
+impl Drop for DeviceRef {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold a reference, which is given back once.
+        unsafe { bindings::ib_device_put(self.as_ptr()) };
+    }
+}
+
+/// A protection domain (`struct ib_pd`), allocated with `ib_alloc_pd()`.
+///
+/// # Invariants
+///
+/// `pd` was allocated on `dev` and is deallocated by `drop`.
+pub struct Pd {
+    pd: NonNull<bindings::ib_pd>,
+    dev: DeviceRef,
+}
+
+// SAFETY: A protection domain may be used and deallocated from any thread.
+unsafe impl Send for Pd {}
+
+// SAFETY: `&Pd` only reads fields set at allocation.
+unsafe impl Sync for Pd {}
+
+impl Pd {
+    /// Allocates a protection domain on `dev`; `name` is recorded by the resource tracker.
+    pub fn alloc(dev: &DeviceRef, name: &'static CStr) -> Result<Self> {
+        // SAFETY: `dev` is a registered device; `name` is `'static` as the tracker keeps it.
+        let pd =
+            from_err_ptr(unsafe { bindings::__ib_alloc_pd(dev.as_ptr(), 0, name.as_char_ptr()) })?;
+        // INVARIANT: `pd` was just allocated on `dev`.
+        Ok(Self {
+            pd: NonNull::new(pd).ok_or(ENOMEM)?,
+            dev: dev.clone(),
+        })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut bindings::ib_pd {
+        self.pd.as_ptr()
+    }
+
+    /// The device the domain belongs to.
+    pub fn device(&self) -> &DeviceRef {
+        &self.dev
+    }
+
+    /// The key that gives work requests access to any DMA-mapped memory of the device
+    /// (`local_dma_lkey`).
+    pub fn local_dma_lkey(&self) -> u32 {
+        // SAFETY: By the type invariant `pd` is valid; the key is set at allocation.
+        unsafe { (*self.as_ptr()).local_dma_lkey }
+    }
+}
+
+impl Drop for Pd {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `pd` is ours. A queue pair still using it makes the call
+        // fail (with a warning) and the domain leak, which is safe.
+        unsafe { bindings::ib_dealloc_pd_user(self.as_ptr(), ptr::null_mut()) };
+    }
+}
+
+/// A buffer of kernel memory mapped for DMA on a device (`ib_dma_map_single()`).
+///
+/// Its contents can be read and written through `&`/`&mut` while the buffer is owned; posting
+/// it gives it to the device until its completion.
+///
+/// # Invariants
+///
+/// `addr` is the mapping of all of `mem` on `dev` in direction `dir`, valid until `drop`.
+pub struct DmaBuf {
+    mem: KVec<u8>,
+    addr: u64,
+    dir: DataDirection,
+    dev: DeviceRef,
+}
+
+impl DmaBuf {
+    /// Allocates `len` zeroed bytes and maps them on `dev` for `dir`.
+    pub fn new(dev: &DeviceRef, len: usize, dir: DataDirection) -> Result<Self> {
+        let mut mem = KVec::from_elem(0u8, len, GFP_KERNEL)?;
+        // SAFETY: `dev` is registered; `mem` holds `len` bytes that stay allocated (and do not
+        // move, since the vector is never resized again) until they are unmapped in `drop`.
+        let addr = unsafe {
+            bindings::ib_dma_map_single(dev.as_ptr(), mem.as_mut_ptr().cast(), len, dir.into())
+        };
+        // SAFETY: `addr` was just returned by `ib_dma_map_single` on `dev`.
+        if unsafe { bindings::ib_dma_mapping_error(dev.as_ptr(), addr) } != 0 {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: `addr` maps `mem` on `dev`.
+        Ok(Self {
+            mem,
+            addr,
+            dir,
+            dev: dev.clone(),
+        })
+    }
+
+    /// The buffer's length.
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
+    /// The buffer's contents.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.mem
+    }
+
+    /// The buffer's contents, for writing.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.mem
+    }
+
+    fn sync_for_device(&self, len: usize) {
+        // SAFETY: By the type invariant `addr` is a live mapping of at least `len` bytes.
+        unsafe {
+            bindings::ib_dma_sync_single_for_device(
+                self.dev.as_ptr(),
+                self.addr,
+                len,
+                self.dir.into(),
+            )
+        };
+    }
+
+    fn sync_for_cpu(&self, len: usize) {
+        // SAFETY: As in `sync_for_device`.
+        unsafe {
+            bindings::ib_dma_sync_single_for_cpu(self.dev.as_ptr(), self.addr, len, self.dir.into())
+        };
+    }
+
+    fn sge(&self, len: usize, lkey: u32) -> bindings::ib_sge {
+        bindings::ib_sge {
+            addr: self.addr,
+            length: len.min(self.mem.len()) as u32,
+            lkey,
+        }
+    }
+}
+
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `addr` maps `mem` on `dev`, which is still registered
+        // because we hold a reference. The buffer is not posted: posted buffers are owned by
+        // their queue pair.
+        unsafe {
+            bindings::ib_dma_unmap_single(
+                self.dev.as_ptr(),
+                self.addr,
+                self.mem.len(),
+                self.dir.into(),
+            )
+        };
+    }
+}
+
+/// The context of a send work request: what [`Qp::post_send`] sends and [`Cq::poll`] gives
+/// back with the send's completion.
+pub trait SendCtx: Send + 'static {
+    /// The buffer whose first bytes are sent.
+    fn dma_buf(&self) -> &DmaBuf;
+}
+
+/// Receives a [`Cq`]'s notifications.
+pub trait CqHandler: Send + Sync + 'static {
+    /// The send contexts of the queue pairs that complete on the queue.
+    type SendCtx: SendCtx;
+
+    /// The queue has a new completion after it was armed ([`Cq::arm`]). Called from any
+    /// context, including hard interrupts: must not sleep.
+    fn notify(&self);
+}
+
+/// Why a work request failed (`enum ib_wc_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WcError {
+    status: u32,
+    vendor_err: u32,
+}
+
+impl WcError {
+    /// Whether the request was flushed because its queue pair entered the error state
+    /// (`IB_WC_WR_FLUSH_ERR`), as happens to every request still queued at disconnection.
+    pub fn is_flush(&self) -> bool {
+        self.status == bindings::ib_wc_status_IB_WC_WR_FLUSH_ERR
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    /// The device-specific error code.
+    pub fn vendor_err(&self) -> u32 {
+        self.vendor_err
+    }
+}
+
+impl fmt::Display for WcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SAFETY: `ib_wc_status_msg` returns a static string for any value.
+        let msg = unsafe { CStr::from_char_ptr(bindings::ib_wc_status_msg(self.status)) };
+        write!(f, "{} ({})", msg.to_str().unwrap_or("?"), self.status)
+    }
+}
+
+/// A completed work request, as taken from a [`Cq`].
+pub enum Completion<S> {
+    /// A receive completed; on success with the number of bytes received.
+    Recv {
+        /// The buffer that was posted.
+        buf: KBox<DmaBuf>,
+        /// The received length, or why the receive failed.
+        result: Result<usize, WcError>,
+    },
+    /// A send completed.
+    Send {
+        /// The context that was posted.
+        ctx: KBox<S>,
+        /// Whether it was delivered.
+        result: Result<(), WcError>,
+    },
+    /// The send queue's drain marker completed: every send posted before it has completed.
+    SendDrained,
+    /// The receive queue's drain marker completed: every receive posted before it has
+    /// completed.
+    RecvDrained,
+}
+
+/// Tags in the low bits of a `wr_id`. Posted objects are at least 8-byte aligned.
+const TAG_MASK: u64 = 7;
+const TAG_RECV: u64 = 0;
+const TAG_SEND: u64 = 1;
+/// `wr_id` of the send queue's drain marker (no pointer is this small).
+const WR_SEND_DRAIN: u64 = 8 | TAG_SEND;
+/// `wr_id` of the receive queue's drain marker.
+const WR_RECV_DRAIN: u64 = 8 | TAG_RECV;
+
+/// A completion queue (`struct ib_cq`) created with `ib_create_cq()` and polled by its owner,
+/// with the notification handler `H`.
+///
+/// # Invariants
+///
+/// `cq` was created on `dev` with [`Cq::completion`] as its handler and `Arc::as_ptr(&handler)`
+/// as its context. The only queue pairs attached to it are created by
+/// [`super::cm::ConnectRequest::accept`], which posts only through [`Qp`] with send contexts of
+/// type `H::SendCtx`.
+pub struct Cq<H: CqHandler> {
+    cq: NonNull<bindings::ib_cq>,
+    handler: Arc<H>,
+    dev: DeviceRef,
+}
+
+// SAFETY: `ib_poll_cq()` and `ib_req_notify_cq()` may be called from any thread; the handler is
+// `Send + Sync`.
+unsafe impl<H: CqHandler> Send for Cq<H> {}
+
+// SAFETY: As for `Send`; the C functions do their own locking.
+unsafe impl<H: CqHandler> Sync for Cq<H> {}
+
+impl<H: CqHandler> Cq<H> {
+    /// Creates a completion queue of at least `entries` entries on `dev`, interrupting on
+    /// completion vector `vector`. It starts unarmed: call [`Cq::arm`] to get notifications.
+    pub fn new(
+        dev: &DeviceRef,
+        entries: u32,
+        vector: u32,
+        handler: Arc<H>,
+        name: &'static CStr,
+    ) -> Result<Self> {
+        let attr = bindings::ib_cq_init_attr {
+            cqe: entries,
+            comp_vector: vector,
+            flags: 0,
+        };
+        // SAFETY: `dev` is registered; `attr` is valid for the call; the context stays valid
+        // while the queue exists because the queue holds `handler`; `name` is `'static`.
+        let cq = from_err_ptr(unsafe {
+            bindings::__ib_create_cq(
+                dev.as_ptr(),
+                Some(Self::completion),
+                None,
+                Arc::as_ptr(&handler).cast_mut().cast::<c_void>(),
+                &attr,
+                name.as_char_ptr(),
+            )
+        })?;
+        // INVARIANT: Created with our handler and context; no queue pair is attached yet.
+        Ok(Self {
+            cq: NonNull::new(cq).ok_or(ENOMEM)?,
+            handler,
+            dev: dev.clone(),
+        })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut bindings::ib_cq {
+        self.cq.as_ptr()
+    }
+
+    /// The device the queue belongs to.
+    pub fn device(&self) -> &DeviceRef {
+        &self.dev
+    }
+
+    /// The notification handler.
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    /// Arms the notification for the next completion (`ib_req_notify_cq()` with
+    /// `IB_CQ_NEXT_COMP | IB_CQ_REPORT_MISSED_EVENTS`). Returns `true` when completions may
+    /// already be queued that will not raise a notification: poll again.
+    pub fn arm(&self) -> bool {
+        // SAFETY: By the type invariant `cq` is valid.
+        let ret = unsafe {
+            bindings::ib_req_notify_cq(
+                self.as_ptr(),
+                bindings::ib_cq_notify_flags_IB_CQ_NEXT_COMP
+                    | bindings::ib_cq_notify_flags_IB_CQ_REPORT_MISSED_EVENTS,
+            )
+        };
+        // A failure to arm is reported as "poll again", which never loses a completion.
+        ret != 0
+    }
+
+    /// Takes up to `max` completions, oldest first, and passes each to `f`. Returns how many
+    /// were taken.
+    pub fn poll(&self, max: usize, mut f: impl FnMut(Completion<H::SendCtx>)) -> usize {
+        const BATCH: usize = 8;
+        let mut wcs = [const { MaybeUninit::<bindings::ib_wc>::uninit() }; BATCH];
+        let mut done = 0;
+        while done < max {
+            let want = (max - done).min(BATCH);
+            // SAFETY: By the type invariant `cq` is valid; `wcs` has room for `want` entries.
+            let n = unsafe {
+                bindings::ib_poll_cq(self.as_ptr(), want as i32, wcs.as_mut_ptr().cast())
+            };
+            let n = usize::try_from(n).unwrap_or(0).min(want);
+            for wc in &wcs[..n] {
+                // SAFETY: `ib_poll_cq` initialized the first `n` entries.
+                let wc = unsafe { wc.assume_init_ref() };
+                if let Some(c) = Self::decode(wc) {
+                    f(c);
+                }
+            }
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        done
+    }
+
+    fn decode(wc: &bindings::ib_wc) -> Option<Completion<H::SendCtx>> {
+        // SAFETY: Every work request on our queue pairs is posted with a `wr_id`.
+        let wr_id = unsafe { wc.__bindgen_anon_1.wr_id };
+        let result = if wc.status == bindings::ib_wc_status_IB_WC_SUCCESS {
+            Ok(())
+        } else {
+            Err(WcError {
+                status: wc.status,
+                vendor_err: wc.vendor_err,
+            })
+        };
+        match wr_id {
+            // An unsignaled request that was flushed: nothing was posted with it.
+            0 => None,
+            WR_SEND_DRAIN => Some(Completion::SendDrained),
+            WR_RECV_DRAIN => Some(Completion::RecvDrained),
+            id if id & TAG_MASK == TAG_SEND => {
+                // SAFETY: By the type invariant this `wr_id` came from `Qp::post_send` on a queue
+                // pair of this queue, which leaked a `KBox<H::SendCtx>` into it; the request
+                // completes once, so the box is taken back once.
+                let ctx = unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut H::SendCtx) };
+                Some(Completion::Send { ctx, result })
+            }
+            id => {
+                // SAFETY: As above, from `Qp::post_recv`, with a `KBox<DmaBuf>`.
+                let buf = unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut DmaBuf) };
+                let result = result.map(|()| wc.byte_len as usize);
+                if let Ok(len) = result {
+                    buf.sync_for_cpu(len);
+                }
+                Some(Completion::Recv { buf, result })
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the RDMA core with a queue created by [`Cq::new`] and its context.
+    unsafe extern "C" fn completion(_cq: *mut bindings::ib_cq, ctx: *mut c_void) {
+        // SAFETY: By the type invariant the context is the handler, which the queue keeps
+        // alive.
+        let handler = unsafe { &*ctx.cast::<H>() };
+        handler.notify();
+    }
+}
+
+impl<H: CqHandler> Drop for Cq<H> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `cq` is ours.
+        let ret = unsafe { bindings::ib_destroy_cq_user(self.as_ptr(), ptr::null_mut()) };
+        if ret != 0 {
+            // A queue pair still uses the queue, which may still notify: keep the handler.
+            pr_warn!("ib_destroy_cq failed ({}); leaking it\n", ret);
+            // SAFETY: Leaking the handler's reference keeps the context valid forever.
+            let _ = unsafe { ptr::read(&self.handler) }.into_raw();
+        }
+    }
+}
+
+/// Sizes of a queue pair's queues (`struct ib_qp_cap`).
+#[derive(Clone, Copy, Debug)]
+pub struct QpCaps {
+    /// Send work requests, including RDMA reads and writes.
+    pub send_wr: u32,
+    /// Receive work requests.
+    pub recv_wr: u32,
+    /// RDMA read/write contexts.
+    pub rdma_ctxs: u32,
+}
+
+/// A reliable-connected queue pair (`struct ib_qp`) whose sends carry contexts of type `S`.
+///
+/// # Invariants
+///
+/// The queue pair was created by [`super::cm::ConnectRequest::accept`], with its send and
+/// receive queues on a [`Cq`] whose handler's `SendCtx` is `S`, and with a protection domain
+/// whose `local_dma_lkey` covers the DMA mappings of its device.
+#[repr(transparent)]
+pub struct Qp<S>(Opaque<bindings::ib_qp>, PhantomData<S>);
+
+// SAFETY: `ib_post_send()`/`ib_post_recv()` may be called from any thread; they take the queue
+// pair's own locks.
+unsafe impl<S> Sync for Qp<S> {}
+
+impl<S: SendCtx> Qp<S> {
+    /// # Safety
+    ///
+    /// `qp` is valid for `'a` and meets the type invariants.
+    pub(crate) unsafe fn from_raw<'a>(qp: *mut bindings::ib_qp) -> &'a Self {
+        // SAFETY: `Qp` is a transparent wrapper of `ib_qp`; valid for `'a` by the requirements.
+        unsafe { &*qp.cast::<Self>() }
+    }
+
+    fn as_ptr(&self) -> *mut bindings::ib_qp {
+        self.0.get()
+    }
+
+    fn lkey(&self) -> u32 {
+        // SAFETY: By the type invariant the queue pair and its protection domain are valid.
+        unsafe { (*(*self.as_ptr()).pd).local_dma_lkey }
+    }
+
+    /// Posts `buf` for receiving; it comes back in a [`Completion::Recv`].
+    pub fn post_recv(&self, buf: KBox<DmaBuf>) -> Result {
+        let mut sge = buf.sge(buf.len(), self.lkey());
+        buf.sync_for_device(buf.len());
+        let raw = KBox::into_raw(buf);
+        let mut wr = bindings::ib_recv_wr {
+            next: ptr::null_mut(),
+            __bindgen_anon_1: bindings::ib_recv_wr__bindgen_ty_1 {
+                wr_id: raw as usize as u64 | TAG_RECV,
+            },
+            sg_list: &mut sge,
+            num_sge: 1,
+        };
+        // SAFETY: The queue pair is valid; `wr` and `sge` are valid for the call (the device
+        // copies them); the buffer stays mapped and allocated until its completion takes it
+        // back.
+        let ret = unsafe { bindings::ib_post_recv(self.as_ptr(), &mut wr, ptr::null_mut()) };
+        if ret != 0 {
+            // SAFETY: The request was not posted, so the box is still ours.
+            drop(unsafe { KBox::from_raw(raw) });
+        }
+        to_result(ret)
+    }
+
+    /// Sends the first `len` bytes of `ctx`'s buffer (`IB_WR_SEND`, signaled); `ctx` comes
+    /// back in a [`Completion::Send`].
+    pub fn post_send(&self, ctx: KBox<S>, len: usize) -> Result {
+        let mut sge = ctx.dma_buf().sge(len, self.lkey());
+        ctx.dma_buf().sync_for_device(sge.length as usize);
+        let raw = KBox::into_raw(ctx);
+        const { assert!(core::mem::align_of::<S>() > TAG_MASK as usize) };
+        let mut wr = Self::send_wr((raw as usize as u64) | TAG_SEND);
+        wr.sg_list = &mut sge;
+        wr.num_sge = 1;
+        // SAFETY: As in `post_recv`.
+        let ret = unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) };
+        if ret != 0 {
+            // SAFETY: The request was not posted, so the box is still ours.
+            drop(unsafe { KBox::from_raw(raw) });
+        }
+        to_result(ret)
+    }
+
+    fn send_wr(wr_id: u64) -> bindings::ib_send_wr {
+        // SAFETY: All-zero is a valid `ib_send_wr` (no next request, no scatter list).
+        let mut wr: bindings::ib_send_wr = unsafe { core::mem::zeroed() };
+        wr.__bindgen_anon_1.wr_id = wr_id;
+        wr.opcode = bindings::ib_wr_opcode_IB_WR_SEND;
+        wr.send_flags = bindings::ib_send_flags_IB_SEND_SIGNALED;
+        wr
+    }
+
+    /// Moves the queue pair to the error state and posts a marker on each queue: every
+    /// request posted earlier completes (flushed if it had not yet), then
+    /// [`Completion::SendDrained`] and [`Completion::RecvDrained`] (the `ib_drain_qp()`
+    /// technique, with the wait left to the owner of the completion queue).
+    pub fn start_drain(&self) -> Result {
+        // SAFETY: All-zero is a valid `ib_qp_attr`.
+        let mut attr: bindings::ib_qp_attr = unsafe { core::mem::zeroed() };
+        attr.qp_state = bindings::ib_qp_state_IB_QPS_ERR;
+        // SAFETY: The queue pair is valid; `attr` is valid for the call.
+        to_result(unsafe {
+            bindings::ib_modify_qp(
+                self.as_ptr(),
+                &mut attr,
+                bindings::ib_qp_attr_mask_IB_QP_STATE as i32,
+            )
+        })?;
+        let wr = Self::send_wr(WR_SEND_DRAIN);
+        // SAFETY: The queue pair is in the error state, so the marker is flushed, not sent; it
+        // carries no buffer.
+        to_result(unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) })?;
+        let mut rwr = bindings::ib_recv_wr {
+            next: ptr::null_mut(),
+            __bindgen_anon_1: bindings::ib_recv_wr__bindgen_ty_1 {
+                wr_id: WR_RECV_DRAIN,
+            },
+            sg_list: ptr::null_mut(),
+            num_sge: 0,
+        };
+        // SAFETY: As above.
+        to_result(unsafe { bindings::ib_post_recv(self.as_ptr(), &mut rwr, ptr::null_mut()) })
+    }
+}
+
+/// Checks at compile time that a `wr_id` tag fits below the alignment of posted objects.
+const _: () = assert!(core::mem::align_of::<DmaBuf>() > TAG_MASK as usize);
+
+pub(crate) fn qp_init_attr<H: CqHandler>(
+    cq: &Cq<H>,
+    caps: QpCaps,
+    port: u32,
+) -> bindings::ib_qp_init_attr {
+    // SAFETY: All-zero is a valid `ib_qp_init_attr`.
+    let mut attr: bindings::ib_qp_init_attr = unsafe { core::mem::zeroed() };
+    attr.send_cq = cq.as_ptr();
+    attr.recv_cq = cq.as_ptr();
+    attr.cap.max_send_wr = caps.send_wr;
+    attr.cap.max_recv_wr = caps.recv_wr;
+    attr.cap.max_send_sge = 1;
+    attr.cap.max_recv_sge = 1;
+    attr.cap.max_rdma_ctxs = caps.rdma_ctxs;
+    attr.sq_sig_type = bindings::ib_sig_type_IB_SIGNAL_REQ_WR;
+    attr.qp_type = bindings::ib_qp_type_IB_QPT_RC;
+    attr.port_num = port;
+    attr
+}
