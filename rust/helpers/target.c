@@ -30,3 +30,12 @@ __rust_helper bool rust_helper_schedule_delayed_work(struct delayed_work *dwork,
 {
 	return schedule_delayed_work(dwork, delay);
 }
+
+/* Marks a command's data-out as complete, under its state lock (as ib_isert does). */
+__rust_helper void rust_helper_iscsit_cmd_got_last_dataout(struct iscsit_cmd *cmd)
+{
+	spin_lock_bh(&cmd->istate_lock);
+	cmd->cmd_flags |= ICF_GOT_LAST_DATAOUT;
+	cmd->i_state = ISTATE_RECEIVED_LAST_DATAOUT;
+	spin_unlock_bh(&cmd->istate_lock);
+}

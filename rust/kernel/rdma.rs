@@ -10,4 +10,5 @@
 //! [`include/rdma/rdma_cm.h`](srctree/include/rdma/rdma_cm.h)
 
 pub mod cm;
+pub mod rw;
 pub mod verbs;

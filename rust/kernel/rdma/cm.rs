@@ -33,6 +33,7 @@ use crate::{
     },
     net::sockaddr::SockAddr,
     prelude::*,
+    rdma::rw::RwQp,
     rdma::verbs::{
         self,
         Cq,
@@ -179,10 +180,11 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
             events,
             prepare,
         ) {
-            Ok(inner) => (
+            Ok((inner, rw)) => (
                 Handled(true),
                 Ok(Connection {
                     inner,
+                    rw,
                     cq: Some(cq),
                     pd: Some(pd),
                 }),
@@ -204,7 +206,7 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
         private_data: &[u8],
         events: C,
         prepare: impl FnOnce(&Qp<H::SendCtx>) -> Result,
-    ) -> Result<Arc<ConnInner<C>>> {
+    ) -> Result<(Arc<ConnInner<C>>, Arc<RwQp>)> {
         let private_data_len = u8::try_from(private_data.len()).map_err(|_| EINVAL)?;
         let inner = Arc::pin_init(
             pin_init!(ConnInner {
@@ -226,6 +228,15 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
         let destroy_qp = |id: *mut bindings::rdma_cm_id| {
             // SAFETY: `id` has the queue pair created above; it is not used any more.
             unsafe { bindings::rdma_destroy_qp(id) }
+        };
+        // SAFETY: The queue pair lives until `Connection::drop` destroys it, which it only
+        // does once `RwQp::retire` allows it.
+        let rw = match unsafe { RwQp::new((*id).qp, port) } {
+            Ok(rw) => rw,
+            Err(e) => {
+                destroy_qp(id);
+                return Err(e);
+            }
         };
         if let Err(e) = prepare(qp) {
             destroy_qp(id);
@@ -253,7 +264,7 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
             drop(unsafe { Arc::from_raw(ctx) });
             return Err(Error::from_errno(ret));
         }
-        Ok(inner)
+        Ok((inner, rw))
     }
 
     /// Rejects the request (`rdma_reject()` with reason `IB_CM_REJ_CONSUMER_DEFINED`); the CM
@@ -497,6 +508,7 @@ unsafe impl<C: ConnEvents> Sync for ConnInner<C> {}
 /// [`CM_DESTROYS`], it is destroyed only by `drop`.
 pub struct Connection<C: ConnEvents, H: CqHandler> {
     inner: Arc<ConnInner<C>>,
+    rw: Arc<RwQp>,
     cq: Option<Cq<H>>,
     pd: Option<Pd>,
 }
@@ -522,6 +534,11 @@ impl<C: ConnEvents, H: CqHandler> Connection<C, H> {
     /// The protection domain.
     pub fn pd(&self) -> &Pd {
         self.pd.as_ref().expect("pd is set until drop")
+    }
+
+    /// The queue pair, for building RDMA read/write contexts.
+    pub fn rw_qp(&self) -> &Arc<RwQp> {
+        &self.rw
     }
 
     /// The connection's event handler.
@@ -553,6 +570,16 @@ impl<C: ConnEvents, H: CqHandler> Connection<C, H> {
 impl<C: ConnEvents, H: CqHandler> Drop for Connection<C, H> {
     fn drop(&mut self) {
         let id = self.id();
+        if !self.rw.retire() {
+            // A read/write context still uses the queue pair: keep the queue pair, its queues,
+            // domain and identifier (and the identifier's reference to `inner`) forever.
+            pr_err!(
+                "rdma_cm: connection dropped with RDMA read/write contexts alive; leaking it\n"
+            );
+            core::mem::forget(self.cq.take());
+            core::mem::forget(self.pd.take());
+            return;
+        }
         let owner = self
             .inner
             .state

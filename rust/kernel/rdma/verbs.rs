@@ -26,6 +26,7 @@ use crate::{
     ffi::c_void,
     fmt,
     prelude::*,
+    rdma::rw::RwCtx,
     sync::Arc,
     types::Opaque,
 };
@@ -273,11 +274,16 @@ impl Drop for DmaBuf {
     }
 }
 
-/// The context of a send work request: what [`Qp::post_send`] sends and [`Cq::poll`] gives
-/// back with the send's completion.
+/// The context of a send work request: what [`Qp::post_send`] sends (and [`Qp::post_rw`]
+/// moves) and [`Cq::poll`] gives back with the request's completion.
 pub trait SendCtx: Send + 'static {
-    /// The buffer whose first bytes are sent.
-    fn dma_buf(&self) -> &DmaBuf;
+    /// The buffer whose first bytes are sent, if the context sends a message.
+    fn dma_buf(&self) -> Option<&DmaBuf>;
+
+    /// The RDMA read/write context [`Qp::post_rw`] posts.
+    fn rw(&self) -> Option<&RwCtx> {
+        None
+    }
 }
 
 /// Receives a [`Cq`]'s notifications.
@@ -599,17 +605,69 @@ impl<S: SendCtx> Qp<S> {
     /// Sends the first `len` bytes of `ctx`'s buffer (`IB_WR_SEND`, signaled); `ctx` comes
     /// back in a [`Completion::Send`].
     pub fn post_send(&self, ctx: KBox<S>, len: usize) -> Result {
-        let mut sge = ctx.dma_buf().sge(len, self.lkey());
-        ctx.dma_buf().sync_for_device(sge.length as usize);
+        let buf = ctx.dma_buf().ok_or(EINVAL)?;
+        let mut sge = buf.sge(len, self.lkey());
+        buf.sync_for_device(sge.length as usize);
         let raw = KBox::into_raw(ctx);
-        const { assert!(core::mem::align_of::<S>() > TAG_MASK as usize) };
-        let mut wr = Self::send_wr((raw as usize as u64) | TAG_SEND);
+        let mut wr = Self::send_wr(Self::wr_id(raw));
         wr.sg_list = &mut sge;
         wr.num_sge = 1;
         // SAFETY: As in `post_recv`.
         let ret = unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) };
+        Self::posted(raw, ret)
+    }
+
+    /// Posts `ctx`'s RDMA read/write context ([`SendCtx::rw`]); with `send_len`, chains the
+    /// send of that many bytes of its buffer after it (the send is signaled), else signals the
+    /// last read or write. `ctx` comes back in a [`Completion::Send`].
+    pub fn post_rw(&self, ctx: KBox<S>, send_len: Option<usize>) -> Result {
+        let rw = ctx.rw().ok_or(EINVAL)?;
+        if !ptr::eq(rw.rw_qp().qp(), self.as_ptr()) {
+            return Err(EINVAL);
+        }
+        let mut sge = None;
+        if let Some(len) = send_len {
+            let buf = ctx.dma_buf().ok_or(EINVAL)?;
+            buf.sync_for_device(len.min(buf.len()));
+            sge = Some(buf.sge(len, self.lkey()));
+        }
+        let raw = KBox::into_raw(ctx);
+        let id = Self::wr_id(raw);
+        // SAFETY: `raw` came from `into_raw` above and is not freed before the post.
+        let rw = unsafe { (*raw).rw() }.ok_or(EINVAL)?;
+        let mut send = Self::send_wr(id);
+        let first = match sge.as_mut() {
+            Some(sge) => {
+                send.sg_list = sge;
+                send.num_sge = 1;
+                rw.wrs(0, &mut send)
+            }
+            None => rw.wrs(id, ptr::null_mut()),
+        };
+        let mut bad: *const bindings::ib_send_wr = ptr::null();
+        // SAFETY: The queue pair is valid; the requests live in the context (in `*raw`) and in
+        // `send`/`sge`, all valid for the call; the context and buffer stay allocated until the
+        // signaled request's completion takes `raw` back.
+        let ret = unsafe { bindings::ib_post_send(self.as_ptr(), first, &mut bad) };
+        if ret != 0 && !ptr::eq(bad, first) {
+            // Part of the chain was posted and may still use the context's mappings: keep it.
+            pr_warn!(
+                "ib_post_send posted part of an RDMA chain ({}); leaking it\n",
+                ret
+            );
+            return to_result(ret);
+        }
+        Self::posted(raw, ret)
+    }
+
+    fn wr_id(raw: *mut S) -> u64 {
+        const { assert!(core::mem::align_of::<S>() > TAG_MASK as usize) };
+        (raw as usize as u64) | TAG_SEND
+    }
+
+    fn posted(raw: *mut S, ret: i32) -> Result {
         if ret != 0 {
-            // SAFETY: The request was not posted, so the box is still ours.
+            // SAFETY: Nothing was posted, so the box is still ours.
             drop(unsafe { KBox::from_raw(raw) });
         }
         to_result(ret)
@@ -671,7 +729,8 @@ pub(crate) fn qp_init_attr<H: CqHandler>(
     attr.recv_cq = cq.as_ptr();
     attr.cap.max_send_wr = caps.send_wr;
     attr.cap.max_recv_wr = caps.recv_wr;
-    attr.cap.max_send_sge = 1;
+    // SAFETY: The queue's device is valid; its attributes do not change once registered.
+    attr.cap.max_send_sge = unsafe { (*cq.dev.as_ptr()).attrs.max_send_sge }.max(1) as u32;
     attr.cap.max_recv_sge = 1;
     attr.cap.max_rdma_ctxs = caps.rdma_ctxs;
     attr.sq_sig_type = bindings::ib_sig_type_IB_SIGNAL_REQ_WR;

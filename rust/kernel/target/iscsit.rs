@@ -12,13 +12,14 @@
 //! login phase ([`Transport::get_login_rx`], [`Transport::put_login_tx`]) and then the
 //! full-feature phase, in which the transport gives the target the PDUs it receives ([`Conn`]'s
 //! `handle_*` methods) and sends what the target queues ([`Transport::response_queue`],
-//! [`Transport::immediate_queue`]). The SCSI data path (`queue_data_in`, `queue_status`,
-//! `get_dataout`) is not covered yet: a transport answers SCSI commands with a reject.
+//! [`Transport::immediate_queue`]). SCSI data moves with RDMA read/write contexts
+//! ([`Cmd::rdma_setup`]): an RDMA transport is the only kind this module serves.
 //!
 //! C header: [`include/target/iscsi/iscsi_transport.h`](srctree/include/target/iscsi/iscsi_transport.h)
 
 use crate::{
     bindings,
+    dma::DataDirection,
     error::to_result,
     ffi::{
         c_int,
@@ -27,6 +28,10 @@ use crate::{
     net::sockaddr::SockAddr,
     new_mutex,
     prelude::*,
+    rdma::rw::{
+        RwCtx,
+        RwQp, //
+    },
     sync::{
         Arc,
         ArcBorrow,
@@ -168,7 +173,90 @@ impl Conn {
             bindings::iscsit_allocate_cmd(self.as_ptr(), bindings::TASK_INTERRUPTIBLE as c_int)
         };
         // INVARIANT: A new command belongs to the transport until it gives it to the target.
-        NonNull::new(cmd).map(|cmd| Cmd { cmd })
+        NonNull::new(cmd).map(|cmd| Cmd { cmd, rw: None })
+    }
+
+    /// Hands a SCSI command to the target (as `isert_handle_scsi_cmd()`): `imm` is its
+    /// immediate data and `remote` the initiator's buffers from the iSER header. The target
+    /// then asks for the rest of a WRITE's data ([`Transport::get_dataout`]), and sends READ
+    /// data and the status ([`Transport::queue_data_in`], [`Transport::queue_status`]).
+    ///
+    /// The immediate data is copied into the command's buffer.
+    pub fn handle_scsi_cmd(
+        &self,
+        cmd: Cmd,
+        hdr: &[u8; HDR_LEN],
+        imm: &[u8],
+        remote: Remote,
+    ) -> Result {
+        let mut hdr = *hdr;
+        let c = cmd.raw();
+        // SAFETY: The transport area is ours until the command is given to the target.
+        unsafe { cmd.remote_ptr().write(remote) };
+        // SAFETY: The connection and command are valid; `hdr` is a full header, copied by the
+        // target. From here on the target owns the command.
+        let rc = unsafe { bindings::iscsit_setup_scsi_cmd(self.as_ptr(), c, hdr.as_mut_ptr()) };
+        if rc < 0 {
+            return to_result(rc);
+        }
+        // SAFETY: The command is valid; `iscsit_setup_scsi_cmd` filled these fields.
+        let (imm_data, imm_len, unsol) = unsafe {
+            (
+                (*c).immediate_data != 0,
+                (*c).first_burst_len as usize,
+                (*c).unsolicited_data != 0,
+            )
+        };
+        // SAFETY: As above.
+        let rc =
+            unsafe { bindings::iscsit_process_scsi_cmd(self.as_ptr(), c, hdr.as_mut_ptr().cast()) };
+        if rc < 0 {
+            // The target answered the command itself.
+            return Ok(());
+        }
+        let dump = rc > 0;
+        if !dump {
+            if !imm_data {
+                return Ok(());
+            }
+            if imm_len > imm.len() {
+                return Err(EINVAL);
+            }
+            // SAFETY: `iscsit_process_scsi_cmd` allocated the data scatter list for the whole
+            // transfer, of which the immediate data is the start.
+            unsafe {
+                let se = &raw mut (*c).se_cmd;
+                let pages = imm_len.div_ceil(bindings::PAGE_SIZE as usize).max(1);
+                let nents = (pages as u32).min((*se).t_data_nents);
+                bindings::sg_copy_from_buffer((*se).t_data_sg, nents, imm.as_ptr().cast(), imm_len);
+                (*c).write_data_done += imm_len as u32;
+                if (*c).write_data_done == (*se).data_length {
+                    bindings::iscsit_cmd_got_last_dataout(c);
+                }
+            }
+        }
+        let cmdsn = u32::from_ne_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]);
+        // SAFETY: As above; the command sequence number is passed in network order.
+        let rc =
+            unsafe { bindings::iscsit_sequence_cmd(self.as_ptr(), c, hdr.as_mut_ptr(), cmdsn) };
+        if rc == 0 && !dump && unsol {
+            // SAFETY: As above.
+            unsafe { bindings::iscsit_set_unsolicited_dataout(c) };
+        } else if dump && imm_data {
+            // SAFETY: As above; the immediate data of a dumped command is not transferred.
+            unsafe { bindings::target_put_sess_cmd(&raw mut (*c).se_cmd) };
+        }
+        Ok(())
+    }
+
+    /// Hands a task management request to the target (`iscsit_handle_task_mgt_cmd()`); the
+    /// response comes back with [`State::SendTaskMgtRsp`].
+    pub fn handle_tmf(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
+        let mut hdr = *hdr;
+        // SAFETY: As in `handle_logout`.
+        to_result(unsafe {
+            bindings::iscsit_handle_task_mgt_cmd(self.as_ptr(), cmd.raw(), hdr.as_mut_ptr())
+        })
     }
 
     /// Hands a text request (`hdr` and its data segment `data`) to the target
@@ -390,6 +478,23 @@ impl Login {
 /// the release of every command it holds.
 pub struct Cmd {
     cmd: NonNull<bindings::iscsit_cmd>,
+    /// The command's RDMA read/write context while its data moves.
+    rw: Option<Pin<KBox<RwCtx>>>,
+}
+
+/// The initiator's buffers for a SCSI command, from the iSER header of its PDU; kept in the
+/// command's transport area (`iscsit_priv_cmd()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Remote {
+    /// Key of the buffer the target writes read data to (`read_stag`), 0 if none.
+    pub read_stag: u32,
+    /// Its address (`read_va`).
+    pub read_va: u64,
+    /// Key of the buffer the target reads write data from (`write_stag`), 0 if none.
+    pub write_stag: u32,
+    /// Its address, past any immediate data (`write_va`).
+    pub write_va: u64,
 }
 
 // SAFETY: A command may be handed between the transport's threads.
@@ -439,6 +544,131 @@ impl State {
 impl Cmd {
     fn raw(&self) -> *mut bindings::iscsit_cmd {
         self.cmd.as_ptr()
+    }
+
+    fn remote_ptr(&self) -> *mut Remote {
+        // SAFETY: The transport area follows the command (`iscsit_priv_cmd()`); the command is
+        // cache-line aligned, so the area is aligned for `Remote`, and `Registration` sizes it
+        // for one.
+        unsafe { self.raw().add(1).cast::<Remote>() }
+    }
+
+    /// The initiator's buffers recorded by [`Conn::handle_scsi_cmd`].
+    pub fn remote(&self) -> Remote {
+        // SAFETY: The area is zeroed at allocation, and all-zero is a valid `Remote`.
+        unsafe { self.remote_ptr().read() }
+    }
+
+    /// Whether the command reads data from the initiator (a SCSI WRITE).
+    pub fn is_write(&self) -> bool {
+        // SAFETY: By the type invariant the command is valid.
+        unsafe { (*self.raw()).data_direction == bindings::dma_data_direction::DMA_TO_DEVICE }
+    }
+
+    /// The SCSI data length.
+    pub fn data_length(&self) -> u32 {
+        // SAFETY: By the type invariant the command is valid.
+        unsafe { (*self.raw()).se_cmd.data_length }
+    }
+
+    /// Builds the RDMA context that moves the command's data: for a SCSI READ, an RDMA WRITE
+    /// of the data to the initiator's read buffer; for a WRITE, an RDMA READ of what is left
+    /// after the immediate data from its write buffer (as `isert_rdma_rw_ctx_post()`).
+    pub fn rdma_setup(&mut self, qp: &Arc<RwQp>) -> Result {
+        if self.rw.is_some() {
+            return Ok(());
+        }
+        let remote = self.remote();
+        let c = self.raw();
+        // SAFETY: By the type invariant the command is valid; the target allocated its data
+        // scatter list before handing it to the transport for data transfer.
+        let (sg, nents, done) = unsafe {
+            (
+                (*c).se_cmd.t_data_sg,
+                (*c).se_cmd.t_data_nents,
+                (*c).write_data_done,
+            )
+        };
+        let (addr, rkey, offset, dir) = if self.is_write() {
+            (
+                remote.write_va,
+                remote.write_stag,
+                done,
+                DataDirection::FromDevice,
+            )
+        } else {
+            (remote.read_va, remote.read_stag, 0, DataDirection::ToDevice)
+        };
+        if rkey == 0 || sg.is_null() {
+            return Err(EINVAL);
+        }
+        // SAFETY: The scatter list belongs to the command, which the target does not free, nor
+        // change, before the transport releases it; the context is dropped before that
+        // (`release` and `rdma_read_done` drop it first).
+        self.rw = Some(unsafe { RwCtx::new(qp, sg, nents, offset, addr, rkey, dir) }?);
+        Ok(())
+    }
+
+    /// The RDMA context built by [`Cmd::rdma_setup`].
+    pub fn rw(&self) -> Option<&RwCtx> {
+        self.rw.as_deref()
+    }
+
+    /// The RDMA READ of a WRITE's data completed: the target executes the command
+    /// (`target_execute_cmd()`), and later queues its status.
+    pub fn rdma_read_done(mut self) {
+        drop(self.rw.take());
+        let c = self.raw();
+        // SAFETY: By the type invariant the command is valid; its data is complete; the target
+        // takes the command back.
+        unsafe {
+            bindings::iscsit_stop_dataout_timer(c);
+            (*c).write_data_done = 0;
+            bindings::iscsit_cmd_got_last_dataout(c);
+            bindings::target_execute_cmd(&raw mut (*c).se_cmd);
+        }
+    }
+
+    /// Builds the SCSI response header into `hdr` (`iscsit_build_rsp_pdu()`) and returns its
+    /// data segment: the sense data, with its length in front, padded to 4 bytes.
+    pub fn build_rsp(&mut self, conn: &Conn, hdr: &mut [u8; HDR_LEN]) -> &[u8] {
+        let c = self.raw();
+        // SAFETY: By the type invariants both are valid; `hdr` is a full header. The sense
+        // buffer is the command's own array, of `ISCSI_SENSE_BUFFER_LEN` bytes, into which the
+        // target wrote at most `TRANSPORT_SENSE_BUFFER` bytes after the 2-byte length.
+        unsafe {
+            bindings::iscsit_build_rsp_pdu(c, conn.as_ptr(), true, hdr.as_mut_ptr().cast());
+            let se = &raw mut (*c).se_cmd;
+            let flags = bindings::se_cmd_flags_table_SCF_TRANSPORT_TASK_SENSE
+                | bindings::se_cmd_flags_table_SCF_EMULATED_TASK_SENSE;
+            if (*se).sense_buffer.is_null() || (*se).se_cmd_flags & flags == 0 {
+                return &[];
+            }
+            let sense = &mut (*c).sense_buffer;
+            let len = usize::from((*se).scsi_sense_length);
+            sense[..2].copy_from_slice(&((*se).scsi_sense_length).to_be_bytes());
+            let len = (len + 2).min(sense.len());
+            (*se).scsi_sense_length = len as u16;
+            hdr[5..8].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+            let padded = (len + 3) & !3;
+            &sense[..padded.min(sense.len())]
+        }
+    }
+
+    /// Builds the task management response header (`iscsit_build_task_mgt_rsp()`).
+    pub fn build_tm_rsp(&self, conn: &Conn, hdr: &mut [u8; HDR_LEN]) {
+        // SAFETY: By the type invariants both are valid; `hdr` is a full header.
+        unsafe {
+            bindings::iscsit_build_task_mgt_rsp(self.raw(), conn.as_ptr(), hdr.as_mut_ptr().cast())
+        };
+    }
+
+    /// Runs the target's handling after a task management response was sent
+    /// (`iscsit_tmr_post_handler()`).
+    pub fn tmr_post_handler(&self) {
+        let c = self.raw();
+        // SAFETY: By the type invariant the command and its connection are valid.
+        unsafe { bindings::iscsit_tmr_post_handler(c, (*c).conn) };
     }
 
     /// Builds the text response header into `hdr` (`iscsit_build_text_rsp()`) and returns the
@@ -553,12 +783,25 @@ impl Cmd {
     /// control commands): takes it off the connection's list and frees it
     /// (`transport_generic_free_cmd()` when it has a target-core part, else
     /// `iscsit_release_cmd()`).
-    pub fn release(self) {
+    ///
+    /// `failed` says the response (or data transfer) did not complete; a WRITE still waiting
+    /// for its data then gives back the reference the target took for the transfer.
+    pub fn release(mut self, failed: bool) {
+        drop(self.rw.take());
         let c = self.raw();
         // SAFETY: By the type invariant the command and its connection are valid and the
         // command is ours; once released it is not used again (`self` is consumed).
         unsafe {
             bindings::iscsit_conn_unlink_cmd((*c).conn, c);
+            if u32::from((*c).iscsi_opcode) == bindings::ISCSI_OP_SCSI_CMD && self.is_write() {
+                bindings::iscsit_stop_dataout_timer(c);
+                if failed
+                    && (*c).se_cmd.t_state
+                        == bindings::transport_state_table_TRANSPORT_WRITE_PENDING
+                {
+                    bindings::target_put_sess_cmd(&raw mut (*c).se_cmd);
+                }
+            }
             if !(*c).se_cmd.se_tfo.is_null() {
                 bindings::transport_generic_free_cmd(&raw mut (*c).se_cmd, 0);
             } else {
@@ -692,6 +935,16 @@ pub trait Transport: Sized + Send + Sync + 'static {
         state: State,
     ) -> Result;
 
+    /// Sends a SCSI READ's data and its status (`iscsit_queue_data_in`).
+    fn queue_data_in(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> Result;
+
+    /// Sends a SCSI command's status (`iscsit_queue_status`).
+    fn queue_status(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> Result;
+
+    /// Fetches the rest of a SCSI WRITE's data (`iscsit_get_dataout`), then gives the command
+    /// back with [`Cmd::rdma_read_done`].
+    fn get_dataout(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> Result;
+
     /// Stops the connection and waits until nothing of it runs any more
     /// (`iscsit_wait_conn`): every [`Cmd`] the transport holds is released.
     fn wait_conn(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>);
@@ -738,6 +991,7 @@ impl<T: Transport> Registration<T> {
                 t.transport_type = T::NETWORK as c_int;
                 t.rdma_shutdown = matches!(T::NETWORK, NetworkType::Infiniband);
                 t.owner = module.as_ptr();
+                t.priv_size = core::mem::size_of::<Remote>() as c_int;
                 t.iscsit_setup_np = Some(Adapter::<T>::setup_np);
                 t.iscsit_accept_np = Some(Adapter::<T>::accept_np);
                 t.iscsit_free_np = Some(Adapter::<T>::free_np);
@@ -749,8 +1003,8 @@ impl<T: Transport> Registration<T> {
                 t.iscsit_immediate_queue = Some(Adapter::<T>::immediate_queue);
                 t.iscsit_response_queue = Some(Adapter::<T>::response_queue);
                 t.iscsit_get_dataout = Some(Adapter::<T>::get_dataout);
-                t.iscsit_queue_data_in = Some(Adapter::<T>::queue_cmd);
-                t.iscsit_queue_status = Some(Adapter::<T>::queue_cmd);
+                t.iscsit_queue_data_in = Some(Adapter::<T>::queue_data_in);
+                t.iscsit_queue_status = Some(Adapter::<T>::queue_status);
                 t.iscsit_aborted_task = Some(Adapter::<T>::aborted_task);
                 t.iscsit_get_sup_prot_ops = Some(Adapter::<T>::get_sup_prot_ops);
             }),
@@ -943,7 +1197,7 @@ impl<T: Transport> Adapter<T> {
             return EINVAL.to_errno();
         };
         // INVARIANT: The target hands the command to the transport until it is released.
-        match T::response_queue(c, ctx, Cmd { cmd }, State::from_raw(state)) {
+        match T::response_queue(c, ctx, Cmd { cmd, rw: None }, State::from_raw(state)) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -963,31 +1217,86 @@ impl<T: Transport> Adapter<T> {
             return EINVAL.to_errno();
         };
         // INVARIANT: As in `response_queue`.
-        match T::immediate_queue(c, ctx, Cmd { cmd }, State::from_raw(state)) {
+        match T::immediate_queue(c, ctx, Cmd { cmd, rw: None }, State::from_raw(state)) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
     }
 
-    // The SCSI data path. It is only reached for SCSI commands, which a transport rejects
-    // before they reach the target core.
+    /// # Safety
+    ///
+    /// As for `response_queue`.
+    unsafe extern "C" fn queue_data_in(
+        conn: *mut bindings::iscsit_conn,
+        cmd: *mut bindings::iscsit_cmd,
+    ) -> c_int {
+        // SAFETY: By the safety requirements.
+        let (c, ctx) = unsafe { Self::ctx(conn) };
+        let Some(cmd) = NonNull::new(cmd) else {
+            return EINVAL.to_errno();
+        };
+        // INVARIANT: As in `response_queue`.
+        match T::queue_data_in(c, ctx, Cmd { cmd, rw: None }) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
 
-    extern "C" fn get_dataout(
-        _conn: *mut bindings::iscsit_conn,
-        _cmd: *mut bindings::iscsit_cmd,
+    /// # Safety
+    ///
+    /// As for `response_queue`.
+    unsafe extern "C" fn queue_status(
+        conn: *mut bindings::iscsit_conn,
+        cmd: *mut bindings::iscsit_cmd,
+    ) -> c_int {
+        // SAFETY: By the safety requirements.
+        let (c, ctx) = unsafe { Self::ctx(conn) };
+        let Some(cmd) = NonNull::new(cmd) else {
+            return EINVAL.to_errno();
+        };
+        // INVARIANT: As in `response_queue`.
+        match T::queue_status(c, ctx, Cmd { cmd, rw: None }) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for `response_queue`.
+    unsafe extern "C" fn get_dataout(
+        conn: *mut bindings::iscsit_conn,
+        cmd: *mut bindings::iscsit_cmd,
         _recovery: bool,
     ) -> c_int {
-        EOPNOTSUPP.to_errno()
+        // SAFETY: By the safety requirements.
+        let (c, ctx) = unsafe { Self::ctx(conn) };
+        let Some(cmd) = NonNull::new(cmd) else {
+            return EINVAL.to_errno();
+        };
+        // INVARIANT: As in `response_queue`.
+        match T::get_dataout(c, ctx, Cmd { cmd, rw: None }) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
     }
 
-    extern "C" fn queue_cmd(
-        _conn: *mut bindings::iscsit_conn,
-        _cmd: *mut bindings::iscsit_cmd,
-    ) -> c_int {
-        EOPNOTSUPP.to_errno()
-    }
-
-    extern "C" fn aborted_task(_conn: *mut bindings::iscsit_conn, _cmd: *mut bindings::iscsit_cmd) {
+    /// # Safety
+    ///
+    /// Called by the target with an accepted connection and one of its commands, which it
+    /// is aborting (`isert_aborted_task()`): take it off the connection and stop its data-out
+    /// timer. A transfer still posted completes through the drain at teardown.
+    unsafe extern "C" fn aborted_task(
+        conn: *mut bindings::iscsit_conn,
+        cmd: *mut bindings::iscsit_cmd,
+    ) {
+        // SAFETY: By the safety requirements both are valid.
+        unsafe {
+            bindings::iscsit_conn_unlink_cmd(conn, cmd);
+            if (*cmd).data_direction == bindings::dma_data_direction::DMA_TO_DEVICE {
+                bindings::iscsit_stop_dataout_timer(cmd);
+            }
+        }
     }
 
     extern "C" fn get_sup_prot_ops(_conn: *mut bindings::iscsit_conn) -> bindings::target_prot_op {

@@ -39,6 +39,10 @@ use kernel::{
             Listener,
             Lost, //
         },
+        rw::{
+            RwCtx,
+            RwQp, //
+        },
         verbs::{
             Completion,
             Cq,
@@ -70,6 +74,7 @@ use kernel::{
         NetworkType,
         Np,
         Registration,
+        Remote,
         State,
         Transport, //
     },
@@ -163,6 +168,10 @@ stats!(
     pdus_tx,
     text,
     logouts,
+    scsi_cmds,
+    data_in,
+    data_out,
+    tmfs,
     nops,
     pdus_rejected,
     bad_pdus,
@@ -287,15 +296,22 @@ impl_has_work! {
     impl HasWork<Self, 1> for RConn { self.ctrl_work }
 }
 
-/// A send: the iSER and iSCSI headers and the data segment, and the command it answers.
+/// A send (the iSER and iSCSI headers and the data segment) or an RDMA READ, and the command
+/// it is for.
 struct TxDesc {
-    buf: DmaBuf,
+    buf: Option<DmaBuf>,
     cmd: Option<Cmd>,
+    /// An RDMA READ of a WRITE's data, without a send.
+    read: bool,
 }
 
 impl SendCtx for TxDesc {
-    fn dma_buf(&self) -> &DmaBuf {
-        &self.buf
+    fn dma_buf(&self) -> Option<&DmaBuf> {
+        self.buf.as_ref()
+    }
+
+    fn rw(&self) -> Option<&RwCtx> {
+        self.cmd.as_ref().and_then(|c| c.rw())
     }
 }
 
@@ -365,6 +381,42 @@ impl RConn {
         }
     }
 
+    fn rw_qp(&self) -> Result<Arc<RwQp>> {
+        match self.inner.lock().link.as_ref() {
+            Some(l) => Ok(l.rw_qp().clone()),
+            None => Err(ENOTCONN),
+        }
+    }
+
+    /// Posts `tx`'s RDMA transfer, followed by its send if `send_len` is given.
+    fn post_rw(&self, tx: KBox<TxDesc>, send_len: Option<usize>) -> Result {
+        match self.inner.lock().link.as_ref() {
+            Some(l) => l.qp().post_rw(tx, send_len)?,
+            None => return Err(ENOTCONN),
+        }
+        if send_len.is_some() {
+            self.tx.inc();
+            STATS.pdus_tx.inc();
+        }
+        Ok(())
+    }
+
+    /// Sends `cmd`'s SCSI response, after its RDMA WRITE of read data if `data_in`.
+    fn send_rsp(&self, c: &Conn, mut cmd: Cmd, data_in: bool) -> Result {
+        let mut hdr = [0u8; iscsit::HDR_LEN];
+        let sense = cmd.build_rsp(c, &mut hdr);
+        let (mut tx, n) = self.new_tx(&hdr, sense, None)?;
+        if data_in {
+            cmd.rdma_setup(&self.rw_qp()?)?;
+            tx.cmd = Some(cmd);
+            STATS.data_in.inc();
+            self.post_rw(tx, Some(n))
+        } else {
+            tx.cmd = Some(cmd);
+            self.post_send(tx, n)
+        }
+    }
+
     fn post_send(&self, tx: KBox<TxDesc>, len: usize) -> Result {
         match self.inner.lock().link.as_ref() {
             Some(l) => l.qp().post_send(tx, len)?,
@@ -397,7 +449,12 @@ impl RConn {
         IserHdr::control().write(&mut b[..ISER_HDR_LEN]);
         b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr);
         b[HEADERS_LEN..len].copy_from_slice(data);
-        Ok((KBox::new(TxDesc { buf, cmd }, GFP_KERNEL)?, len))
+        let tx = TxDesc {
+            buf: Some(buf),
+            cmd,
+            read: false,
+        };
+        Ok((KBox::new(tx, GFP_KERNEL)?, len))
     }
 
     /// Sends `hdr` and `data` for `cmd`.
@@ -514,7 +571,8 @@ impl RConn {
             return;
         }
         let data = &pdu[iscsit::HDR_LEN..iscsit::HDR_LEN + dlen];
-        let ret = self.iconn.with(|c| self.dispatch(c, &bhs, data));
+        let iser = IserHdr::parse(msg).unwrap_or_default();
+        let ret = self.iconn.with(|c| self.dispatch(c, &iser, &bhs, data));
         if let Some(Err(e)) = ret {
             pr_warn!(
                 "conn {}: opcode {:#x} failed: {:?}\n",
@@ -540,7 +598,13 @@ impl RConn {
     }
 
     /// Hands a full-feature PDU to the target (`isert_rx_opcode()`).
-    fn dispatch(&self, c: &Conn, bhs: &[u8; iscsit::HDR_LEN], data: &[u8]) -> Result {
+    fn dispatch(
+        &self,
+        c: &Conn,
+        iser: &IserHdr,
+        bhs: &[u8; iscsit::HDR_LEN],
+        data: &[u8],
+    ) -> Result {
         let op = wire::opcode(bhs);
         if c.is_discovery() && op != wire::OP_TEXT && op != wire::OP_LOGOUT {
             STATS.pdus_rejected.inc();
@@ -552,6 +616,22 @@ impl RConn {
             return Ok(());
         }
         match op {
+            wire::OP_SCSI_CMD => {
+                STATS.scsi_cmds.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                let remote = Remote {
+                    read_stag: iser.read_stag,
+                    read_va: iser.read_va,
+                    write_stag: iser.write_stag,
+                    write_va: iser.write_va,
+                };
+                c.handle_scsi_cmd(cmd, bhs, data, remote)
+            }
+            wire::OP_SCSI_TMFUNC => {
+                STATS.tmfs.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_tmf(cmd, bhs)
+            }
             wire::OP_TEXT => {
                 STATS.text.inc();
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
@@ -568,7 +648,8 @@ impl RConn {
                 c.handle_nop_out(cmd, bhs)
             }
             _ => {
-                // SCSI commands, data-out and task management need the RDMA data path.
+                // Unsolicited Data-Out needs InitialR2T=No, which the target does not offer;
+                // SNACK needs error recovery level 1.
                 STATS.pdus_rejected.inc();
                 c.reject(bhs);
                 Ok(())
@@ -578,12 +659,23 @@ impl RConn {
 
     /// A send completed: release the command it answered (`isert_send_done()`).
     fn on_send(&self, tx: KBox<TxDesc>, ok: bool) {
-        let TxDesc { buf, cmd } = KBox::into_inner(tx);
+        let TxDesc { buf, cmd, read } = KBox::into_inner(tx);
         let Some(cmd) = cmd else {
             return;
         };
+        if read {
+            if ok {
+                STATS.data_out.inc();
+                cmd.rdma_read_done();
+            } else {
+                cmd.release(true);
+            }
+            return;
+        }
         let mut hdr = [0u8; iscsit::HDR_LEN];
-        hdr.copy_from_slice(&buf.as_slice()[ISER_HDR_LEN..HEADERS_LEN]);
+        if let Some(b) = buf.as_ref() {
+            hdr.copy_from_slice(&b.as_slice()[ISER_HDR_LEN..HEADERS_LEN]);
+        }
         drop(buf);
         match cmd.state() {
             State::SendLogoutRsp if ok => {
@@ -597,9 +689,14 @@ impl RConn {
             State::SendTextRsp if ok && Cmd::text_continues(&hdr) => {
                 // The target keeps the command for the next text request.
             }
+            State::SendTaskMgtRsp if ok => {
+                cmd.tmr_post_handler();
+                cmd.set_sent();
+                cmd.release(false);
+            }
             _ => {
                 cmd.set_sent();
-                cmd.release();
+                cmd.release(!ok);
             }
         }
     }
@@ -1119,6 +1216,11 @@ impl Transport for Risert {
                 tx.cmd = Some(cmd);
                 conn.post_send(tx, n)
             }
+            State::SendTaskMgtRsp => {
+                cmd.build_tm_rsp(c, &mut hdr);
+                conn.send_pdu(&hdr, &[], cmd)
+            }
+            State::SendStatus => conn.send_rsp(c, cmd, false),
             s => {
                 pr_err!("conn {}: unexpected response state {:?}\n", conn.id, s);
                 Err(EINVAL)
@@ -1129,7 +1231,7 @@ impl Transport for Risert {
     fn immediate_queue(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd, state: State) -> Result {
         match state {
             State::Remove => {
-                cmd.release();
+                cmd.release(true);
                 Ok(())
             }
             State::SendNopinWantResponse => {
@@ -1144,6 +1246,24 @@ impl Transport for Risert {
                 Err(EINVAL)
             }
         }
+    }
+
+    fn queue_data_in(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> Result {
+        conn.send_rsp(c, cmd, true)
+    }
+
+    fn queue_status(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> Result {
+        conn.send_rsp(c, cmd, false)
+    }
+
+    fn get_dataout(_c: &Conn, conn: ArcBorrow<'_, RConn>, mut cmd: Cmd) -> Result {
+        cmd.rdma_setup(&conn.rw_qp()?)?;
+        let tx = TxDesc {
+            buf: None,
+            cmd: Some(cmd),
+            read: true,
+        };
+        conn.post_rw(KBox::new(tx, GFP_KERNEL)?, None)
     }
 
     fn wait_conn(c: &Conn, conn: ArcBorrow<'_, RConn>) {

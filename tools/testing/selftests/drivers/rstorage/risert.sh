@@ -20,7 +20,7 @@ np=$tpg/np/$portal
 stats=/sys/kernel/debug/risert/stats
 
 ktap_header
-ktap_plan 11
+ktap_plan 12
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -67,15 +67,15 @@ session_disk() {
 	return 1
 }
 
-c_isert() {
-	modprobe ib_isert || return 1
-	echo 1 >"$np/iser" || return 1
+# Discovery, login, fio verify=crc32c on the session's disk, logout; $1
+# names the target transport in the log.
+session_io() {
 	timeout 60 iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >"$work/disc.log" 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >"$work/login.log" 2>&1 ||
 		{ sed 's/^/# /' "$work/disc.log" "$work/login.log"; return 1; }
 	local d rc
 	d=$(session_disk) || { ktap_info "no disk appeared"; return 1; }
-	ktap_info "C ib_isert session disk: $d"
+	ktap_info "$1 session disk: $d"
 	fio --output="$work/fio.log" --name=c --filename="/dev/$d" --ioengine=libaio --direct=1 \
 		--iodepth=16 --rw=randwrite --bsrange=4k-64k --size=16m --verify=crc32c \
 		--do_verify=1 --verify_fatal=1 >/dev/null 2>&1
@@ -85,6 +85,12 @@ c_isert() {
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	return "$rc"
+}
+
+c_isert() {
+	modprobe ib_isert || return 1
+	echo 1 >"$np/iser" || return 1
+	session_io "C ib_isert"
 }
 
 c_isert_unload() {
@@ -146,6 +152,15 @@ discoveries() {
 	[ "$(rstat accepted)" = 11 ] && all_freed
 }
 
+risert_session() {
+	local rc
+	session_io risert
+	rc=$?
+	ktap_info "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in), data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	[ "$rc" = 0 ] && [ "$(rstat data_in)" -gt 0 ] && [ "$(rstat data_out)" -gt 0 ] &&
+		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
+}
+
 cycles() {
 	local i
 	for i in $(seq 20); do
@@ -176,6 +191,7 @@ ktap_check "risert loads and listens on the portal" risert_listens
 ktap_check "rmmod risert is refused while a portal uses it" busy_rmmod_refused
 ktap_check "iSER discovery through risert: login, SendTargets, disconnect, connection drained and freed" discovery
 ktap_check "10 more discoveries, every connection drained and freed" discoveries
+ktap_check "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
 ktap_check "20 portal disable/enable cycles, one listener each" cycles
 ktap_check "RDMA device removed under a listening portal: listener lost, portal disables" device_removed
 ktap_check "risert unloads and reloads" reload

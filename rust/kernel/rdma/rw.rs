@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! RDMA read/write contexts (`struct rdma_rw_ctx`): moving a local scatter list to or from a
+//! peer's registered memory with RDMA WRITE or READ work requests, registering memory regions
+//! where the device needs them.
+//!
+//! A context is built against a queue pair's [`RwQp`] and posted with
+//! [`super::verbs::Qp::post_rw`]. The queue pair is not destroyed while contexts built on it
+//! exist: a [`super::cm::Connection`] dropped with live contexts leaks its queue pair instead.
+//!
+//! C header: [`include/rdma/rw.h`](srctree/include/rdma/rw.h)
+
+use crate::{
+    bindings,
+    dma::DataDirection,
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Full, //
+        },
+        Arc,
+    },
+    types::Opaque,
+};
+
+/// The queue pair that read/write contexts are built on, with the count of live contexts.
+///
+/// # Invariants
+///
+/// While `alive` is 1, `qp` is a valid queue pair on port `port`; it is destroyed only after
+/// `alive` was cleared and `live` was seen at zero (see [`RwQp::retire`]).
+pub struct RwQp {
+    qp: *mut bindings::ib_qp,
+    port: u32,
+    /// 1 while contexts may be built, then 0.
+    alive: Atomic<i32>,
+    live: Atomic<usize>,
+}
+
+// SAFETY: The pointer is only used under the protocol of the type invariant, which uses atomics.
+unsafe impl Send for RwQp {}
+
+// SAFETY: As for `Send`.
+unsafe impl Sync for RwQp {}
+
+impl RwQp {
+    /// # Safety
+    ///
+    /// `qp` is a valid queue pair on port `port` until [`RwQp::retire`] returns `true`.
+    pub(crate) unsafe fn new(qp: *mut bindings::ib_qp, port: u32) -> Result<Arc<Self>> {
+        // INVARIANT: By the safety requirements.
+        Ok(Arc::new(
+            Self {
+                qp,
+                port,
+                alive: Atomic::new(1),
+                live: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Stops new contexts; returns whether the queue pair may be destroyed (no context is
+    /// live). A context created concurrently either sees the queue pair retired or is counted
+    /// here, because both sides use fully ordered atomics.
+    pub(crate) fn retire(&self) -> bool {
+        self.alive.xchg(0, Full);
+        self.live.fetch_add(0, Full) == 0
+    }
+
+    fn enter(&self) -> Result {
+        self.live.fetch_add(1, Full);
+        if self.alive.fetch_add(0, Full) == 0 {
+            self.live.fetch_sub(1, Full);
+            return Err(ENOTCONN);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn qp(&self) -> *mut bindings::ib_qp {
+        self.qp
+    }
+}
+
+/// An RDMA read/write context (`rdma_rw_ctx_init()`), destroyed (`rdma_rw_ctx_destroy()`) on
+/// drop.
+///
+/// # Invariants
+///
+/// `ctx` was initialized on `qp` (counted in its `live`) for `nents` entries of `sg` in
+/// direction `dir`; `sg` stays valid until drop.
+#[pin_data(PinnedDrop)]
+pub struct RwCtx {
+    #[pin]
+    ctx: Opaque<bindings::rdma_rw_ctx>,
+    qp: Arc<RwQp>,
+    sg: *mut bindings::scatterlist,
+    nents: u32,
+    dir: DataDirection,
+}
+
+// SAFETY: The context may be destroyed from any thread.
+unsafe impl Send for RwCtx {}
+
+// SAFETY: `&RwCtx` is only used to post the context, which the queue pair serializes.
+unsafe impl Sync for RwCtx {}
+
+impl RwCtx {
+    /// Builds the work requests that move `sg` (`nents` entries, from byte `offset`) to
+    /// (`DataDirection::ToDevice`, RDMA WRITE) or from (`FromDevice`, RDMA READ) the peer's
+    /// memory at `remote_addr` with key `rkey`.
+    ///
+    /// # Safety
+    ///
+    /// `sg` is a valid scatter list of at least `nents` entries that stays valid, and is not
+    /// changed, until the context is dropped.
+    pub unsafe fn new(
+        qp: &Arc<RwQp>,
+        sg: *mut bindings::scatterlist,
+        nents: u32,
+        offset: u32,
+        remote_addr: u64,
+        rkey: u32,
+        dir: DataDirection,
+    ) -> Result<Pin<KBox<Self>>> {
+        qp.enter()?;
+        let this = KBox::pin_init(
+            try_pin_init!(Self {
+                ctx <- Opaque::try_ffi_init(|ctx: *mut bindings::rdma_rw_ctx| {
+                    // SAFETY: `qp` is alive (we are counted in `live`); `sg` is valid by the
+                    // safety requirements; `ctx` is valid for writes.
+                    let ret = unsafe {
+                        bindings::rdma_rw_ctx_init(
+                            ctx, qp.qp, qp.port, sg, nents, offset, remote_addr, rkey, dir.into(),
+                        )
+                    };
+                    if ret < 0 {
+                        Err(Error::from_errno(ret))
+                    } else {
+                        Ok(())
+                    }
+                }),
+                qp: qp.clone(),
+                sg,
+                nents,
+                dir,
+            }),
+            GFP_KERNEL,
+        );
+        if this.is_err() {
+            qp.live.fetch_sub(1, Full);
+        }
+        // INVARIANT: Initialized on `qp` and counted; `sg` by the safety requirements.
+        this
+    }
+
+    /// Chains the context's work requests in front of `chain` (or, without it, signals the
+    /// last one with `wr_id`) and returns the first (`rdma_rw_ctx_wrs()`).
+    pub(crate) fn wrs(
+        &self,
+        wr_id: u64,
+        chain: *mut bindings::ib_send_wr,
+    ) -> *mut bindings::ib_send_wr {
+        // SAFETY: By the type invariant the context is initialized on `qp`, which is alive.
+        // The core only stores the `cqe` pointer in the last request's `wr_cqe`, which is the
+        // union with `wr_id`; it is never dereferenced because the completion queue is polled
+        // by its owner.
+        unsafe {
+            bindings::rdma_rw_ctx_wrs(
+                self.ctx.get(),
+                self.qp.qp,
+                self.qp.port,
+                wr_id as usize as *mut bindings::ib_cqe,
+                chain,
+            )
+        }
+    }
+
+    /// The queue pair the context was built on.
+    pub(crate) fn rw_qp(&self) -> &RwQp {
+        &self.qp
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for RwCtx {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant the context was initialized on `qp`, which is alive
+        // while we are counted, with these arguments; none of its work requests is posted any
+        // more (posted contexts are owned by their queue pair until they complete).
+        unsafe {
+            bindings::rdma_rw_ctx_destroy(
+                self.ctx.get(),
+                self.qp.qp,
+                self.qp.port,
+                self.sg,
+                self.nents,
+                self.dir.into(),
+            )
+        };
+        self.qp.live.fetch_sub(1, Full);
+    }
+}
