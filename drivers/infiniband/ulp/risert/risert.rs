@@ -658,7 +658,7 @@ impl RConn {
     }
 
     /// A send completed: release the command it answered (`isert_send_done()`).
-    fn on_send(&self, tx: KBox<TxDesc>, ok: bool) {
+    fn on_send(self: &Arc<Self>, tx: KBox<TxDesc>, ok: bool) {
         let TxDesc { buf, cmd, read } = KBox::into_inner(tx);
         let Some(cmd) = cmd else {
             return;
@@ -682,8 +682,9 @@ impl RConn {
                 // The target closes the connection from the post handler, and waits for it:
                 // not from this work, which the teardown waits for.
                 let queued = self.inner.lock().logouts.push(cmd, GFP_KERNEL);
-                if queued.is_err() {
-                    pr_err!("conn {}: no memory to complete a logout\n", self.id);
+                match queued {
+                    Ok(()) => enqueue::<1>(self.clone()),
+                    Err(_) => pr_err!("conn {}: no memory to complete a logout\n", self.id),
                 }
             }
             State::SendTextRsp if ok && Cmd::text_continues(&hdr) => {

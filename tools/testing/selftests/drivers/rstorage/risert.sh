@@ -20,7 +20,7 @@ np=$tpg/np/$portal
 stats=/sys/kernel/debug/risert/stats
 
 ktap_header
-ktap_plan 12
+ktap_plan 15
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -161,25 +161,146 @@ risert_session() {
 		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
 }
 
-cycles() {
+# Logs in to target A (its session gives up 5 s after losing its connection).
+login_a() {
+	timeout 60 iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >/dev/null 2>&1 &&
+		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+			-n node.session.timeo.replacement_timeout -v 5 &&
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1
+}
+
+# disks N: waits for N disks of iSER sessions and puts them in DISKS.
+DISKS=()
+disks() {
 	local i
+	for i in $(seq 60); do
+		mapfile -t DISKS < <(iscsiadm -m session -P3 2>/dev/null | awk '/Attached scsi disk/ { print $4 }')
+		[ "${#DISKS[@]}" = "$1" ] && return 0
+		sleep 0.5
+	done
+	ktap_info "found ${#DISKS[@]} disks, expected $1"
+	return 1
+}
+
+# fio_bg DISK: 60 s of verified random writes in the background.
+fio_bg() {
+	fio --output="$work/fio-bg.log" --name=bg --filename="/dev/$1" --ioengine=libaio \
+		--direct=1 --iodepth=16 --rw=randwrite --bs=16k --size=16m --time_based --runtime=60 \
+		--verify=crc32c --verify_fatal=1 >/dev/null 2>&1 &
+}
+
+# Two targets (A gets a second LUN, which it keeps; B on a second address)
+# and a session to each, with fio verify=crc32c on the three disks at once.
+two_sessions() {
+	local b=iqn.2026-11.org.rstorage:risert-b tb d args=() rc
+	tb=$cfs/iscsi/$b/tpgt_1
+	ip addr add 10.77.0.3/24 dev veth1 &&
+		mkdir -p "$cfs/core/rd_mcp_0/ram1" "$cfs/core/rd_mcp_0/ram2" &&
+		echo rd_pages=4096 >"$cfs/core/rd_mcp_0/ram1/control" &&
+		echo rd_pages=4096 >"$cfs/core/rd_mcp_0/ram2/control" &&
+		echo 1 >"$cfs/core/rd_mcp_0/ram1/enable" && echo 1 >"$cfs/core/rd_mcp_0/ram2/enable" &&
+		mkdir -p "$tpg/lun/lun_1" "$tb/lun/lun_0" &&
+		ln -s "$cfs/core/rd_mcp_0/ram1" "$tpg/lun/lun_1/ram1" &&
+		ln -s "$cfs/core/rd_mcp_0/ram2" "$tb/lun/lun_0/ram2" &&
+		mkdir "$tb/np/10.77.0.3:3260" && echo 1 >"$tb/np/10.77.0.3:3260/iser" &&
+		echo 0 >"$tb/attrib/authentication" && echo 1 >"$tb/attrib/generate_node_acls" &&
+		echo 1 >"$tb/attrib/cache_dynamic_acls" && echo 0 >"$tb/attrib/demo_mode_write_protect" &&
+		echo 1 >"$tb/enable" || { ktap_info "target B set-up failed"; return 1; }
+	login_a && timeout 60 iscsiadm -m discovery -t sendtargets -p 10.77.0.3:3260 -I iser >/dev/null 2>&1 &&
+		timeout 60 iscsiadm -m node -T "$b" -p 10.77.0.3:3260 -I iser --login >/dev/null 2>&1 ||
+		{ ktap_info "logins failed"; return 1; }
+	disks 3 || return 1
+	ktap_info "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}, live connections $(live_conns)"
+	for d in "${DISKS[@]}"; do
+		args+=(--name="$d" --filename="/dev/$d")
+	done
+	fio --output="$work/fio3.log" --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
+		--bsrange=4k-64k --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 \
+		--group_reporting "${args[@]}" >/dev/null 2>&1
+	rc=$?
+	[ "$rc" = 0 ] || tail -n 20 "$work/fio3.log" | sed 's/^/# /'
+	grep -E "WRITE:|READ:" "$work/fio3.log" | sed 's/^ */# /'
+	[ "$(live_conns)" = 2 ] || rc=1
+	iscsiadm -m node --logoutall=all >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	echo 0 >"$tb/enable"
+	rm -f "$tb/lun/lun_0/ram2"
+	rmdir "$tb/lun/lun_0" "$tb/np/10.77.0.3:3260" "$tb" "$cfs/iscsi/$b"
+	[ "$rc" = 0 ] && all_freed
+}
+
+# Logout while fio runs: the commands in flight fail or finish, the
+# connection drains and is freed, nothing hangs.
+logout_under_io() {
+	local pid
+	login_a && disks 2 || return 1
+	fio_bg "${DISKS[0]}"
+	pid=$!
+	sleep 3
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 ||
+		{ ktap_info "logout failed"; kill "$pid"; return 1; }
+	timeout 60 tail --pid="$pid" -f /dev/null || { ktap_info "fio hung"; return 1; }
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	ktap_info "scsi_cmds $(rstat scsi_cmds), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	all_freed
+}
+
+# The portal's iser attribute is cleared under a live session: the listener
+# goes, the session keeps working (verified I/O), then logs out.
+portal_removed_live() {
+	local d rc
+	login_a && disks 2 || return 1
+	d=${DISKS[0]}
+	echo 0 >"$np/iser" || return 1
+	ktap_info "portal disabled with $(live_conns) live connection(s), listening ids $(listeners)"
+	fio --output="$work/fio-p.log" --name=p --filename="/dev/$d" --ioengine=libaio --direct=1 \
+		--iodepth=16 --rw=randwrite --bs=16k --size=8m --verify=crc32c --verify_fatal=1 \
+		>/dev/null 2>&1
+	rc=$?
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	echo 1 >"$np/iser" || rc=1
+	[ "$rc" = 0 ] && all_freed
+}
+
+cycles() {
+	local i up down
+	up=$(rstat portals_up)
+	down=$(rstat portals_down)
 	for i in $(seq 20); do
 		echo 0 >"$np/iser" && echo 1 >"$np/iser" || { ktap_info "cycle $i failed"; return 1; }
 	done
 	ktap_info "portals_up $(rstat portals_up), portals_down $(rstat portals_down), listening ids $(listeners)"
-	[ "$(rstat portals_up)" = 21 ] && [ "$(rstat portals_down)" = 20 ] && [ "$(rstat listen_failed)" = 0 ]
+	[ "$(rstat portals_up)" = $((up + 20)) ] && [ "$(rstat portals_down)" = $((down + 20)) ] &&
+		[ "$(rstat listen_failed)" = 0 ] && [ "$(listeners)" = 1 ]
 }
 
+# The RDMA device goes away under a live session with I/O running: the
+# connection is torn down (its CM event waits until risert has released the
+# queue pair), the listener is lost, fio fails instead of hanging.
 device_removed() {
+	local pid rc lost
+	lost=$(rstat listeners_lost)
+	login_a && disks 2 || return 1
+	fio_bg "${DISKS[0]}"
+	pid=$!
+	sleep 3
 	rdma link delete rxe0 || return 1
-	ktap_info "after removing rxe0: listeners_lost $(rstat listeners_lost)"
-	[ "$(rstat listeners_lost)" = 1 ] && echo 0 >"$np/iser" && [ "$(rstat portals_down)" = 21 ]
+	timeout 60 tail --pid="$pid" -f /dev/null
+	rc=$?
+	wait "$pid"
+	ktap_info "fio exit $? after the removal; listeners_lost $(rstat listeners_lost), wc_errors $(rstat wc_errors)"
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	[ "$rc" = 0 ] && [ "$(rstat listeners_lost)" = $((lost + 1)) ] && all_freed &&
+		echo 0 >"$np/iser"
 }
 
 reload() {
 	rmmod risert && ! rstorage_loaded risert && rstorage_insmod risert &&
 		rdma link add rxe0 type rxe netdev veth1 && echo 1 >"$np/iser" &&
-		[ "$(rstat portals_up)" = 1 ] && echo 0 >"$np/iser" && rmmod risert
+		[ "$(rstat portals_up)" = 1 ] && session_io "reloaded risert" &&
+		echo 0 >"$np/iser" && all_freed && rmmod risert
 }
 
 mkdir -p "$work"
@@ -192,9 +313,12 @@ ktap_check "rmmod risert is refused while a portal uses it" busy_rmmod_refused
 ktap_check "iSER discovery through risert: login, SendTargets, disconnect, connection drained and freed" discovery
 ktap_check "10 more discoveries, every connection drained and freed" discoveries
 ktap_check "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
+ktap_check "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
+ktap_check "logout while fio runs: no hang, connection drained and freed" logout_under_io
+ktap_check "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
 ktap_check "20 portal disable/enable cycles, one listener each" cycles
-ktap_check "RDMA device removed under a listening portal: listener lost, portal disables" device_removed
-ktap_check "risert unloads and reloads" reload
+ktap_check "RDMA device removed under a live session with fio running: no hang, all freed" device_removed
+ktap_check "risert unloads, reloads and serves a verified session" reload
 
 # Tear down, best effort.
 echo "$modprobe_path" >/proc/sys/kernel/modprobe
