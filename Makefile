@@ -15,6 +15,10 @@
 #   make bench-aoe
 #                benchmark C aoe vs raoe (release kernel);
 #                writes Documentation/rstorage/raoe-bench.{inc,png}
+#   make bench-iser
+#                benchmark C ib_isert vs risert, with and without completion
+#                batching (release kernel); writes
+#                Documentation/rstorage/risert-bench.{inc,png}
 #
 # Options: KDIR=<Linux 7.3 source tree> (default: Debian's linux-source-7.3,
 # fetched into build/), LLVM=1 (build with clang; adds KASAN to the debug
@@ -34,7 +38,7 @@ KMAKE_LLVM := LLVM=-19
 SUFFIX := -llvm
 endif
 
-.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests bench-vscsi bench-aoe \
+.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests bench-vscsi bench-aoe bench-iser \
 	modules-release check run fmt clean distclean
 
 all: help
@@ -78,6 +82,10 @@ bench-vscsi: modules-release
 
 bench-aoe: modules-release
 	@bash $(TOOLS)/bench/aoe.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
+		$(BUILD)/results
+
+bench-iser: modules-release
+	@bash $(TOOLS)/bench/iser.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
 		$(BUILD)/results
 
 run: modules-release

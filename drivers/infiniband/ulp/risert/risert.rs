@@ -108,7 +108,7 @@ module! {
         budget: u32 {
             default: 16,
             description: "Completions handled per pass of a connection's completion work \
-                          (0: unbounded)",
+                          (0: no batching: drain all, re-arm, no re-poll)",
         },
     },
 }
@@ -176,6 +176,7 @@ stats!(
     pdus_rejected,
     bad_pdus,
     wc_errors,
+    cq_events,
 );
 
 /// The module's state shared with portals and connections.
@@ -212,13 +213,14 @@ fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let s = c.batcher.stats();
         let phase = c.inner.lock().phase;
         f.write_fmt(fmt!(
-            "conn {} peer {} phase {:?} rx {} tx {} passes {} completions {} budget_exhausted {} \
-             rearms {} post_arm {}\n",
+            "conn {} peer {} phase {:?} rx {} tx {} cq_events {} passes {} completions {} \
+             budget_exhausted {} rearms {} post_arm {}\n",
             c.id,
             c.peer,
             phase,
             c.rx.get(),
             c.tx.get(),
+            c.events.get(),
             s.passes,
             s.completions,
             s.budget_exhausted,
@@ -283,6 +285,10 @@ struct RConn {
     #[pin]
     wait: CondVar,
     batcher: Batcher,
+    /// Whether completions go through `batcher` (the `budget` parameter is not 0).
+    batching: bool,
+    /// Completion queue notifications.
+    events: Counter,
     rx: Counter,
     tx: Counter,
     #[pin]
@@ -324,6 +330,8 @@ impl CqHandler for CqKick {
     type SendCtx = TxDesc;
 
     fn notify(&self) {
+        self.conn.events.inc();
+        STATS.cq_events.inc();
         self.conn.kick();
     }
 }
@@ -800,7 +808,27 @@ impl WorkItem<0> for RConn {
     type Pointer = Arc<RConn>;
 
     fn run(this: Arc<RConn>) {
-        match this.batcher.run(&Source { conn: &this }) {
+        let src = Source { conn: &this };
+        if !this.batching {
+            // Batching disabled (`budget=0`): drain everything, re-arm, and only come back on
+            // the next notification, or at once if the re-arm reports missed completions
+            // (what `ib_cq_poll_work()` does without its budget).
+            loop {
+                let mut n = 0;
+                src.poll(POLL_BATCH, |c| {
+                    n += 1;
+                    src.complete(c);
+                });
+                if n == 0 {
+                    break;
+                }
+            }
+            if src.arm() {
+                this.kick();
+            }
+            return;
+        }
+        match this.batcher.run(&src) {
             Pass::Reschedule | Pass::Polling => this.kick(),
             Pass::Armed | Pass::Deferred => {}
         }
@@ -908,6 +936,8 @@ impl PortalEvents {
                 }),
                 wait <- new_condvar!(),
                 batcher: Batcher::new(Config { budget, idle: Delta::from_secs(1) }),
+                batching: budget != usize::MAX,
+                events: Counter::new(),
                 rx: Counter::new(),
                 tx: Counter::new(),
                 poll_work <- new_work!("risert::poll"),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Benchmark: C ib_isert vs risert (completion batching, budget 16) vs risert
+# without batching (budget=0: drain all, re-arm, no re-poll), in one VM boot
+# of the release kernel: LIO with a ramdisk LUN behind rdma_rxe on a veth
+# pair in the guest, the kernel's iSER initiator, 4 KiB random reads and
+# writes, drivers alternating round by round. Reports IOPS and completion
+# queue events per I/O. Writes the table and the plot into
+# Documentation/rstorage/ (see report.py).
+#
+# Usage: iser.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
+# Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+project=$(cd "$here/../../../.." && pwd)
+. "$here/../common.sh"
+rstorage_dirs "$1" "$2" "$3" || exit 1
+rounds=${BENCH_ROUNDS:-5}
+secs=${BENCH_SECONDS:-5}
+
+echo "[bench] $rounds rounds x 3 drivers x 2 workloads x ${secs}s (log: $results/bench-iser.console)"
+python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-iser.console" --cpus 2 \
+	--rwdir "$results" --timeout 7200 --show-output -- \
+	bash "$here/iser-guest.sh" "$moddir" "$results/bench-iser.jsonl" "$rounds" "$secs"
+"$(rstorage_plot_python)" "$here/report.py" "$results/bench-iser.jsonl" \
+	"$project/Documentation/rstorage/risert-bench.inc" \
+	"$project/Documentation/rstorage/risert-bench.png"
