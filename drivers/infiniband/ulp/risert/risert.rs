@@ -79,6 +79,7 @@ use kernel::{
         Transport, //
     },
     time::{
+        delay::fsleep,
         msecs_to_jiffies,
         Delta, //
     },
@@ -117,6 +118,8 @@ module! {
 const RX_DESCS: u32 = 128;
 /// Sends outstanding at most (`ISERT_QP_MAX_REQ_DTOS`).
 const TX_DESCS: u32 = 128;
+/// How long teardown lets posted sends complete before it disconnects.
+const SEND_GRACE_MS: u32 = 1000;
 
 /// A counter shown in debugfs.
 struct Counter(Atomic<u64>);
@@ -268,6 +271,8 @@ struct Inner {
     logout_posted: bool,
     /// The connection never reached the target and is to be released by the control work.
     release: bool,
+    /// The CM reported the connection established.
+    established: bool,
     send_drained: bool,
     recv_drained: bool,
 }
@@ -289,6 +294,8 @@ struct RConn {
     batching: bool,
     /// Completion queue notifications.
     events: Counter,
+    /// Signaled sends and RDMA READs posted and not yet completed.
+    sends: Atomic<u64>,
     rx: Counter,
     tx: Counter,
     #[pin]
@@ -346,7 +353,12 @@ impl ConnEvents for ConnEv {
         STATS.established.inc();
         let portal = {
             let mut inner = self.conn.inner.lock();
-            if inner.phase != Phase::Init {
+            inner.established = true;
+            if inner.phase == Phase::Terminating {
+                // Terminated before the CM reported the connection (a message can arrive
+                // first): only now can the peer be told.
+                drop(inner);
+                self.conn.release_unbound();
                 return;
             }
             inner.phase = Phase::Up;
@@ -363,10 +375,16 @@ impl ConnEvents for ConnEv {
 
     fn connect_error(&self) {
         self.conn.terminate("connection failed");
+        // It never was established: nothing to disconnect.
+        self.conn.release_unbound();
     }
 
     fn device_removal(&self) {
         self.conn.terminate("RDMA device removed");
+        // The CM waits until the connection is dropped.
+        if !self.conn.inner.lock().established {
+            self.conn.release_unbound();
+        }
     }
 }
 
@@ -402,6 +420,7 @@ impl RConn {
             Some(l) => l.qp().post_rw(tx, send_len)?,
             None => return Err(ENOTCONN),
         }
+        self.sends.fetch_add(1, Relaxed);
         if send_len.is_some() {
             self.tx.inc();
             STATS.pdus_tx.inc();
@@ -430,6 +449,7 @@ impl RConn {
             Some(l) => l.qp().post_send(tx, len)?,
             None => return Err(ENOTCONN),
         }
+        self.sends.fetch_add(1, Relaxed);
         self.tx.inc();
         STATS.pdus_tx.inc();
         Ok(())
@@ -474,29 +494,41 @@ impl RConn {
     /// Starts the disconnection once (`isert_conn_terminate()`). A connection the target
     /// knows is then torn down by the target (a connection reinstatement); one it does not
     /// know is released by the control work.
+    ///
+    /// Before the connection is established (a message may arrive before the CM reports it),
+    /// the peer cannot be told yet: `established` or `connect_error` finishes the job.
     fn terminate(self: &Arc<Self>, why: &str) {
-        let bound = {
+        let (bound, established) = {
             let mut inner = self.inner.lock();
             if inner.phase == Phase::Terminating {
                 return;
             }
             let bound = inner.phase >= Phase::Bound;
             inner.phase = Phase::Terminating;
-            if let Some(l) = inner.link.as_ref() {
-                let _ = l.disconnect();
-            }
-            if !bound {
-                inner.release = true;
-            }
-            bound
+            (bound, inner.established)
         };
         pr_info!("conn {} ({}): {}\n", self.id, self.peer, why);
         self.wait.notify_all();
         if bound {
+            self.disconnect();
             self.iconn.with(|c| c.cause_reinstatement());
-        } else {
-            enqueue::<1>(self.clone());
+        } else if established {
+            self.release_unbound();
         }
+    }
+
+    fn disconnect(&self) {
+        if let Some(l) = self.inner.lock().link.as_ref() {
+            let _ = l.disconnect();
+        }
+    }
+
+    /// Disconnects a connection the target does not know and has the control work release
+    /// it (`isert_handle_unbound_conn()`).
+    fn release_unbound(self: &Arc<Self>) {
+        self.disconnect();
+        self.inner.lock().release = true;
+        enqueue::<1>(self.clone());
     }
 
     /// Drains the queue pair (`ib_drain_qp()`): every posted request completes, which gives
@@ -717,6 +749,7 @@ impl RConn {
                 result: Ok(len),
             } => self.on_recv(buf, len),
             Completion::Send { ctx, result } => {
+                self.sends.fetch_sub(1, Relaxed);
                 if let Err(e) = &result {
                     self.wc_error("send", e);
                 }
@@ -931,6 +964,7 @@ impl PortalEvents {
                     logouts: KVec::new(),
                     logout_posted: false,
                     release: false,
+                    established: false,
                     send_drained: false,
                     recv_drained: false,
                 }),
@@ -938,6 +972,7 @@ impl PortalEvents {
                 batcher: Batcher::new(Config { budget, idle: Delta::from_secs(1) }),
                 batching: budget != usize::MAX,
                 events: Counter::new(),
+                sends: Atomic::new(0),
                 rx: Counter::new(),
                 tx: Counter::new(),
                 poll_work <- new_work!("risert::poll"),
@@ -1299,6 +1334,14 @@ impl Transport for Risert {
 
     fn wait_conn(c: &Conn, conn: ArcBorrow<'_, RConn>) {
         let conn: Arc<RConn> = conn.into();
+        // A failed login ends here right after its reject was posted: give the sends in flight
+        // a moment to reach the initiator before the disconnect flushes them.
+        for _ in 0..SEND_GRACE_MS / 10 {
+            if conn.sends.load(Relaxed) == 0 {
+                break;
+            }
+            fsleep(Delta::from_millis(10));
+        }
         {
             let mut inner = conn.inner.lock();
             if inner.phase != Phase::Terminating {

@@ -17,7 +17,10 @@ tpg=$cfs/iscsi/$iqn/tpgt_1
 portal=10.77.0.2:3260
 np=$tpg/np/$portal
 tr=/sys/kernel/tracing
+work=/tmp/iser-bench
 : >"$out"
+mkdir -p "$work"
+: >"$work/c-cqs"
 
 ip link add veth0 type veth peer name veth1
 ip addr add 10.77.0.1/24 dev veth0
@@ -62,14 +65,22 @@ load() {
 	case $1 in
 	c) echo "$modprobe_path" >/proc/sys/kernel/modprobe
 	   modprobe ib_isert
-	   echo /bin/true >/proc/sys/kernel/modprobe ;;
+	   echo /bin/true >/proc/sys/kernel/modprobe
+	   : >"$tr/trace"
+	   echo 1 >"$tr/events/rdma_core/cq_alloc/enable"
+	   echo 1 >"$tr/tracing_on" ;;
 	rust) insmod "$ko" ;;
 	rust-nobatch) insmod "$ko" budget=0 ;;
 	esac || return 1
 	echo 1 >"$np/iser" &&
 		iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >/dev/null 2>&1 &&
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
-		dev=$(disk)
+		dev=$(disk) || return 1
+	if [ "$1" = c ]; then
+		echo 0 >"$tr/tracing_on"
+		echo 0 >"$tr/events/rdma_core/cq_alloc/enable"
+		sed -n 's/.*cq_alloc: cq.id=\([0-9]*\) .*poll_ctx=WORKQUEUE.*/\1/p' "$tr/trace" >>"$work/c-cqs"
+	fi
 }
 
 unload() {
@@ -88,14 +99,16 @@ unload() {
 }
 
 # Completion queue events of the target so far: risert counts its own; for
-# ib_isert, the rdma_core:cq_schedule events of the workqueue-polled CQs (the
-# target's; the initiator's CQ is polled in softirq context).
+# ib_isert, the rdma_core:cq_schedule events of its CQs, which come from the
+# RDMA core's CQ pool (polled from a workqueue) and were recorded by their
+# cq_alloc events when the first ib_isert connection created the pool (the
+# initiator's CQs are polled in softirq context).
 events() {
 	case $1 in
 	c) local ids
-	   ids=$(rdma res show cq 2>/dev/null | awk '/poll-ctx WORKQUEUE/ { for (i = 1; i < NF; i++) if ($i == "cqn") print $(i + 1) }' | paste -sd'|')
+	   ids=$(paste -sd'|' "$work/c-cqs" 2>/dev/null)
 	   [ -n "$ids" ] || { echo 0; return; }
-	   grep -cE "cq_schedule: cq.id=($ids)\b" "$tr/trace" ;;
+	   grep -cE "cq_schedule: cq.id=($ids)\$" "$tr/trace" ;;
 	*) awk '$1 == "cq_events" { print $2 }' /sys/kernel/debug/risert/stats ;;
 	esac
 }

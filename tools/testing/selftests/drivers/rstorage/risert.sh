@@ -20,7 +20,7 @@ np=$tpg/np/$portal
 stats=/sys/kernel/debug/risert/stats
 
 ktap_header
-ktap_plan 15
+ktap_plan 16
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -150,6 +150,35 @@ discoveries() {
 	done
 	ktap_info "accepted $(rstat accepted), freed $(rstat conns_freed), wc_errors $(rstat wc_errors)"
 	[ "$(rstat accepted)" = 11 ] && all_freed
+}
+
+# iser_peer MODE SECONDS: one crafted message from a userspace iSER peer.
+peer() { timeout 60 "$work/iser_peer" 10.77.0.2 3260 "$1" "$2" 2>&1; }
+
+# What the kernel's initiator never sends, from iser_peer: messages shorter
+# than the headers or than their declared data, an unknown iSER opcode, and a
+# SCSI command before login. The first two and the last end the connection
+# (the last with a login reject), the unknown opcode is dropped and the
+# connection stays; every connection is freed.
+malformed() {
+	local bad out rc=0
+	gcc -O2 -o "$work/iser_peer" "$(dirname "$0")/iser_peer.c" -lrdmacm -libverbs ||
+		{ ktap_info "cannot build iser_peer (librdmacm-dev, libibverbs-dev)"; return 1; }
+	bad=$(rstat bad_pdus)
+	out=$(peer short 15)
+	ktap_info "short message: $(paste -sd' ' <<<"$out")"
+	grep -qx disconnected <<<"$out" || rc=1
+	out=$(peer overlong 15)
+	ktap_info "data segment longer than the message: $(paste -sd' ' <<<"$out")"
+	grep -qx disconnected <<<"$out" || rc=1
+	out=$(peer opcode 3)
+	ktap_info "unknown iSER opcode: $(paste -sd' ' <<<"$out")"
+	grep -qx connected <<<"$out" || rc=1
+	out=$(peer scsi 30)
+	ktap_info "SCSI command before login: $(paste -sd' ' <<<"$out")"
+	grep -q "^rx opcode 0x23 class [1-9]" <<<"$out" && grep -qx disconnected <<<"$out" || rc=1
+	ktap_info "bad_pdus $(rstat bad_pdus) (was $bad), accepted $(rstat accepted), freed $(rstat conns_freed)"
+	[ "$rc" = 0 ] && [ "$(rstat bad_pdus)" = $((bad + 3)) ] && all_freed
 }
 
 risert_session() {
@@ -312,6 +341,7 @@ ktap_check "risert loads and listens on the portal" risert_listens
 ktap_check "rmmod risert is refused while a portal uses it" busy_rmmod_refused
 ktap_check "iSER discovery through risert: login, SendTargets, disconnect, connection drained and freed" discovery
 ktap_check "10 more discoveries, every connection drained and freed" discoveries
+ktap_check "malformed and out-of-order PDUs from a userspace peer: dropped or disconnected, all freed" malformed
 ktap_check "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
 ktap_check "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
 ktap_check "logout while fio runs: no hang, connection drained and freed" logout_under_io
