@@ -1,23 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The RDMA connection manager (`rdma_cm`): listening for connections.
+//! The RDMA connection manager (`rdma_cm`): listening for and accepting connections.
 //!
 //! A [`ListenId`] is an RDMA identifier (`struct rdma_cm_id`) bound to a local address and
 //! listening on it, with a [`Listener`] that receives its events. Connection requests arrive on
-//! new identifiers that the CM creates for each request; the listener decides about each one
-//! through a [`ConnectRequest`].
+//! new identifiers that the CM creates for each request; the listener answers each one through
+//! a [`ConnectRequest`]: a reject, or an accept that creates the queue pair and returns the
+//! [`Connection`], whose events go to a [`ConnEvents`].
 //!
 //! Lifetime rules of the C API that this module enforces:
 //!
 //! - `rdma_destroy_id()` must not be called from an identifier's own event handler, since it
-//!   waits for that handler. Only dropping the [`ListenId`] destroys it, and a [`Listener`] never
-//!   owns its [`ListenId`].
+//!   waits for that handler. Only dropping the [`ListenId`] or the [`Connection`] destroys an
+//!   identifier; a [`Listener`] never owns its [`ListenId`], and [`ConnEvents`] must not drop
+//!   their [`Connection`].
 //! - A handler that returns non-zero makes the CM destroy the identifier itself; it must then not
-//!   be destroyed again. For the listening identifier that happens when its device goes away or
-//!   its address changes ([`Listener::lost`]); a state word decides, once, whether the CM or the
-//!   owner destroys it.
-//! - A connection identifier starts with the listener's context and handler. Rejected requests
-//!   are destroyed by the CM when the handler returns, so no further event reaches them.
+//!   be destroyed again. That happens when the device goes away (and, for the listener, when its
+//!   address changes); a state word decides, once, whether the CM or the owner destroys it.
+//! - A connection identifier starts with the listener's context and handler. A rejected request
+//!   is destroyed by the CM when the handler returns; an accepted one gets a tagged pointer to its
+//!   connection as context, which tells the shared handler what it is.
+//! - A queue pair is destroyed before its identifier, and not while RDMA read/write contexts
+//!   built on it exist ([`super::rw::RwQp`]).
 //!
 //! C header: [`include/rdma/rdma_cm.h`](srctree/include/rdma/rdma_cm.h)
 

@@ -61,6 +61,17 @@ disk() {
 	return 1
 }
 
+# SendTargets discovery; iscsiadm (open-iscsi 2.1.8) now and then stalls
+# and segfaults in an iSER discovery, with either target: retried.
+discovery() {
+	local i
+	for i in 1 2 3; do
+		iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >/dev/null 2>&1 && return 0
+		echo "iscsiadm discovery failed ($?), retrying"
+	done
+	return 1
+}
+
 load() {
 	case $1 in
 	c) echo "$modprobe_path" >/proc/sys/kernel/modprobe
@@ -72,8 +83,7 @@ load() {
 	rust) insmod "$ko" ;;
 	rust-nobatch) insmod "$ko" budget=0 ;;
 	esac || return 1
-	echo 1 >"$np/iser" &&
-		iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >/dev/null 2>&1 &&
+	echo 1 >"$np/iser" && discovery &&
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
 		dev=$(disk) || return 1
 	if [ "$1" = c ]; then

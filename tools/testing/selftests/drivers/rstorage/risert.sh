@@ -24,6 +24,22 @@ ktap_plan 16
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
+# discovery PORTAL: SendTargets discovery over iSER, printing the targets.
+# open-iscsi's iscsiadm (2.1.8) now and then waits 30 s for a discovery
+# session's text response, reconnects and segfaults (exit 139), with the C
+# ib_isert as well as with risert: such a crash is retried, twice at most,
+# and counted in $work/iscsiadm-crashes.
+discovery_st() {
+	local i rc
+	for i in 1 2 3; do
+		timeout 90 iscsiadm -m discovery -t sendtargets -p "$1" -I iser
+		rc=$?
+		[ "$rc" = 139 ] || return "$rc"
+		echo crash >>"$work/iscsiadm-crashes"
+	done
+	return "$rc"
+}
+
 # The listening rdma_cm identifiers on the portal's port.
 listeners() { rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr $portal" || true; }
 
@@ -70,7 +86,7 @@ session_disk() {
 # Discovery, login, fio verify=crc32c on the session's disk, logout; $1
 # names the target transport in the log.
 session_io() {
-	timeout 60 iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >"$work/disc.log" 2>&1 &&
+	discovery_st "$portal" >"$work/disc.log" 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >"$work/login.log" 2>&1 ||
 		{ sed 's/^/# /' "$work/disc.log" "$work/login.log"; return 1; }
 	local d rc
@@ -129,7 +145,7 @@ all_freed() {
 # One SendTargets discovery session over risert: RDMA connection, login,
 # text request and response, the initiator disconnects, teardown.
 discover() {
-	timeout 60 iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >"$work/rdisc.log" 2>&1 &&
+	discovery_st "$portal" >"$work/rdisc.log" 2>&1 &&
 		grep -q "^$portal,1 $iqn\$" "$work/rdisc.log"
 }
 
@@ -148,8 +164,8 @@ discoveries() {
 	for i in $(seq 10); do
 		discover || { ktap_info "discovery $i failed"; sed 's/^/# /' "$work/rdisc.log"; return 1; }
 	done
-	ktap_info "accepted $(rstat accepted), freed $(rstat conns_freed), wc_errors $(rstat wc_errors)"
-	[ "$(rstat accepted)" = 11 ] && all_freed
+	ktap_info "accepted $(rstat accepted), freed $(rstat conns_freed), wc_errors $(rstat wc_errors), iscsiadm crashes so far $(wc -l <"$work/iscsiadm-crashes")"
+	[ "$(rstat accepted)" -ge 11 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
 }
 
 # iser_peer MODE SECONDS: one crafted message from a userspace iSER peer.
@@ -192,7 +208,7 @@ risert_session() {
 
 # Logs in to target A (its session gives up 5 s after losing its connection).
 login_a() {
-	timeout 60 iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >/dev/null 2>&1 &&
+	discovery_st "$portal" >/dev/null 2>&1 &&
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
 			-n node.session.timeo.replacement_timeout -v 5 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1
@@ -235,7 +251,7 @@ two_sessions() {
 		echo 0 >"$tb/attrib/authentication" && echo 1 >"$tb/attrib/generate_node_acls" &&
 		echo 1 >"$tb/attrib/cache_dynamic_acls" && echo 0 >"$tb/attrib/demo_mode_write_protect" &&
 		echo 1 >"$tb/enable" || { ktap_info "target B set-up failed"; return 1; }
-	login_a && timeout 60 iscsiadm -m discovery -t sendtargets -p 10.77.0.3:3260 -I iser >/dev/null 2>&1 &&
+	login_a && discovery_st 10.77.0.3:3260 >/dev/null 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$b" -p 10.77.0.3:3260 -I iser --login >/dev/null 2>&1 ||
 		{ ktap_info "logins failed"; return 1; }
 	disks 3 || return 1
@@ -333,6 +349,7 @@ reload() {
 }
 
 mkdir -p "$work"
+: >"$work/iscsiadm-crashes"
 ktap_check "rdma_rxe on a veth pair" rxe_up
 ktap_check "LIO target with a ramdisk LUN and a portal, open-iscsi with ib_iser" eval 'lio_up && initiator_up'
 ktap_check "C ib_isert: iSER login, fio verify=crc32c, logout" c_isert
