@@ -249,6 +249,55 @@ impl Conn {
         Ok(())
     }
 
+    /// Takes an unsolicited Data-Out PDU (`hdr` and its data segment `data`) for a WRITE that
+    /// the target allows to send data before an R2T (`InitialR2T=No`): the target checks the
+    /// header and finds the command (`iscsit_check_dataout_hdr()`), the data is copied into
+    /// the command's buffer at the PDU's offset, and the target accounts for it
+    /// (`iscsit_check_dataout_payload()`), executing the command once all data is there.
+    ///
+    /// Solicited data never comes as PDUs over iSER (the target reads it by RDMA): a Data-Out
+    /// for a command that expects none is refused with `EINVAL`.
+    pub fn handle_data_out(&self, hdr: &[u8; HDR_LEN], data: &[u8]) -> Result {
+        let mut hdr = *hdr;
+        let mut cmd: *mut bindings::iscsit_cmd = core::ptr::null_mut();
+        // SAFETY: The connection is valid; `hdr` is a full header; `cmd` is valid for writes.
+        let rc = unsafe {
+            bindings::iscsit_check_dataout_hdr(self.as_ptr(), hdr.as_mut_ptr().cast(), &mut cmd)
+        };
+        if rc < 0 {
+            return to_result(rc);
+        }
+        if cmd.is_null() {
+            // The target dropped the PDU (recovery, or a command being aborted).
+            return Ok(());
+        }
+        let offset = u32::from_be_bytes([hdr[40], hdr[41], hdr[42], hdr[43]]);
+        // SAFETY: `iscsit_check_dataout_hdr` returned a command of this connection that expects
+        // this data; it checked that `offset` plus the header's data length fits the command's
+        // data length, and `data` is that long. The scatter list covers the data length.
+        unsafe {
+            if (*cmd).unsolicited_data == 0 {
+                return Err(EINVAL);
+            }
+            let se = &raw mut (*cmd).se_cmd;
+            let copied = bindings::sg_pcopy_from_buffer(
+                (*se).t_data_sg,
+                (*se).t_data_nents,
+                data.as_ptr().cast(),
+                data.len(),
+                offset as bindings::off_t,
+            );
+            if copied != data.len() {
+                return Err(EINVAL);
+            }
+            to_result(bindings::iscsit_check_dataout_payload(
+                cmd,
+                hdr.as_mut_ptr().cast(),
+                false,
+            ))
+        }
+    }
+
     /// Hands a task management request to the target (`iscsit_handle_task_mgt_cmd()`); the
     /// response comes back with [`State::SendTaskMgtRsp`].
     pub fn handle_tmf(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {

@@ -104,6 +104,65 @@ move_raoe() {
 	return "$rc"
 }
 
+# move_risert: rdma_rxe on a veth pair, a LIO target with a ramdisk LUN and an
+# iSER portal served by risert, the kernel's iSER initiator; fio
+# verify=crc32c on the session's disk, then logout and tear-down.
+move_risert() {
+	local iqn=iqn.2026-11.org.rstorage:demo cfs=/sys/kernel/config/target tpg np d i rc=0
+	local mp
+	tpg=$cfs/iscsi/$iqn/tpgt_1
+	np=$tpg/np/10.78.0.2:3260
+	mp=$(cat /proc/sys/kernel/modprobe)
+	# The target must not load the C ib_isert for the portal.
+	echo /bin/true >/proc/sys/kernel/modprobe
+	ip link add isr0 type veth peer name isr1 && ip addr add 10.78.0.2/24 dev isr1 &&
+		ip link set isr0 up && ip link set isr1 up &&
+		modprobe rdma_rxe && rdma link add rxed0 type rxe netdev isr1 || rc=1
+	mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+	if [ "$rc" = 0 ]; then
+		mkdir -p "$cfs/core/rd_mcp_9/demo" "$tpg/lun/lun_0" &&
+			echo rd_pages=8192 >"$cfs/core/rd_mcp_9/demo/control" &&
+			echo 1 >"$cfs/core/rd_mcp_9/demo/enable" &&
+			ln -s "$cfs/core/rd_mcp_9/demo" "$tpg/lun/lun_0/demo" && mkdir "$np" &&
+			echo 0 >"$tpg/attrib/authentication" && echo 1 >"$tpg/attrib/generate_node_acls" &&
+			echo 0 >"$tpg/attrib/demo_mode_write_protect" && echo 1 >"$tpg/enable" &&
+			echo 1 >"$np/iser" && modprobe ib_iser || rc=1
+	fi
+	if [ "$rc" = 0 ]; then
+		pgrep -x iscsid >/dev/null || iscsid
+		for i in 1 2 3; do
+			iscsiadm -m discovery -t sendtargets -p 10.78.0.2:3260 -I iser >/dev/null 2>&1 && break
+		done
+		iscsiadm -m node -T "$iqn" -p 10.78.0.2:3260 -I iser --login >/dev/null 2>&1 || rc=1
+	fi
+	if [ "$rc" = 0 ]; then
+		for i in $(seq 60); do
+			d=$(iscsiadm -m session -P3 2>/dev/null | awk '/Attached scsi disk/ { print $4; exit }')
+			[ -n "$d" ] && [ -b "/dev/$d" ] && break
+			sleep 0.5
+		done
+		if [ -n "$d" ]; then
+			fio_verify "iSER session through rdma_rxe" --name=s --filename="/dev/$d" || rc=1
+		else
+			echo "no disk appeared"
+			rc=1
+		fi
+	else
+		echo "iSER set-up or login failed"
+	fi
+	iscsiadm -m node -T "$iqn" -p 10.78.0.2:3260 -I iser --logout >/dev/null 2>&1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	echo 0 >"$np/iser" 2>/dev/null
+	echo 0 >"$tpg/enable" 2>/dev/null
+	rm -f "$tpg/lun/lun_0/demo"
+	rmdir "$tpg/lun/lun_0" "$np" "$tpg" "$cfs/iscsi/$iqn" "$cfs/core/rd_mcp_9/demo" \
+		"$cfs/core/rd_mcp_9" 2>/dev/null
+	rdma link delete rxed0 2>/dev/null
+	ip link del isr0 2>/dev/null
+	echo "$mp" >/proc/sys/kernel/modprobe
+	return "$rc"
+}
+
 # unload NAME: udev may still hold a disk open after writes; retry.
 unload() {
 	local i

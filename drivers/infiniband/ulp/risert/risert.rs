@@ -172,6 +172,7 @@ stats!(
     text,
     logouts,
     scsi_cmds,
+    unsol_data_out,
     data_in,
     data_out,
     tmfs,
@@ -667,6 +668,10 @@ impl RConn {
                 };
                 c.handle_scsi_cmd(cmd, bhs, data, remote)
             }
+            wire::OP_SCSI_DATA_OUT => {
+                STATS.unsol_data_out.inc();
+                c.handle_data_out(bhs, data)
+            }
             wire::OP_SCSI_TMFUNC => {
                 STATS.tmfs.inc();
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
@@ -688,8 +693,8 @@ impl RConn {
                 c.handle_nop_out(cmd, bhs)
             }
             _ => {
-                // Unsolicited Data-Out needs InitialR2T=No, which the target does not offer;
-                // SNACK needs error recovery level 1.
+                // SNACK needs error recovery level 1; the rest are target-to-initiator
+                // opcodes.
                 STATS.pdus_rejected.inc();
                 c.reject(bhs);
                 Ok(())
@@ -1380,18 +1385,22 @@ impl kernel::InPlaceModule for RisertModule {
             GFP_KERNEL,
         )
         .ok();
-        let sh = OwnedQueue::new(c"risert", QueueFlags::UNBOUND | QueueFlags::MEM_RECLAIM, 0)
-            .and_then(|wq| {
-                Arc::pin_init(
-                    pin_init!(Shared {
-                        wq <- Revocable::new(wq),
-                        conns <- new_mutex!(KVec::new()),
-                        gone <- new_condvar!(),
-                    }),
-                    GFP_KERNEL,
-                )
-            })
-            .map(|sh| SHARED.populate(sh));
+        let sh = OwnedQueue::new(
+            c"risert",
+            QueueFlags::PERCPU | QueueFlags::HIGHPRI | QueueFlags::MEM_RECLAIM,
+            0,
+        )
+        .and_then(|wq| {
+            Arc::pin_init(
+                pin_init!(Shared {
+                    wq <- Revocable::new(wq),
+                    conns <- new_mutex!(KVec::new()),
+                    gone <- new_condvar!(),
+                }),
+                GFP_KERNEL,
+            )
+        })
+        .map(|sh| SHARED.populate(sh));
         try_pin_init!(Self {
             transport <- {
                 sh?;

@@ -119,6 +119,7 @@ pub(crate) const SEND_W_INV_NOT_USED: u8 = 0x40;
 pub(crate) const OP_NOOP_OUT: u8 = 0x00;
 pub(crate) const OP_SCSI_CMD: u8 = 0x01;
 pub(crate) const OP_SCSI_TMFUNC: u8 = 0x02;
+pub(crate) const OP_SCSI_DATA_OUT: u8 = 0x05;
 pub(crate) const OP_TEXT: u8 = 0x04;
 pub(crate) const OP_LOGOUT: u8 = 0x06;
 

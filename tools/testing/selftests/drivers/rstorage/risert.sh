@@ -20,7 +20,7 @@ np=$tpg/np/$portal
 stats=/sys/kernel/debug/risert/stats
 
 ktap_header
-ktap_plan 16
+ktap_plan 17
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -206,6 +206,30 @@ risert_session() {
 		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
 }
 
+# InitialR2T=No on both sides: WRITEs send their first burst as immediate
+# data plus unsolicited Data-Out PDUs, which risert copies into the command
+# at the PDU's offset; the rest still comes by RDMA READ.
+unsolicited() {
+	local u rc
+	u=$(rstat unsol_data_out)
+	echo No >"$tpg/param/InitialR2T" &&
+		discovery_st "$portal" >/dev/null 2>&1 &&
+		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+			-n node.session.iscsi.InitialR2T -v No &&
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
+		disks 1 || { ktap_info "login with InitialR2T=No failed"; return 1; }
+	fio --output="$work/fio-u.log" --name=u --filename="/dev/${DISKS[0]}" --ioengine=libaio \
+		--direct=1 --iodepth=16 --rw=randwrite --bsrange=16k-128k --size=16m --verify=crc32c \
+		--do_verify=1 --verify_fatal=1 >/dev/null 2>&1
+	rc=$?
+	[ "$rc" = 0 ] || tail -n 20 "$work/fio-u.log" | sed 's/^/# /'
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	echo Yes >"$tpg/param/InitialR2T"
+	ktap_info "unsolicited Data-Out PDUs $(($(rstat unsol_data_out) - u)), data_out (RDMA READ) $(rstat data_out)"
+	[ "$rc" = 0 ] && [ "$(rstat unsol_data_out)" -gt "$u" ] && all_freed
+}
+
 # Logs in to target A (its session gives up 5 s after losing its connection).
 login_a() {
 	discovery_st "$portal" >/dev/null 2>&1 &&
@@ -360,6 +384,7 @@ ktap_check "iSER discovery through risert: login, SendTargets, disconnect, conne
 ktap_check "10 more discoveries, every connection drained and freed" discoveries
 ktap_check "malformed and out-of-order PDUs from a userspace peer: dropped or disconnected, all freed" malformed
 ktap_check "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
+ktap_check "InitialR2T=No: unsolicited Data-Out PDUs, fio verify=crc32c" unsolicited
 ktap_check "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
 ktap_check "logout while fio runs: no hang, connection drained and freed" logout_under_io
 ktap_check "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
