@@ -1232,13 +1232,16 @@ impl<T: Transport> Adapter<T> {
         T::get_rx_pdu(c, ctx);
     }
 
+    /// Runs a transport callback that the target hands a command to.
+    ///
     /// # Safety
     ///
-    /// Called by the target with an accepted connection and a command it hands over.
-    unsafe extern "C" fn response_queue(
+    /// Called by the target with an accepted connection and one of its commands, which the
+    /// target hands over to the transport.
+    unsafe fn cmd_call(
         conn: *mut bindings::iscsit_conn,
         cmd: *mut bindings::iscsit_cmd,
-        state: c_int,
+        f: impl FnOnce(&Conn, ArcBorrow<'_, T::ConnData>, Cmd) -> Result,
     ) -> c_int {
         // SAFETY: By the safety requirements.
         let (c, ctx) = unsafe { Self::ctx(conn) };
@@ -1246,7 +1249,7 @@ impl<T: Transport> Adapter<T> {
             return EINVAL.to_errno();
         };
         // INVARIANT: The target hands the command to the transport until it is released.
-        match T::response_queue(c, ctx, Cmd { cmd, rw: None }, State::from_raw(state)) {
+        match f(c, ctx, Cmd { cmd, rw: None }) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -1254,80 +1257,68 @@ impl<T: Transport> Adapter<T> {
 
     /// # Safety
     ///
-    /// As for `response_queue`.
+    /// As for `cmd_call`.
+    unsafe extern "C" fn response_queue(
+        conn: *mut bindings::iscsit_conn,
+        cmd: *mut bindings::iscsit_cmd,
+        state: c_int,
+    ) -> c_int {
+        // SAFETY: By the safety requirements.
+        unsafe {
+            Self::cmd_call(conn, cmd, |c, ctx, cmd| {
+                T::response_queue(c, ctx, cmd, State::from_raw(state))
+            })
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for `cmd_call`.
     unsafe extern "C" fn immediate_queue(
         conn: *mut bindings::iscsit_conn,
         cmd: *mut bindings::iscsit_cmd,
         state: c_int,
     ) -> c_int {
         // SAFETY: By the safety requirements.
-        let (c, ctx) = unsafe { Self::ctx(conn) };
-        let Some(cmd) = NonNull::new(cmd) else {
-            return EINVAL.to_errno();
-        };
-        // INVARIANT: As in `response_queue`.
-        match T::immediate_queue(c, ctx, Cmd { cmd, rw: None }, State::from_raw(state)) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
+        unsafe {
+            Self::cmd_call(conn, cmd, |c, ctx, cmd| {
+                T::immediate_queue(c, ctx, cmd, State::from_raw(state))
+            })
         }
     }
 
     /// # Safety
     ///
-    /// As for `response_queue`.
+    /// As for `cmd_call`.
     unsafe extern "C" fn queue_data_in(
         conn: *mut bindings::iscsit_conn,
         cmd: *mut bindings::iscsit_cmd,
     ) -> c_int {
         // SAFETY: By the safety requirements.
-        let (c, ctx) = unsafe { Self::ctx(conn) };
-        let Some(cmd) = NonNull::new(cmd) else {
-            return EINVAL.to_errno();
-        };
-        // INVARIANT: As in `response_queue`.
-        match T::queue_data_in(c, ctx, Cmd { cmd, rw: None }) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        }
+        unsafe { Self::cmd_call(conn, cmd, T::queue_data_in) }
     }
 
     /// # Safety
     ///
-    /// As for `response_queue`.
+    /// As for `cmd_call`.
     unsafe extern "C" fn queue_status(
         conn: *mut bindings::iscsit_conn,
         cmd: *mut bindings::iscsit_cmd,
     ) -> c_int {
         // SAFETY: By the safety requirements.
-        let (c, ctx) = unsafe { Self::ctx(conn) };
-        let Some(cmd) = NonNull::new(cmd) else {
-            return EINVAL.to_errno();
-        };
-        // INVARIANT: As in `response_queue`.
-        match T::queue_status(c, ctx, Cmd { cmd, rw: None }) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        }
+        unsafe { Self::cmd_call(conn, cmd, T::queue_status) }
     }
 
     /// # Safety
     ///
-    /// As for `response_queue`.
+    /// As for `cmd_call`.
     unsafe extern "C" fn get_dataout(
         conn: *mut bindings::iscsit_conn,
         cmd: *mut bindings::iscsit_cmd,
         _recovery: bool,
     ) -> c_int {
         // SAFETY: By the safety requirements.
-        let (c, ctx) = unsafe { Self::ctx(conn) };
-        let Some(cmd) = NonNull::new(cmd) else {
-            return EINVAL.to_errno();
-        };
-        // INVARIANT: As in `response_queue`.
-        match T::get_dataout(c, ctx, Cmd { cmd, rw: None }) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        }
+        unsafe { Self::cmd_call(conn, cmd, T::get_dataout) }
     }
 
     /// # Safety
