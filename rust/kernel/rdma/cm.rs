@@ -60,6 +60,7 @@ use crate::{
 };
 use core::{
     marker::PhantomData,
+    mem::ManuallyDrop,
     ptr, //
 };
 
@@ -189,8 +190,8 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
                 Ok(Connection {
                     inner,
                     rw,
-                    cq: Some(cq),
-                    pd: Some(pd),
+                    cq: ManuallyDrop::new(cq),
+                    pd: ManuallyDrop::new(pd),
                 }),
             ),
             Err(e) => {
@@ -506,15 +507,15 @@ unsafe impl<C: ConnEvents> Sync for ConnInner<C> {}
 ///
 /// # Invariants
 ///
-/// `inner.id` is a connection identifier with a queue pair on `cq` and `pd` (both `Some` until
-/// `drop`), whose context is `Arc::into_raw` of a reference to `inner` tagged with
+/// `inner.id` is a connection identifier with a queue pair on `cq` and `pd` (both dropped only
+/// by `drop`, after the queue pair), whose context is `Arc::into_raw` of a reference to `inner` tagged with
 /// [`CONN_TAG`], and whose handler is [`ListenId::handler`]. Unless `inner.state` is
 /// [`CM_DESTROYS`], it is destroyed only by `drop`.
 pub struct Connection<C: ConnEvents, H: CqHandler> {
     inner: Arc<ConnInner<C>>,
     rw: Arc<RwQp>,
-    cq: Option<Cq<H>>,
-    pd: Option<Pd>,
+    cq: ManuallyDrop<Cq<H>>,
+    pd: ManuallyDrop<Pd>,
 }
 
 impl<C: ConnEvents, H: CqHandler> Connection<C, H> {
@@ -532,12 +533,12 @@ impl<C: ConnEvents, H: CqHandler> Connection<C, H> {
     /// The completion queue of both queues of the queue pair.
     pub fn cq(&self) -> &Cq<H> {
         // The type invariant guarantees `Some` until `drop`.
-        self.cq.as_ref().expect("cq is set until drop")
+        &self.cq
     }
 
     /// The protection domain.
     pub fn pd(&self) -> &Pd {
-        self.pd.as_ref().expect("pd is set until drop")
+        &self.pd
     }
 
     /// The queue pair, for building RDMA read/write contexts.
@@ -580,8 +581,6 @@ impl<C: ConnEvents, H: CqHandler> Drop for Connection<C, H> {
             pr_err!(
                 "rdma_cm: connection dropped with RDMA read/write contexts alive; leaking it\n"
             );
-            core::mem::forget(self.cq.take());
-            core::mem::forget(self.pd.take());
             return;
         }
         let owner = self
@@ -599,8 +598,12 @@ impl<C: ConnEvents, H: CqHandler> Drop for Connection<C, H> {
             // SAFETY: The identifier held this reference (type invariant); it is gone.
             drop(unsafe { Arc::from_raw(Arc::as_ptr(&self.inner)) });
         }
-        drop(self.cq.take());
-        drop(self.pd.take());
+        // SAFETY: The queue pair that used them is destroyed; they are dropped once, here, and
+        // not used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.cq);
+            ManuallyDrop::drop(&mut self.pd);
+        }
         if !owner {
             // The handler waits for this in a device removal, then lets the CM destroy the
             // identifier and releases its reference.

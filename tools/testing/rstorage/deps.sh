@@ -27,7 +27,7 @@ pkgs=(
 	qemu-system-x86 python3-pip udev
 	# user space exercised inside the VM
 	fio vblade aoetools open-iscsi iproute2
-	librdmacm-dev libibverbs-dev ibverbs-providers
+	librdmacm-dev libibverbs-dev ibverbs-providers sg3-utils
 )
 if [ "$llvm" = 1 ]; then
 	pkgs+=(clang-19 lld-19 llvm-19)

@@ -20,22 +20,30 @@ np=$tpg/np/$portal
 stats=/sys/kernel/debug/risert/stats
 
 ktap_header
-ktap_plan 17
+ktap_plan 18
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
+
+# Ids of the connections risert has now.
+conn_ids() { awk '$1 == "conn" { print $2 }' "$stats" | sort; }
 
 # discovery PORTAL: SendTargets discovery over iSER, printing the targets.
 # open-iscsi's iscsiadm (2.1.8) now and then waits 30 s for a discovery
 # session's text response, reconnects and segfaults (exit 139), with the C
-# ib_isert as well as with risert: such a crash is retried, twice at most,
-# and counted in $work/iscsiadm-crashes.
+# ib_isert as well as with risert. Such a crash is retried, twice at most,
+# and counted in $work/iscsiadm-crashes. The connection of the crashed
+# attempt stays up (the kernel initiator keeps it until its device goes):
+# it is recorded in $work/orphans, and all_freed leaves it out.
 discovery_st() {
-	local i rc
+	local i rc before
 	for i in 1 2 3; do
+		before=$(conn_ids)
 		timeout 90 iscsiadm -m discovery -t sendtargets -p "$1" -I iser
 		rc=$?
 		[ "$rc" = 139 ] || return "$rc"
 		echo crash >>"$work/iscsiadm-crashes"
+		sleep 1
+		comm -13 <(echo "$before") <(conn_ids) >>"$work/orphans"
 	done
 	return "$rc"
 }
@@ -133,12 +141,15 @@ live_conns() { grep -c '^conn ' "$stats" || true; }
 
 # Waits until every accepted connection has been freed.
 all_freed() {
-	local i
+	local i left orphans
 	for i in $(seq 40); do
-		[ "$(rstat conns_freed)" = "$(rstat accepted)" ] && [ "$(live_conns)" = 0 ] && return 0
+		# Live connections other than orphans of crashed discoveries, and orphans.
+		left=$(conn_ids | comm -23 - <(sort -u "$work/orphans") | wc -l)
+		orphans=$(conn_ids | comm -12 - <(sort -u "$work/orphans") | wc -l)
+		[ "$left" = 0 ] && [ $(($(rstat conns_freed) + orphans)) = "$(rstat accepted)" ] && return 0
 		sleep 0.25
 	done
-	ktap_info "accepted $(rstat accepted), freed $(rstat conns_freed), live $(live_conns)"
+	ktap_info "accepted $(rstat accepted), freed $(rstat conns_freed), live $(live_conns) (orphans of crashed discoveries: $orphans)"
 	return 1
 }
 
@@ -289,13 +300,35 @@ two_sessions() {
 	rc=$?
 	[ "$rc" = 0 ] || tail -n 20 "$work/fio3.log" | sed 's/^/# /'
 	grep -E "WRITE:|READ:" "$work/fio3.log" | sed 's/^ */# /'
-	[ "$(live_conns)" = 2 ] || rc=1
+	[ "$(conn_ids | comm -23 - <(sort -u "$work/orphans") | wc -l)" = 2 ] || rc=1
 	iscsiadm -m node --logoutall=all >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	echo 0 >"$tb/enable"
 	rm -f "$tb/lun/lun_0/ram2"
 	rmdir "$tb/lun/lun_0" "$tb/np/10.77.0.3:3260" "$tb" "$cfs/iscsi/$b"
 	[ "$rc" = 0 ] && all_freed
+}
+
+# Task management and NOP: the initiator pings an idle session (NOP-Out every
+# 5 s, answered with NOP-In), sg_reset sends a LUN reset (a task management
+# request), and the session keeps working.
+tmf_nop() {
+	local n0 t0 rs rc
+	n0=$(rstat nops)
+	t0=$(rstat tmfs)
+	login_a && disks 2 || return 1
+	sleep 12
+	sg_reset -d "/dev/${DISKS[0]}" >"$work/reset.log" 2>&1
+	rs=$?
+	fio --output="$work/fio-t.log" --name=t --filename="/dev/${DISKS[0]}" --ioengine=libaio \
+		--direct=1 --iodepth=16 --rw=randwrite --bs=16k --size=8m --verify=crc32c \
+		--verify_fatal=1 >/dev/null 2>&1
+	rc=$?
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	ktap_info "NOP-Outs $(($(rstat nops) - n0)), task management requests $(($(rstat tmfs) - t0)), sg_reset exit $rs, fio exit $rc"
+	[ "$rs" = 0 ] && [ "$rc" = 0 ] && [ "$(rstat nops)" -gt "$n0" ] &&
+		[ "$(rstat tmfs)" -gt "$t0" ] && all_freed
 }
 
 # Logout while fio runs: the commands in flight fail or finish, the
@@ -374,6 +407,7 @@ reload() {
 
 mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
+: >"$work/orphans"
 ktap_check "rdma_rxe on a veth pair" rxe_up
 ktap_check "LIO target with a ramdisk LUN and a portal, open-iscsi with ib_iser" eval 'lio_up && initiator_up'
 ktap_check "C ib_isert: iSER login, fio verify=crc32c, logout" c_isert
@@ -386,6 +420,7 @@ ktap_check "malformed and out-of-order PDUs from a userspace peer: dropped or di
 ktap_check "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
 ktap_check "InitialR2T=No: unsolicited Data-Out PDUs, fio verify=crc32c" unsolicited
 ktap_check "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
+ktap_check "NOP-Out pings and a LUN reset (task management) on a live session, then verified I/O" tmf_nop
 ktap_check "logout while fio runs: no hang, connection drained and freed" logout_under_io
 ktap_check "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
 ktap_check "20 portal disable/enable cycles, one listener each" cycles
