@@ -10,9 +10,10 @@
 //! completion queue is polled from a work item through the shared [`Batcher`] (seed 000): a
 //! budgeted pass, rescheduling when the budget runs out, re-arm then re-poll.
 //!
-//! This stage serves the login phase and the control PDUs of the full-feature phase (text,
-//! logout, NOP-Out), which is what a discovery session needs. SCSI commands are answered with a
-//! reject until the RDMA read/write data path is added.
+//! It serves discovery and normal sessions: the login phase, SCSI READ by RDMA WRITE, SCSI WRITE
+//! by immediate data, unsolicited Data-Out and RDMA READ, text, NOP, task management and
+//! logout, and a teardown that drains the queue pair. The design is in
+//! `Documentation/rstorage/risert.rst`.
 
 mod wire;
 
