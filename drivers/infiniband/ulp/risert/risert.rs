@@ -434,16 +434,14 @@ impl RConn {
     fn send_rsp(&self, c: &Conn, mut cmd: Cmd, data_in: bool) -> Result {
         let mut hdr = [0u8; iscsit::HDR_LEN];
         let sense = cmd.build_rsp(c, &mut hdr);
-        let (mut tx, n) = self.new_tx(&hdr, sense, None)?;
-        if data_in {
-            cmd.rdma_setup(&self.rw_qp()?)?;
-            tx.cmd = Some(cmd);
-            STATS.data_in.inc();
-            self.post_rw(tx, Some(n))
-        } else {
-            tx.cmd = Some(cmd);
-            self.post_send(tx, n)
+        let (mut tx, n) = self.new_tx(&hdr, sense)?;
+        if !data_in {
+            return self.send_with((tx, n), cmd);
         }
+        cmd.rdma_setup(&self.rw_qp()?)?;
+        tx.cmd = Some(cmd);
+        STATS.data_in.inc();
+        self.post_rw(tx, Some(n))
     }
 
     fn post_send(&self, tx: KBox<TxDesc>, len: usize) -> Result {
@@ -466,12 +464,7 @@ impl RConn {
     }
 
     /// A send of the iSER control header, the iSCSI header `hdr` and `data`.
-    fn new_tx(
-        &self,
-        hdr: &[u8; iscsit::HDR_LEN],
-        data: &[u8],
-        cmd: Option<Cmd>,
-    ) -> Result<(KBox<TxDesc>, usize)> {
+    fn new_tx(&self, hdr: &[u8; iscsit::HDR_LEN], data: &[u8]) -> Result<(KBox<TxDesc>, usize)> {
         let dev = self.device()?;
         let len = HEADERS_LEN + data.len();
         let mut buf = DmaBuf::new(&dev, len, DataDirection::ToDevice)?;
@@ -481,15 +474,17 @@ impl RConn {
         b[HEADERS_LEN..len].copy_from_slice(data);
         let tx = TxDesc {
             buf: Some(buf),
-            cmd,
+            cmd: None,
             read: false,
         };
         Ok((KBox::new(tx, GFP_KERNEL)?, len))
     }
 
     /// Sends `hdr` and `data` for `cmd`.
-    fn send_pdu(&self, hdr: &[u8; iscsit::HDR_LEN], data: &[u8], cmd: Cmd) -> Result {
-        let (tx, len) = self.new_tx(hdr, data, Some(cmd))?;
+    /// Posts `tx` (from [`RConn::new_tx`]) as the answer to `cmd`, which its completion
+    /// releases.
+    fn send_with(&self, (mut tx, len): (KBox<TxDesc>, usize), cmd: Cmd) -> Result {
+        tx.cmd = Some(cmd);
         self.post_send(tx, len)
     }
 
@@ -1204,7 +1199,7 @@ impl Transport for Risert {
     }
 
     fn put_login_tx(_c: &Conn, conn: ArcBorrow<'_, RConn>, login: &Login, len: u32) -> Result {
-        let (tx, n) = conn.new_tx(&login.rsp(), login.rsp_data(len as usize), None)?;
+        let (tx, n) = conn.new_tx(&login.rsp(), login.rsp_data(len as usize))?;
         if !login.failed() {
             if login.complete() {
                 // Sent by `get_rx_pdu` once the receive buffers are posted: the initiator
@@ -1264,33 +1259,28 @@ impl Transport for Risert {
         match state {
             State::SendTextRsp => {
                 let data = cmd.build_text_rsp(c, &mut hdr)?;
-                let (tx, n) = conn.new_tx(&hdr, data, None)?;
-                let mut tx = tx;
-                tx.cmd = Some(cmd);
-                conn.post_send(tx, n)
+                let tx = conn.new_tx(&hdr, data)?;
+                conn.send_with(tx, cmd)
             }
             State::SendLogoutRsp => {
                 cmd.build_logout_rsp(c, &mut hdr)?;
-                conn.send_pdu(&hdr, &[], cmd)?;
+                conn.send_with(conn.new_tx(&hdr, &[])?, cmd)?;
                 conn.inner.lock().logout_posted = true;
                 Ok(())
             }
             State::SendNopin => {
                 let data = cmd.build_nopin(c, &mut hdr, true);
-                let (mut tx, n) = conn.new_tx(&hdr, data, None)?;
-                tx.cmd = Some(cmd);
-                conn.post_send(tx, n)
+                let tx = conn.new_tx(&hdr, data)?;
+                conn.send_with(tx, cmd)
             }
             State::SendReject => {
                 let data = cmd.build_reject(c, &mut hdr);
-                let (tx, n) = conn.new_tx(&hdr, data, None)?;
-                let mut tx = tx;
-                tx.cmd = Some(cmd);
-                conn.post_send(tx, n)
+                let tx = conn.new_tx(&hdr, data)?;
+                conn.send_with(tx, cmd)
             }
             State::SendTaskMgtRsp => {
                 cmd.build_tm_rsp(c, &mut hdr);
-                conn.send_pdu(&hdr, &[], cmd)
+                conn.send_with(conn.new_tx(&hdr, &[])?, cmd)
             }
             State::SendStatus => conn.send_rsp(c, cmd, false),
             s => {
@@ -1309,9 +1299,8 @@ impl Transport for Risert {
             State::SendNopinWantResponse => {
                 let mut hdr = [0u8; iscsit::HDR_LEN];
                 let data = cmd.build_nopin(c, &mut hdr, false);
-                let (mut tx, n) = conn.new_tx(&hdr, data, None)?;
-                tx.cmd = Some(cmd);
-                conn.post_send(tx, n)
+                let tx = conn.new_tx(&hdr, data)?;
+                conn.send_with(tx, cmd)
             }
             s => {
                 pr_err!("conn {}: unexpected immediate state {:?}\n", conn.id, s);

@@ -80,25 +80,15 @@ initiator_up() {
 	sleep 1
 }
 
-# The disk of the iSER session, once it appears.
-session_disk() {
-	local i d
-	for i in $(seq 60); do
-		d=$(iscsiadm -m session -P3 2>/dev/null | awk '/Attached scsi disk/ { print $4; exit }')
-		[ -n "$d" ] && [ -b "/dev/$d" ] && { echo "$d"; return 0; }
-		sleep 0.5
-	done
-	return 1
-}
-
-# Discovery, login, fio verify=crc32c on the session's disk, logout; $1
-# names the target transport in the log.
+# Discovery, login, fio verify=crc32c on the session's first disk, logout;
+# $1 names the target transport in the log, $2 is how many LUNs target A has.
 session_io() {
 	discovery_st "$portal" >"$work/disc.log" 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >"$work/login.log" 2>&1 ||
 		{ sed 's/^/# /' "$work/disc.log" "$work/login.log"; return 1; }
 	local d rc
-	d=$(session_disk) || { ktap_info "no disk appeared"; return 1; }
+	disks "$2" || return 1
+	d=${DISKS[0]}
 	ktap_info "$1 session disk: $d"
 	fio --output="$work/fio.log" --name=c --filename="/dev/$d" --ioengine=libaio --direct=1 \
 		--iodepth=16 --rw=randwrite --bsrange=4k-64k --size=16m --verify=crc32c \
@@ -114,7 +104,7 @@ session_io() {
 c_isert() {
 	modprobe ib_isert || return 1
 	echo 1 >"$np/iser" || return 1
-	session_io "C ib_isert"
+	session_io "C ib_isert" 1
 }
 
 c_isert_unload() {
@@ -210,7 +200,7 @@ malformed() {
 
 risert_session() {
 	local rc
-	session_io risert
+	session_io risert 1
 	rc=$?
 	ktap_info "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in), data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
 	[ "$rc" = 0 ] && [ "$(rstat data_in)" -gt 0 ] && [ "$(rstat data_out)" -gt 0 ] &&
@@ -401,7 +391,7 @@ device_removed() {
 reload() {
 	rmmod risert && ! rstorage_loaded risert && rstorage_insmod risert &&
 		rdma link add rxe0 type rxe netdev veth1 && echo 1 >"$np/iser" &&
-		[ "$(rstat portals_up)" = 1 ] && session_io "reloaded risert" &&
+		[ "$(rstat portals_up)" = 1 ] && session_io "reloaded risert" 2 &&
 		echo 0 >"$np/iser" && all_freed && rmmod risert
 }
 
