@@ -27,7 +27,9 @@ use kernel::{
         Op, Operations, Request, TagSet,
     },
     completion_batch::{
+        Armed,
         Batcher,
+        CompletionQueue,
         CompletionSource,
         Config,
         Pass, //
@@ -49,7 +51,7 @@ use kernel::{
     sync::{
         aref::ARef,
         atomic::{Atomic, Full, Relaxed},
-        Arc, ArcBorrow, CondVar, Mutex, SpinLock, SpinLockIrq,
+        Arc, ArcBorrow, CondVar, Mutex, SpinLock, SpinLockIrq, SpinLockIrqGuard,
     },
     time::{msecs_to_jiffies, Delta, Instant, Monotonic},
     workqueue::{OwnedQueue, QueueFlags, Work, WorkItem},
@@ -428,10 +430,6 @@ impl_has_work! {
 impl Aoe {
     fn new() -> Result<Arc<Self>> {
         let ncpu = cpu::nr_cpu_ids() as usize;
-        let budget = match module_parameters::budget.value() {
-            0 => usize::MAX,
-            b => b as usize,
-        };
         let mut compl = KVec::with_capacity(ncpu, GFP_KERNEL)?;
         for i in 0..ncpu {
             let c = KBox::pin_init(
@@ -439,7 +437,7 @@ impl Aoe {
                     cpu: CpuId::from_u32(i as u32).ok_or(EINVAL)?,
                     q <- new_spinlock_irq!(ComplQueue { items: Ring::new(), stop: false }),
                     wait <- new_condvar!("raoe::compl"),
-                    batcher: Batcher::new(Config { budget, idle: Delta::from_secs(1) }),
+                    batcher: Batcher::new(Config::from_param(module_parameters::budget.value())),
                     completed: Counter::default(),
                     running: Atomic::new(false),
                     thread <- new_mutex!(None),
@@ -1147,32 +1145,56 @@ struct ComplSource<'a> {
     c: &'a Compl,
 }
 
-impl CompletionSource for ComplSource<'_> {
+/// A completion thread's queue with its lock held, for one batcher pass.
+struct LockedCompl<'a> {
+    q: SpinLockIrqGuard<'a, ComplQueue>,
+}
+
+impl CompletionQueue for LockedCompl<'_> {
     type Completion = Done;
 
-    fn poll(&self, max: usize, mut sink: impl FnMut(Done)) {
-        for _ in 0..max {
-            let d = self.c.q.lock().items.pop();
-            match d {
+    fn poll(&mut self, max: usize, mut sink: impl FnMut(Done)) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.q.items.pop() {
                 Some(d) => sink(d),
-                None => return,
+                None => break,
             }
+            n += 1;
+        }
+        n
+    }
+
+    fn arm(&mut self) -> Armed {
+        // The producer queues under this lock and then wakes us, so a completion queued after
+        // this check is never missed.
+        if self.q.items.is_empty() {
+            Armed::Quiet
+        } else {
+            Armed::MaybeMissed
         }
     }
 
+    fn pending(&mut self) -> bool {
+        !self.q.items.is_empty()
+    }
+}
+
+impl CompletionSource for ComplSource<'_> {
+    type Completion = Done;
+    type Queue<'b>
+        = LockedCompl<'b>
+    where
+        Self: 'b;
+
+    fn lock(&self) -> LockedCompl<'_> {
+        LockedCompl { q: self.c.q.lock() }
+    }
+
+    /// Called after the queue's lock is dropped: receive handlers keep queueing meanwhile.
     fn complete(&self, d: Done) {
         complete(d);
         self.c.completed.bump();
-    }
-
-    fn arm(&self) -> bool {
-        // The producer queues under the lock and then wakes us, so a
-        // completion queued after this check is never missed.
-        !self.c.q.lock().items.is_empty()
-    }
-
-    fn pending(&self) -> bool {
-        !self.c.q.lock().items.is_empty()
     }
 }
 
@@ -1613,14 +1635,18 @@ fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::R
         let s = c.batcher.stats();
         writeln!(
             f,
-            "thread {}: cpu {} completions {} passes {} budget_exhausted {} rearms {} post_arm {}",
+            "thread {}: cpu {} completions {} passes {} locks {} budget_exhausted {} rearms {} \
+             post_arm_polls {} post_arm {} reruns {}",
             i,
             c.cpu.as_u32(),
             l(&c.completed),
             s.passes,
+            s.locks,
             s.budget_exhausted,
             s.rearms,
-            s.post_arm
+            s.post_arm_polls,
+            s.post_arm,
+            s.reruns
         )?;
     }
     let devs = aoe.devs.lock();

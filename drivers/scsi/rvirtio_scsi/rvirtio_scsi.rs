@@ -17,7 +17,9 @@
 
 use kernel::{
     completion_batch::{
+        Armed,
         Batcher,
+        CompletionQueue,
         CompletionSource,
         Config,
         Pass, //
@@ -52,9 +54,9 @@ use kernel::{
         ArcBorrow,
         Completion,
         Mutex,
-        SpinLockIrq, //
+        SpinLockIrq,
+        SpinLockIrqGuard, //
     },
-    time::Delta,
     virtio::{
         self,
         virtqueue::{
@@ -62,6 +64,7 @@ use kernel::{
             Exchange,
             Handler,
             QueueInfo,
+            Virtqueue,
             Virtqueues, //
         },
     },
@@ -244,29 +247,59 @@ struct ReqSource<'a> {
     index: usize,
 }
 
-impl CompletionSource for ReqSource<'_> {
+/// A request queue with its lock held, for one batcher pass.
+struct LockedReqQueue<'a> {
+    vq: SpinLockIrqGuard<'a, Virtqueue>,
+}
+
+impl CompletionQueue for LockedReqQueue<'_> {
     type Completion = OwnedCommand<Cmd>;
 
-    fn poll(&self, max: usize, mut sink: impl FnMut(OwnedCommand<Cmd>)) {
-        let mut vq = self.vqs.lock(VQ_BASE + self.index);
-        for _ in 0..max {
-            match vq.get_buf::<OwnedCommand<Cmd>>() {
+    fn poll(&mut self, max: usize, mut sink: impl FnMut(OwnedCommand<Cmd>)) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.vq.get_buf::<OwnedCommand<Cmd>>() {
                 Some((cmd, _len)) => sink(cmd),
                 None => break,
             }
+            n += 1;
+        }
+        n
+    }
+
+    fn arm(&mut self) -> Armed {
+        // `virtqueue_enable_cb()` re-reads the used index after a barrier.
+        if self.vq.enable_cb() {
+            Armed::Quiet
+        } else {
+            Armed::MaybeMissed
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.vq.disable_cb();
+    }
+}
+
+impl CompletionSource for ReqSource<'_> {
+    type Completion = OwnedCommand<Cmd>;
+    type Queue<'b>
+        = LockedReqQueue<'b>
+    where
+        Self: 'b;
+
+    /// As `virtscsi_vq_done()`: commands are completed under the queue's lock, so a pass is
+    /// one lock hold.
+    const COMPLETE_LOCKED: bool = true;
+
+    fn lock(&self) -> LockedReqQueue<'_> {
+        LockedReqQueue {
+            vq: self.vqs.lock(VQ_BASE + self.index),
         }
     }
 
     fn complete(&self, cmd: OwnedCommand<Cmd>) {
         self.comp.complete_cmd(self.index, cmd);
-    }
-
-    fn arm(&self) -> bool {
-        !self.vqs.lock(VQ_BASE + self.index).enable_cb()
-    }
-
-    fn disarm(&self) {
-        self.vqs.lock(VQ_BASE + self.index).disable_cb();
     }
 }
 
@@ -806,16 +839,20 @@ impl RVirtioScsi {
             writeln!(
                 f,
                 "queue {i}: submitted {} completed {} steered_in {} busy {} interrupts {} \
-                 passes {} budget_exhausted {} rearms {} post_arm {}",
+                 passes {} locks {} budget_exhausted {} rearms {} post_arm_polls {} post_arm {} \
+                 reruns {}",
                 q.submitted.load(Relaxed),
                 q.completed.load(Relaxed),
                 q.steered_in.load(Relaxed),
                 q.busy.load(Relaxed),
                 q.interrupts.load(Relaxed),
                 s.passes,
+                s.locks,
                 s.budget_exhausted,
                 s.rearms,
-                s.post_arm
+                s.post_arm_polls,
+                s.post_arm,
+                s.reruns
             )?;
         }
         let nq = c.queues.len();
@@ -839,19 +876,12 @@ impl RVirtioScsi {
         let num_queues = num_queues.min(kernel::cpu::nr_cpu_ids()).min(64) as usize;
         let max_target = u32::from(vdev.cread16(wire::config::MAX_TARGET)?);
         let per_target = module_parameters::steering.value() != 0;
-        let budget = match module_parameters::budget.value() {
-            0 => usize::MAX,
-            b => b as usize,
-        };
 
         let mut queues = KVec::with_capacity(num_queues, GFP_KERNEL)?;
         for _ in 0..num_queues {
             queues.push(
                 ReqQueue {
-                    batcher: Batcher::new(Config {
-                        budget,
-                        idle: Delta::from_millis(1),
-                    }),
+                    batcher: Batcher::new(Config::from_param(module_parameters::budget.value())),
                     submitted: Atomic::new(0),
                     completed: Atomic::new(0),
                     steered_in: Atomic::new(0),

@@ -98,6 +98,18 @@ else
 	extra+=(--result "fail:style/rustfmt --check")
 fi
 
+# The completion-batching helper's KUnit cases, built for the host: they pass
+# unchanged, and each deliberate bug of batch-host/mutants.py makes the case
+# written for it fail (no VM needed).
+while IFS= read -r line; do
+	case "$line" in
+	"ok "*) extra+=(--result "ok:kunit-mutants/${line#ok * }") ;;
+	"not ok "*) extra+=(--result "fail:kunit-mutants/${line#not ok * }") ;;
+	"# "*) echo "$line" ;;
+	esac
+done < <(python3 "$here/batch-host/mutants.py" "$project" "${RUSTC:-/usr/bin/rustc}" 2>&1 ||
+	echo "not ok 0 mutants.py exited with an error")
+
 # The summary itself: a test program that reports fewer cases than its plan
 # announced must count as a failure (no VM needed).
 printf '%s\n' 'KTAP version 1' '1..1' '    # Subtest: short' '    KTAP version 1' '    1..3' \

@@ -19,7 +19,9 @@ mod wire;
 
 use kernel::{
     completion_batch::{
+        Armed,
         Batcher,
+        CompletionQueue,
         CompletionSource,
         Config,
         Pass, //
@@ -63,7 +65,8 @@ use kernel::{
         Arc,
         ArcBorrow,
         CondVar,
-        Mutex, //
+        Mutex,
+        MutexGuard, //
     },
     target::iscsit::{
         self,
@@ -82,7 +85,8 @@ use kernel::{
     time::{
         delay::fsleep,
         msecs_to_jiffies,
-        Delta, //
+        Delta,
+        Instant, //
     },
     workqueue::{
         OwnedQueue,
@@ -110,7 +114,13 @@ module! {
         budget: u32 {
             default: 16,
             description: "Completions handled per pass of a connection's completion work \
-                          (0: no batching: drain all, re-arm, no re-poll)",
+                          (0: no budget: drain all, then re-arm)",
+        },
+        poll_idle_us: u32 {
+            default: 0,
+            description: "Busy-poll a busy connection's completion queue instead of re-arming it; \
+                          leave polling after this many microseconds without a completion \
+                          (0: always interrupt-driven)",
         },
     },
 }
@@ -219,7 +229,8 @@ fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let phase = c.inner.lock().phase;
         f.write_fmt(fmt!(
             "conn {} peer {} phase {:?} rx {} tx {} cq_events {} passes {} completions {} \
-             budget_exhausted {} rearms {} post_arm {}\n",
+             locks {} budget_exhausted {} rearms {} post_arm_polls {} post_arm {} reruns {} \
+             polling {} joins {} idle_drops {}\n",
             c.id,
             c.peer,
             phase,
@@ -228,9 +239,15 @@ fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
             c.events.get(),
             s.passes,
             s.completions,
+            s.locks,
             s.budget_exhausted,
             s.rearms,
-            s.post_arm
+            s.post_arm_polls,
+            s.post_arm,
+            s.reruns,
+            c.batcher.is_polling() as u8,
+            s.joins,
+            s.idle_drops
         ))?;
     }
     Ok(())
@@ -292,8 +309,9 @@ struct RConn {
     #[pin]
     wait: CondVar,
     batcher: Batcher,
-    /// Whether completions go through `batcher` (the `budget` parameter is not 0).
-    batching: bool,
+    /// Adaptive completion mode (`poll_idle_us` is not 0): the completion queue is busy-polled
+    /// while the connection is busy and re-armed once it has been idle for `poll_idle_us`.
+    busy_poll: bool,
     /// Completion queue notifications.
     events: Counter,
     /// Signaled sends and RDMA READs posted and not yet completed.
@@ -341,6 +359,11 @@ impl CqHandler for CqKick {
     fn notify(&self) {
         self.conn.events.inc();
         STATS.cq_events.inc();
+        // In the adaptive mode the queue rejoins the busy-polling set; were it still in it, the
+        // completion work is polling already (the event raced with its final look).
+        if self.conn.busy_poll && !self.conn.batcher.join_polling(Instant::now()) {
+            return;
+        }
         self.conn.kick();
     }
 }
@@ -803,66 +826,64 @@ struct Source<'a> {
     conn: &'a Arc<RConn>,
 }
 
-/// Completions taken under the connection's lock at a time, then handled without it.
-const POLL_BATCH: usize = 16;
+/// A connection's completion queue with the connection's lock held, for one batcher pass.
+struct LockedCq<'a> {
+    inner: MutexGuard<'a, Inner>,
+}
 
-impl CompletionSource for Source<'_> {
+impl CompletionQueue for LockedCq<'_> {
     type Completion = Completion<TxDesc>;
 
-    fn poll(&self, max: usize, mut sink: impl FnMut(Self::Completion)) {
-        let mut got: [Option<Self::Completion>; POLL_BATCH] = [const { None }; POLL_BATCH];
-        let mut n = 0;
-        if let Some(l) = self.conn.inner.lock().link.as_ref() {
-            l.cq().poll(max.min(POLL_BATCH), |c| {
-                got[n] = Some(c);
-                n += 1;
-            });
-        }
-        for c in got.iter_mut().take(n) {
-            if let Some(c) = c.take() {
-                sink(c);
-            }
+    fn poll(&mut self, max: usize, sink: impl FnMut(Self::Completion)) -> usize {
+        match self.inner.link.as_ref() {
+            Some(l) => l.cq().poll(max, sink),
+            None => 0,
         }
     }
 
-    fn complete(&self, c: Self::Completion) {
-        self.conn.on_completion(c);
-    }
-
-    fn arm(&self) -> bool {
-        match self.conn.inner.lock().link.as_ref() {
-            Some(l) => l.cq().arm(),
-            None => false,
+    fn arm(&mut self) -> Armed {
+        // `IB_CQ_REPORT_MISSED_EVENTS`: a positive answer means completions may be queued that
+        // raise no event.
+        match self.inner.link.as_ref() {
+            Some(l) if l.cq().arm() => Armed::MaybeMissed,
+            _ => Armed::Quiet,
         }
     }
 }
 
-/// The completion work: one budgeted pass; requeued while completions remain (seed 000).
+impl CompletionSource for Source<'_> {
+    type Completion = Completion<TxDesc>;
+    type Queue<'b>
+        = LockedCq<'b>
+    where
+        Self: 'b;
+
+    fn lock(&self) -> LockedCq<'_> {
+        LockedCq {
+            inner: self.conn.inner.lock(),
+        }
+    }
+
+    /// Called after the connection's lock is dropped: handling a completion takes it.
+    fn complete(&self, c: Self::Completion) {
+        self.conn.on_completion(c);
+    }
+}
+
+/// The completion work: one budgeted pass, requeued while completions remain (the stgt iSER
+/// technique). In the adaptive mode, one busy-polling pass, requeued while the connection stays
+/// in the polling set.
 impl WorkItem<0> for RConn {
     type Pointer = Arc<RConn>;
 
     fn run(this: Arc<RConn>) {
         let src = Source { conn: &this };
-        if !this.batching {
-            // Batching disabled (`budget=0`): drain everything, re-arm, and only come back on
-            // the next notification, or at once if the re-arm reports missed completions
-            // (what `ib_cq_poll_work()` does without its budget).
-            loop {
-                let mut n = 0;
-                src.poll(POLL_BATCH, |c| {
-                    n += 1;
-                    src.complete(c);
-                });
-                if n == 0 {
-                    break;
-                }
-            }
-            if src.arm() {
-                this.kick();
-            }
-            return;
-        }
-        match this.batcher.run(&src) {
+        let pass = if this.busy_poll && this.batcher.is_polling() {
+            this.batcher.poll(&src, Instant::now())
+        } else {
+            this.batcher.run(&src)
+        };
+        match pass {
             Pass::Reschedule | Pass::Polling => this.kick(),
             Pass::Armed | Pass::Deferred => {}
         }
@@ -945,10 +966,7 @@ impl PortalEvents {
         let Some(dev) = req.device() else {
             return (req.reject(), Err(ENODEV));
         };
-        let budget = match module_parameters::budget.value() {
-            0 => usize::MAX,
-            b => b as usize,
-        };
+        let idle_us = module_parameters::poll_idle_us.value();
         let peer = req.peer();
         let conn = match Arc::pin_init(
             pin_init!(RConn {
@@ -970,8 +988,11 @@ impl PortalEvents {
                     recv_drained: false,
                 }),
                 wait <- new_condvar!(),
-                batcher: Batcher::new(Config { budget, idle: Delta::from_secs(1) }),
-                batching: budget != usize::MAX,
+                batcher: Batcher::new(Config {
+                    idle: Delta::from_micros(idle_us.into()),
+                    ..Config::from_param(module_parameters::budget.value())
+                }),
+                busy_poll: idle_us != 0,
                 events: Counter::new(),
                 sends: Atomic::new(0),
                 rx: Counter::new(),

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Benchmark: C ib_isert vs risert (completion batching, budget 16) vs risert
-# without batching (budget=0: drain all, re-arm, no re-poll), in one VM boot
+# without a budget (budget=0: drain all, re-arm) vs risert in its adaptive
+# completion mode (busy polling, poll_idle_us=500), in one VM boot
 # of the release kernel: LIO with a ramdisk LUN behind rdma_rxe on a veth
 # pair in the guest, the kernel's iSER initiator, 4 KiB random reads and
 # writes, drivers alternating round by round. Reports IOPS and completion
@@ -16,10 +17,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../../../.." && pwd)
 . "$here/../common.sh"
 rstorage_dirs "$1" "$2" "$3" || exit 1
-rounds=${BENCH_ROUNDS:-5}
+rounds=${BENCH_ROUNDS:-8}
 secs=${BENCH_SECONDS:-5}
 
-echo "[bench] $rounds rounds x 3 drivers x 2 workloads x ${secs}s (log: $results/bench-iser.console)"
+echo "[bench] $rounds rounds x 4 drivers x 2 workloads x ${secs}s (log: $results/bench-iser.console)"
 python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-iser.console" --cpus 2 \
 	--rwdir "$results" --timeout 7200 --show-output -- \
 	bash "$here/iser-guest.sh" "$moddir" "$results/bench-iser.jsonl" "$rounds" "$secs"

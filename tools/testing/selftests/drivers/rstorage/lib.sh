@@ -32,7 +32,7 @@ rstorage_loaded() { [ -d "/sys/module/$1" ]; }
 # (modules that do their work at load time get a small amount of it).
 rstorage_quick_params() {
 	case "$1" in
-	rstorage_batch_stress) echo completions=500 ;;
+	rstorage_batch_stress) echo total=2000 inline=0 ;;
 	esac
 }
 

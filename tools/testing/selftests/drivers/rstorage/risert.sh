@@ -20,7 +20,7 @@ np=$tpg/np/$portal
 stats=/sys/kernel/debug/risert/stats
 
 ktap_header
-ktap_plan 18
+ktap_plan 19
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -395,6 +395,37 @@ reload() {
 		echo 0 >"$np/iser" && all_freed && rmmod risert
 }
 
+# Adaptive completion mode (poll_idle_us): a busy connection's completion
+# queue is busy-polled from its completion work; once idle for 2 ms it leaves
+# the polling set, is re-armed and polled a final time, and it rejoins on its
+# next completion event. Verified I/O, an idle second, a read that wakes the
+# queue again: the session's connection must have left at least once and
+# joined at least twice.
+adaptive() {
+	local line rc joins drops
+	rstorage_insmod risert poll_idle_us=2000 && echo 1 >"$np/iser" || return 1
+	discovery_st "$portal" >/dev/null 2>&1 &&
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
+		disks 1 || { ktap_info "login in the adaptive mode failed"; return 1; }
+	fio --output="$work/fio-a.log" --name=a --filename="/dev/${DISKS[0]}" --ioengine=libaio \
+		--direct=1 --iodepth=16 --rw=randwrite --bsrange=4k-64k --size=16m --verify=crc32c \
+		--do_verify=1 --verify_fatal=1 >/dev/null 2>&1
+	rc=$?
+	[ "$rc" = 0 ] || tail -n 20 "$work/fio-a.log" | sed 's/^/# /'
+	sleep 1
+	dd if="/dev/${DISKS[0]}" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null || rc=1
+	# The session's connection is the newest one.
+	line=$(grep '^conn ' "$stats" | sort -k2 -n | tail -n1)
+	ktap_info "$line"
+	joins=$(sed -n 's/.* joins \([0-9]*\).*/\1/p' <<<"$line")
+	drops=$(sed -n 's/.* idle_drops \([0-9]*\).*/\1/p' <<<"$line")
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	echo 0 >"$np/iser"
+	[ "$rc" = 0 ] && [ "${drops:-0}" -ge 1 ] && [ "${joins:-0}" -ge 2 ] && all_freed &&
+		rmmod risert
+}
+
 mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
 : >"$work/orphans"
@@ -416,6 +447,7 @@ ktap_check "portal disabled under a live session: I/O verified, logout, freed" p
 ktap_check "20 portal disable/enable cycles, one listener each" cycles
 ktap_check "RDMA device removed under a live session with fio running: no hang, all freed" device_removed
 ktap_check "risert unloads, reloads and serves a verified session" reload
+ktap_check "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left and rejoined the polling set" adaptive
 
 # Tear down, best effort.
 echo "$modprobe_path" >/proc/sys/kernel/modprobe
