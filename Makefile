@@ -16,8 +16,8 @@
 #                benchmark C aoe vs raoe (release kernel);
 #                writes Documentation/rstorage/raoe-bench.{inc,png}
 #   make bench-iser
-#                benchmark C ib_isert vs risert, with and without completion
-#                batching (release kernel); writes
+#                benchmark C ib_isert vs risert (budget 16, no budget, adaptive
+#                busy polling) (release kernel); writes
 #                Documentation/rstorage/risert-bench.{inc,png}
 #
 # Options: KDIR=<Linux 7.3 source tree> (default: Debian's linux-source-7.3,

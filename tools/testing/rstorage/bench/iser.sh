@@ -11,7 +11,8 @@
 # Documentation/rstorage/ (see report.py).
 #
 # Usage: iser.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
-# Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5).
+# Environment: BENCH_ROUNDS (default 8, a full rotation of the 4 drivers twice),
+# BENCH_SECONDS per run (default 5).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../../../.." && pwd)

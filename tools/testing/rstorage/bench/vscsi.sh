@@ -8,13 +8,14 @@
 # the plot into Documentation/rstorage/ (see report.py).
 #
 # Usage: vscsi.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
-# Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5).
+# Environment: BENCH_ROUNDS (default 6, a full rotation of the 3 drivers twice),
+# BENCH_SECONDS per run (default 5).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../../../.." && pwd)
 . "$here/../common.sh"
 rstorage_dirs "$1" "$2" "$3" || exit 1
-rounds=${BENCH_ROUNDS:-5}
+rounds=${BENCH_ROUNDS:-6}
 secs=${BENCH_SECONDS:-5}
 
 opts=(-device virtio-scsi-pci,id=bench,num_queues=2)

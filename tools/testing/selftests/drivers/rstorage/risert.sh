@@ -402,11 +402,13 @@ reload() {
 # queue again: the session's connection must have left at least once and
 # joined at least twice.
 adaptive() {
-	local line rc joins drops
+	local line rc joins drops luns
+	# Target A's LUNs (an earlier case gave it a second one).
+	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
 	rstorage_insmod risert poll_idle_us=2000 && echo 1 >"$np/iser" || return 1
 	discovery_st "$portal" >/dev/null 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
-		disks 1 || { ktap_info "login in the adaptive mode failed"; return 1; }
+		disks "$luns" || { ktap_info "login in the adaptive mode failed"; return 1; }
 	fio --output="$work/fio-a.log" --name=a --filename="/dev/${DISKS[0]}" --ioengine=libaio \
 		--direct=1 --iodepth=16 --rw=randwrite --bsrange=4k-64k --size=16m --verify=crc32c \
 		--do_verify=1 --verify_fatal=1 >/dev/null 2>&1
