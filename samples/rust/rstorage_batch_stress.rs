@@ -117,7 +117,7 @@ module! {
             description: "Let arm() report missed completions (false: rely on the post-arm poll)",
         },
         timeout_secs: u32 {
-            default: 120,
+            default: 300,
             description: "Give up after this many seconds",
         },
     },
@@ -540,6 +540,13 @@ impl kernel::Module for BatchStress {
             s.reschedules.load(Relaxed),
             s.dropped.load(Relaxed)
         );
+        if handled != total && left == 0 && errors == 0 && overlaps == 0 && took >= limit {
+            pr_err!(
+                "FAIL: time limit of {} ms reached with nothing stranded (too slow a machine?)\n",
+                limit.as_millis()
+            );
+            return Err(ETIMEDOUT);
+        }
         if handled != total
             || errors != 0
             || overlaps != 0
