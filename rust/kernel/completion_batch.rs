@@ -517,7 +517,9 @@ impl Batcher {
         };
         let mut first = true;
         loop {
-            let mut got = Collected::new();
+            // No buffer at all when completions are handled under the lock:
+            // the pass then touches no stack array on its hot path.
+            let mut got = (!S::COMPLETE_LOCKED).then(Collected::new);
             let step = {
                 let mut q = source.lock();
                 t.locks += 1;
@@ -528,7 +530,7 @@ impl Batcher {
                 let mut stretch = Stretch {
                     source,
                     q: &mut q,
-                    got: &mut got,
+                    got: got.as_mut(),
                 };
                 match polling {
                     None => self.drain_step(&mut stretch, &mut run, t),
@@ -536,9 +538,11 @@ impl Batcher {
                 }
             };
             // The lock is dropped: handle what was collected, oldest first.
-            for c in got.items.iter_mut().take(got.len) {
-                if let Some(c) = c.take() {
-                    source.complete(c);
+            if let Some(got) = got.as_mut() {
+                for c in got.items.iter_mut().take(got.len) {
+                    if let Some(c) = c.take() {
+                        source.complete(c);
+                    }
                 }
             }
             if let Step::Done(pass) = step {
@@ -758,17 +762,17 @@ impl PassState {
 struct Stretch<'s, 'q, S: CompletionSource> {
     source: &'s S,
     q: &'q mut S::Queue<'s>,
-    got: &'q mut Collected<S::Completion>,
+    /// `None` when completions are handled under the lock.
+    got: Option<&'q mut Collected<S::Completion>>,
 }
 
 impl<S: CompletionSource> Stretch<'_, '_, S> {
     /// Most this stretch may take with `left` of the budget: all of it when
     /// completions are handled under the lock, else what the buffer holds.
     fn chunk(&self, left: usize) -> usize {
-        if S::COMPLETE_LOCKED {
-            left
-        } else {
-            left.min(self.got.room())
+        match &self.got {
+            None => left,
+            Some(got) => left.min(got.room()),
         }
     }
 
@@ -777,14 +781,17 @@ impl<S: CompletionSource> Stretch<'_, '_, S> {
     fn take(&mut self, max: usize) -> usize {
         let mut total = 0;
         while total < max {
-            let (source, got) = (self.source, &mut *self.got);
+            let (source, got) = (self.source, &mut self.got);
             let mut n = 0;
             self.q.poll(max - total, |c| {
                 n += 1;
-                if S::COMPLETE_LOCKED {
-                    source.complete(c);
-                } else if let Err(c) = got.push(c) {
-                    // More than asked for: handle it now rather than lose it.
+                let overflow = match got.as_mut() {
+                    None => Err(c),
+                    Some(g) => g.push(c),
+                };
+                // Handled under the lock by choice, or more than asked for:
+                // handle it now rather than lose it.
+                if let Err(c) = overflow {
                     source.complete(c);
                 }
             });
