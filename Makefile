@@ -5,10 +5,14 @@
 #   make run     build the release kernel and modules, boot a VM, load the
 #                drivers and move data through each one
 #   make check   build the debug kernel and modules, boot a VM, run the KUnit
-#                suites and selftests; ends with "N passed, N failed"
+#                suites and the kselftest target; with BLKTESTS=<checkout>,
+#                blktests' device cases on our three drivers' devices too;
+#                ends with "N passed, N failed"
 #
 #   make blktests BLKTESTS=<blktests checkout>
-#                run blktests in the debug VM on rvirtio_scsi's disks
+#                blktests' device cases on each driver's device and on the
+#                same device under the C driver (debug kernel, one VM boot
+#                per kind of device); writes Documentation/rstorage/blktests.inc
 #   make bench-vscsi
 #                benchmark C virtio_scsi vs rvirtio_scsi (release kernel);
 #                writes Documentation/rstorage/rvirtio-scsi-bench.{inc,png}
@@ -67,12 +71,13 @@ modules-debug modules-release: modules-%: kernel-%
 		$$(sed 's|.*/||; s|\.o$$||' $(BUILD)/modules-$*$(SUFFIX)/modules.order)
 
 check: modules-debug
-	@bash $(TOOLS)/check.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) $(BUILD)/results
+	@BLKTESTS="$(if $(BLKTESTS),$(abspath $(BLKTESTS)))" bash $(TOOLS)/check.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) $(BUILD)/results
 
-# External blktests checkout against rvirtio_scsi's disks (not part of check).
+# blktests (an external checkout) on our drivers' devices and the C drivers'.
 blktests: modules-debug
+	@test -n "$(BLKTESTS)" || { echo "make blktests needs BLKTESTS=<blktests checkout>"; exit 1; }
 	@bash $(TOOLS)/blktests.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) \
-		$(BUILD)/results $(BLKTESTS)
+		$(BUILD)/results $(abspath $(BLKTESTS)) both
 
 # Benchmarks (not tests): C vs Rust drivers in one VM boot of the release kernel;
 # write tables and plots into Documentation/rstorage/.

@@ -1,51 +1,65 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# `make blktests BLKTESTS=<blktests checkout>`: runs an external blktests
-# checkout in the debug VM against rvirtio_scsi's disks (TEST_DEVS: two disks
-# of the 8-target controller of vscsi.sh). Not part of `make check`.
+# blktests' device cases (those with test_device, in the block and scsi
+# groups) on each driver's device, one VM boot of the debug kernel per kind
+# of device (see blktests-guest.sh): an rvirtio_scsi disk, a raoe device on a
+# vblade target and a disk served by risert over iSER, each beside the same
+# device under the C driver of the kernel (virtio_scsi, aoe, ib_isert).
 #
-# Usage: blktests.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR [BLKTESTS_DIR]
-# Environment: BLKTESTS_GROUPS (default "block scsi"), the groups or tests to run.
+# The blktests checkout is copied into the build directory (blktests writes
+# into its tree) and its helper programs are built there.
+#
+# Usage: blktests.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR BLKTESTS_DIR MODE
+#   MODE both: our driver and the C driver on each device; writes the table
+#              Documentation/rstorage/blktests.inc (make blktests)
+#   MODE ours: our drivers only; prints one STATUS:NAME line per case and
+#              device for ktap.py (make check)
+# Environment: BLKTESTS_KINDS (default "vscsi aoe iser"), BLKTESTS_QUICK (the
+# time limit of the timed cases, default 20 s).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+project=$(cd "$here/../../.." && pwd)
 . "$here/common.sh"
 rstorage_dirs "$1" "$2" "$3" || exit 1
-blktests=${4:-}
-if [ -z "$blktests" ]; then
-	echo "[blktests] skipped: no blktests checkout given (make blktests BLKTESTS=<path>)"
-	exit 0
-fi
-if [ ! -x "$blktests/check" ]; then
-	echo "[blktests] error: $blktests is not a blktests checkout (no ./check)" >&2
+src=$4 mode=$5
+say() { echo "[blktests] $*" >&2; }
+if [ ! -x "$src/check" ]; then
+	say "error: $src is not a blktests checkout (no ./check)"
 	exit 1
 fi
-blktests=$(cd "$blktests" && pwd)
-# blktests needs GNU awk (the guest runs the host's programs).
-command -v gawk >/dev/null || apt-get install -y -q gawk >/dev/null
-. "$here/vscsi.sh"
-vscsi_setup "$results/vscsi"
+bt=$(dirname "$results")/blktests
+out=$results/blktests
+mkdir -p "$bt" "$out"
+rsync -a --delete --exclude .git --exclude /results --exclude /config "$src/" "$bt/" || exit 1
+make -C "$bt/src" >"$out/src-build.log" 2>&1 || say "some helper programs did not build (see $out/src-build.log)"
+ksrc=$(readlink -f "$obj/source")
+rstorage_kselftest_install "$ksrc" "$results" || { say "kselftest install failed"; exit 1; }
+(cd "$bt" && grep -l '^test_device()' tests/block/[0-9]* tests/scsi/[0-9]* | sed 's|^tests/||') >"$out/cases"
+rm -f "$out"/*-rust.log "$out"/*-c.log
 
-guest=$results/blktests-guest.sh
-cat >"$guest" <<GUEST
-set -u
-modprobe -r virtio_scsi 2>/dev/null
-insmod "$moddir/drivers/scsi/rvirtio_scsi/rvirtio_scsi.ko" || exit 1
-for i in \$(seq 60); do
-	devs=\$(for d in /sys/class/scsi_disk/*:0:[01]:0; do
-		h=\${d##*/}; h=\${h%%:*}
-		[ "\$(cat /sys/class/scsi_host/host\$h/nr_hw_queues)" = 2 ] && ls "\$d/device/block"
-	done 2>/dev/null | sed 's|^|/dev/|' | xargs)
-	[ "\$(wc -w <<<"\$devs")" = 2 ] && break
-	sleep 0.5
+drivers=(rust)
+[ "$mode" = both ] && drivers+=(c)
+. "$here/vscsi.sh"
+for kind in ${BLKTESTS_KINDS:-vscsi aoe iser}; do
+	opts=()
+	if [ "$kind" = vscsi ]; then
+		vscsi_setup "$results/vscsi"
+		opts=("--qemu-opts=$vscsi_qemu")
+	fi
+	say "$kind: ${drivers[*]}: $(wc -l <"$out/cases") cases each (log: $results/blktests-$kind.console)"
+	python3 "$here/vm.py" --kernel "$obj" --log "$results/blktests-$kind.console" --cpus 2 \
+		--status "$results/blktests-$kind.status" --rwdir "$results" --rwdir "$bt" --timeout 2400 \
+		--append "modprobe.blacklist=virtio_scsi,aoe" "${opts[@]}" --show-output -- \
+		env BLKTESTS_QUICK="${BLKTESTS_QUICK:-20}" bash "$here/blktests-guest.sh" "$results/kselftest" "$moddir" "$bt" "$out" "$kind" \
+		"${drivers[@]}" >&2
 done
-echo "[blktests] TEST_DEVS: \$devs"
-cd "$blktests"
-echo "TEST_DEVS=(\$devs)" >config
-./check ${BLKTESTS_GROUPS:-block scsi}
-GUEST
-echo "[blktests] running ${BLKTESTS_GROUPS:-block scsi} from $blktests (log: $results/blktests.console)"
-python3 "$here/vm.py" --kernel "$obj" --log "$results/blktests.console" --cpus 4 \
-	--rwdir "$results" --rwdir "$blktests" --timeout 3600 --append "modprobe.blacklist=virtio_scsi" \
-	"--qemu-opts=$vscsi_qemu" --show-output -- bash "$guest"
+
+if [ "$mode" = both ]; then
+	python3 "$here/blktests-report.py" "$out" --table "$project/Documentation/rstorage/blktests.inc"
+	rc=$?
+	say "table: Documentation/rstorage/blktests.inc"
+	exit "$rc"
+fi
+python3 "$here/blktests-report.py" "$out" --results

@@ -1,43 +1,75 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Host side of `make check`: boot the debug kernel, run the selftests and
-# KUnit suites inside it, then prove that the harness itself can fail.
+# Host side of `make check`: install the kselftest target drivers/rstorage
+# (kselftest-install, from the kernel tree the overlay put it in), boot the
+# debug kernel, run it there with the kernel's run_kselftest.sh (KUnit suites
+# included), then prove that the harness itself can fail.
 #
 # Usage: check.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
 # Environment:
-#   RSTORAGE_INJECT=ktap-fail|missing-module|warn  inject a failure into the main run
+#   RSTORAGE_INJECT=ktap-fail|missing-module|missing-suite|warn
+#                                                   inject a failure into the main run
 #   RSTORAGE_HARNESS=0                              skip the harness self-test boots
 #   RSTORAGE_TESTS="a.sh b.sh"                      run only these test programs
+#   BLKTESTS=<blktests checkout>                    also run blktests' device cases on
+#                                                   our drivers' devices (blktests.sh)
 set -uo pipefail
 
 project=$(cd "$(dirname "$0")/../../.." && pwd)
 here=$project/tools/testing/rstorage
 . "$here/common.sh"
 rstorage_dirs "$1" "$2" "$3" || exit 1
-selftests=$project/tools/testing/selftests/drivers/rstorage
 say() { printf '[check] %s\n' "$*"; }
 extra=()
 . "$here/vscsi.sh"
 
-# run_suite NAME INJECT [TEST...]: one VM boot running the given tests. The
-# main run gets 4 CPUs and the virtio-scsi disks (vscsi.sh); the C drivers the
-# tests replace are kept from autoloading, tests load what they need.
+# The kselftest target, built (iser_peer) and installed on the host, the way
+# `make kselftest-install` does; the guest runs the installed copy.
+ksrc=$(readlink -f "$obj/source")
+ksft=$results/kselftest
+rm -rf "$results/kselftest-inject"
+if rstorage_kselftest_install "$ksrc" "$results"; then
+	extra+=(--result "ok:kselftest/drivers/rstorage builds and installs (kselftest-install)")
+else
+	tail -n 20 "$results/kselftest-install.log"
+	extra+=(--result "fail:kselftest/drivers/rstorage builds and installs (kselftest-install)")
+fi
+say "kselftest: $(wc -l <"$ksft/kselftest-list.txt" 2>/dev/null || echo 0) programs installed in $ksft"
+
+# run_suite NAME INJECT [TEST...]: one VM boot running the given tests (all of
+# the target by default) with run_kselftest.sh, each case printed as it
+# completes. The main run gets 4 CPUs and the virtio-scsi disks (vscsi.sh);
+# the C drivers the tests replace are kept from autoloading, tests load what
+# they need. A ktap-fail run uses a copy of the install whose test list also
+# has the deliberately failing program.
 run_suite() {
-	local name=$1 inject=$2 vm=() env=()
+	local name=$1 inject=$2 vm=() env=() dir=$ksft
 	shift 2
+	if [ "$inject" = ktap-fail ]; then
+		dir=$results/kselftest-inject
+		rm -rf "$dir" && cp -a "$ksft" "$dir" &&
+			echo drivers/rstorage:inject_fail.sh >>"$dir/kselftest-list.txt"
+		set -- "$@" inject_fail.sh
+	fi
 	rm -f "$results/$name".*
+	local limit=3000
+	# KASAN (LLVM=1) makes the guest about twice as slow: twice the time.
+	if grep -q '^CONFIG_KASAN=y' "$obj/.config"; then
+		env+=(RSTORAGE_TIMEOUT=1800)
+		limit=6000
+	fi
 	if [ "$name" = main ]; then
 		vscsi_setup "$results/vscsi"
 		vm=(--cpus 4 "--qemu-opts=$vscsi_qemu" --qmp-dir "$results/qmp")
-		env=("${vscsi_env[@]}" RSTORAGE_QMP_DIR="$results/qmp")
+		env+=("${vscsi_env[@]}" RSTORAGE_QMP_DIR="$results/qmp")
 	fi
 	say "$name: booting $(cat "$obj/include/config/kernel.release") ${inject:+(injected: $inject)}"
 	python3 "$here/vm.py" --kernel "$obj" --log "$results/$name.console" \
-		--status "$results/$name.status" --rwdir "$results" --timeout 1800 \
+		--status "$results/$name.status" --rwdir "$results" --timeout "$limit" --show-output \
 		--append "modprobe.blacklist=virtio_scsi,aoe" "${vm[@]}" -- \
-		env RSTORAGE_INJECT="$inject" "${env[@]}" bash "$selftests/run_tests.sh" \
-		"$moddir" "$results/$name.ktap" "$@" >/dev/null
+		env RSTORAGE_INJECT="$inject" "${env[@]}" bash "$here/selftests-guest.sh" \
+		"$dir" "$moddir" "$results/$name.ktap" "$@" | python3 "$here/ktap.py" --progress
 }
 
 # status_field NAME FIELD: a field of a run's vm.py status file.
@@ -74,7 +106,7 @@ vm_results() {
 harness() {
 	local inject=$1 what=$2 pattern=$3
 	shift 3
-	run_suite "harness-$inject" "$inject" "$@" 2>/dev/null
+	run_suite "harness-$inject" "$inject" "$@" >/dev/null 2>&1
 	local report
 	report=$(python3 "$here/ktap.py" "$results/harness-$inject.ktap";
 		python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["splats"]))' \
@@ -88,7 +120,6 @@ harness() {
 }
 
 # Coding style: rustfmt with the kernel's settings, on every Rust file of ours.
-ksrc=$(readlink -f "$obj/source")
 # shellcheck disable=SC2046
 if out=$(cd "$project" && rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" \
 	$(find rust samples drivers -name '*.rs' 2>/dev/null) 2>&1); then
@@ -122,13 +153,48 @@ else
 	extra+=(--result "fail:harness/a test program that ran fewer cases than planned makes the run fail")
 fi
 
+# The VM runner's time limit holds when the guest prints nothing: a stand-in
+# for virtme-ng that prints one line and then hangs silently must be killed
+# at the limit (3 s), with the timeout status (no VM needed).
+fake_vng=$results/harness-silent-vng
+printf '#!/bin/sh\necho booting\nexec sleep 60\n' >"$fake_vng" && chmod +x "$fake_vng"
+t0=$(date +%s)
+RSTORAGE_VNG=$fake_vng python3 "$here/vm.py" --kernel "$obj" --log "$results/harness-silent.console" \
+	--timeout 3 -- true >/dev/null 2>&1
+rc=$? took=$(($(date +%s) - t0))
+if [ "$rc" = 124 ] && [ "$took" -lt 20 ]; then
+	extra+=(--result "ok:harness/a silent hung guest is stopped at the VM runner's time limit")
+else
+	extra+=(--result "fail:harness/a silent hung guest is stopped at the VM runner's time limit (exit $rc after $took s)")
+fi
+
 # shellcheck disable=SC2086
 run_suite main "${RSTORAGE_INJECT:-}" ${RSTORAGE_TESTS:-}
 vm_results main
 
+# blktests on our three drivers' devices, each case x device one result.
+if [ -n "${BLKTESTS:-}" ]; then
+	say "blktests: device cases on rvirtio_scsi, raoe and risert devices"
+	n=0
+	while IFS= read -r r; do
+		case "$r" in
+		ok:* | fail:* | skip:*) ;;
+		*) continue ;;
+		esac
+		extra+=(--result "$r")
+		n=$((n + 1))
+		printf '  %s %s\n' "$(sed 's/^ok$/ok/; s/^fail$/not ok/; s/^skip$/ok/' <<<"${r%%:*}")" \
+			"${r#*:}$([ "${r%%:*}" = skip ] && echo ' # SKIP')"
+	done < <(bash "$here/blktests.sh" "$obj" "$moddir" "$results" "$BLKTESTS" ours 2>"$results/blktests.log")
+	[ "$n" -gt 0 ] || extra+=(--result "fail:blktests (no result; see $results/blktests.log)")
+else
+	extra+=(--result "skip:blktests (BLKTESTS=<blktests checkout> not given)")
+fi
+
 if [ "${RSTORAGE_HARNESS:-1}" != 0 ]; then
 	harness ktap-fail "a failing KTAP case" 'FAIL .*injected failing case' modules.sh
 	harness missing-module "a missing module" 'FAIL .*load rstorage_missing' modules.sh
+	harness missing-suite "a missing KUnit suite" 'FAIL .*rstorage_missing_suite (suite missing' kunit.sh
 	harness warn "a kernel WARNING" 'WARNING:.*rstorage_sample' modules.sh
 fi
 

@@ -19,3 +19,13 @@ rstorage_plot_python() {
 	apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null &&
 		echo /usr/bin/python3
 }
+
+# rstorage_kselftest_install KERNEL_SRC RESULTS_DIR: builds and installs the
+# kselftest target drivers/rstorage (the overlay put it in KERNEL_SRC) into
+# RESULTS_DIR/kselftest, the way kselftest-install does; the log goes to
+# RESULTS_DIR/kselftest-install.log.
+rstorage_kselftest_install() {
+	rm -rf "$2/kselftest"
+	make -C "$1/tools/testing/selftests" O="$2/kselftest-build" TARGETS=drivers/rstorage \
+		KSFT_INSTALL_PATH="$2/kselftest" install >"$2/kselftest-install.log" 2>&1
+}

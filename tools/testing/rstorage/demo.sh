@@ -4,13 +4,19 @@
 # Guest side of `make run`: load each of our modules, move data through it,
 # unload it, and write a one-line summary per module to SUMMARY.
 #
-# Usage: demo.sh MODULE_DIR SUMMARY
+# Usage: demo.sh MODULE_DIR SUMMARY KSELFTEST_DIR
+#   KSELFTEST_DIR  the installed kselftest target, whose helpers this uses
+#                  (module loading and unloading, the iSER set-up)
 set -u
 moddir=$1
 summary=$2
+ksft=$3
 : >"$summary"
 cd /tmp
 fail=0
+export RSTORAGE_MODDIR=$moddir
+# shellcheck source=../selftests/drivers/rstorage/lib.sh
+. "$ksft/drivers/rstorage/lib.sh"
 
 # move_sample: 4 MiB through /dev/rstorage-sample, read back and compared.
 move_sample() {
@@ -108,78 +114,29 @@ move_raoe() {
 # iSER portal served by risert, the kernel's iSER initiator; fio
 # verify=crc32c on the session's disk, then logout and tear-down.
 move_risert() {
-	local iqn=iqn.2026-11.org.rstorage:demo cfs=/sys/kernel/config/target tpg np d i rc=0
-	local mp
-	tpg=$cfs/iscsi/$iqn/tpgt_1
-	np=$tpg/np/10.78.0.2:3260
-	mp=$(cat /proc/sys/kernel/modprobe)
+	local rc=0
 	# The target must not load the C ib_isert for the portal.
-	echo /bin/true >/proc/sys/kernel/modprobe
-	ip link add isr0 type veth peer name isr1 && ip addr add 10.78.0.2/24 dev isr1 &&
-		ip link set isr0 up && ip link set isr1 up &&
-		modprobe rdma_rxe && rdma link add rxed0 type rxe netdev isr1 || rc=1
-	mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+	iser_autoload off
+	iser_rxe_up && iser_lio_up 8192 && echo 1 >"$iser_np/iser" && iser_initiator_up &&
+		iser_login && iser_disks 1 || rc=1
 	if [ "$rc" = 0 ]; then
-		mkdir -p "$cfs/core/rd_mcp_9/demo" "$tpg/lun/lun_0" &&
-			echo rd_pages=8192 >"$cfs/core/rd_mcp_9/demo/control" &&
-			echo 1 >"$cfs/core/rd_mcp_9/demo/enable" &&
-			ln -s "$cfs/core/rd_mcp_9/demo" "$tpg/lun/lun_0/demo" && mkdir "$np" &&
-			echo 0 >"$tpg/attrib/authentication" && echo 1 >"$tpg/attrib/generate_node_acls" &&
-			echo 0 >"$tpg/attrib/demo_mode_write_protect" && echo 1 >"$tpg/enable" &&
-			echo 1 >"$np/iser" && modprobe ib_iser || rc=1
-	fi
-	if [ "$rc" = 0 ]; then
-		pgrep -x iscsid >/dev/null || iscsid
-		for i in 1 2 3; do
-			iscsiadm -m discovery -t sendtargets -p 10.78.0.2:3260 -I iser >/dev/null 2>&1 && break
-		done
-		iscsiadm -m node -T "$iqn" -p 10.78.0.2:3260 -I iser --login >/dev/null 2>&1 || rc=1
-	fi
-	if [ "$rc" = 0 ]; then
-		for i in $(seq 60); do
-			d=$(iscsiadm -m session -P3 2>/dev/null | awk '/Attached scsi disk/ { print $4; exit }')
-			[ -n "$d" ] && [ -b "/dev/$d" ] && break
-			sleep 0.5
-		done
-		if [ -n "$d" ]; then
-			fio_verify "iSER session through rdma_rxe" --name=s --filename="/dev/$d" || rc=1
-		else
-			echo "no disk appeared"
-			rc=1
-		fi
+		fio_verify "iSER session through rdma_rxe" --name=s --filename="/dev/${DISKS[0]}" || rc=1
 	else
 		echo "iSER set-up or login failed"
 	fi
-	iscsiadm -m node -T "$iqn" -p 10.78.0.2:3260 -I iser --logout >/dev/null 2>&1
-	iscsiadm -m node -o delete >/dev/null 2>&1
-	echo 0 >"$np/iser" 2>/dev/null
-	echo 0 >"$tpg/enable" 2>/dev/null
-	rm -f "$tpg/lun/lun_0/demo"
-	rmdir "$tpg/lun/lun_0" "$np" "$tpg" "$cfs/iscsi/$iqn" "$cfs/core/rd_mcp_9/demo" \
-		"$cfs/core/rd_mcp_9" 2>/dev/null
-	rdma link delete rxed0 2>/dev/null
-	ip link del isr0 2>/dev/null
-	echo "$mp" >/proc/sys/kernel/modprobe
+	iser_teardown
 	return "$rc"
 }
 
-# unload NAME: udev may still hold a disk open after writes; retry.
-unload() {
-	local i
-	for i in $(seq 20); do
-		udevadm settle 2>/dev/null
-		rmmod "$1" 2>/dev/null && return 0
-		sleep 0.5
-	done
-	rmmod "$1"
-}
+# shellcheck source=../selftests/drivers/rstorage/iser_lib.sh
+. "$ksft/drivers/rstorage/iser_lib.sh"
 
 modprobe -r virtio_scsi 2>/dev/null
 while read -r o; do
 	m=${o##*/}
 	m=${m%.o}
 	echo "[guest] $m: loading"
-	if ! insmod "$moddir/${o%.o}.ko"; then
+	if ! rstorage_insmod "$m"; then
 		echo "$m: FAILED to load" >>"$summary"
 		fail=1
 		continue
@@ -195,6 +152,6 @@ while read -r o; do
 	else
 		echo "$m: loaded (no data mover yet)" >>"$summary"
 	fi
-	unload "$m" || { echo "$m: FAILED to unload" >>"$summary"; fail=1; }
+	rstorage_rmmod "$m" || { echo "$m: FAILED to unload" >>"$summary"; fail=1; }
 done <"$moddir/modules.order"
 exit "$fail"

@@ -28,6 +28,8 @@ pkgs=(
 	# user space exercised inside the VM
 	fio vblade aoetools open-iscsi iproute2
 	librdmacm-dev libibverbs-dev ibverbs-providers sg3-utils
+	# blktests (its ./check and the device cases)
+	gawk pciutils xfsprogs liburing-dev
 )
 if [ "$llvm" = 1 ]; then
 	pkgs+=(clang-19 lld-19 llvm-19)

@@ -4,8 +4,9 @@
 
 The overlay has two parts:
 
-* new files: everything under the project's ``rust/`` directory is copied to the
-  same path in the kernel tree;
+* new files: everything under the project's ``rust/`` directory and its
+  kselftest target ``tools/testing/selftests/drivers/rstorage/`` is copied to
+  the same path in the kernel tree (with its file mode);
 * hooks: the patches in ``tools/testing/rstorage/patches/`` change a few
   existing files (``rust/kernel/lib.rs``, ``rust/bindings/bindings_helper.h``,
   ``rust/helpers/helpers.c``, Kconfig/Makefile hooks).
@@ -27,6 +28,8 @@ import sys
 import tempfile
 
 STATE = ".rstorage-overlay.json"
+# Project directories whose files are new files of the kernel tree.
+NEW_FILE_DIRS = ("rust", "tools/testing/selftests/drivers/rstorage")
 ORIG = ".rstorage-orig"
 
 
@@ -72,10 +75,11 @@ def main():
 
     # New files.
     files = []
-    for root, _, names in os.walk(os.path.join(project, "rust")):
-        for n in names:
-            rel = os.path.relpath(os.path.join(root, n), project)
-            files.append(rel)
+    for top in NEW_FILE_DIRS:
+        for root, _, names in os.walk(os.path.join(project, top)):
+            for n in names:
+                rel = os.path.relpath(os.path.join(root, n), project)
+                files.append(rel)
     files.sort()
     for rel in files:
         dst = os.path.join(ksrc, rel)
@@ -84,6 +88,9 @@ def main():
                      "the overlay only adds new files (use a patch to change one)")
         if write_if_changed(dst, read(os.path.join(project, rel))):
             changed.append(rel)
+        mode = os.stat(os.path.join(project, rel)).st_mode & 0o777
+        if os.stat(dst).st_mode & 0o777 != mode:
+            os.chmod(dst, mode)
     for rel in state["files"]:
         if rel not in files:
             try:

@@ -10,6 +10,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 rstorage_dirs "$1" "$2" "$3" || exit 1
 
+# The guest uses the selftests' helpers, from the installed kselftest target.
+rstorage_kselftest_install "$(readlink -f "$obj/source")" "$results" ||
+	{ echo "[run] kselftest install failed (see $results/kselftest-install.log)"; exit 1; }
 echo "[run] booting $(cat "$obj/include/config/kernel.release") (release) in a VM; console log: $results/run.console"
 # The virtio-scsi disks of the tests (vscsi.sh) for rvirtio_scsi.
 . "$here/vscsi.sh"
@@ -17,7 +20,7 @@ vscsi_setup "$results/vscsi"
 python3 "$here/vm.py" --kernel "$obj" --log "$results/run.console" --status "$results/run.status" \
 	--rwdir "$results" --timeout 1200 --show-output --cpus 2 \
 	--append "modprobe.blacklist=virtio_scsi,aoe" "--qemu-opts=$vscsi_qemu" -- \
-	bash "$here/demo.sh" "$moddir" "$results/run.summary"
+	bash "$here/demo.sh" "$moddir" "$results/run.summary" "$results/kselftest"
 rc=$?
 echo
 echo "=== rstorage: summary ==="

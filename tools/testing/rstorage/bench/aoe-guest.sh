@@ -5,10 +5,14 @@
 # behind a veth pair; alternates the C aoe, raoe and raoe with one completion
 # thread, round after round, and writes one JSON line per run.
 #
-# Usage: aoe-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS
+# Usage: aoe-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR
+#   KSELFTEST_DIR  the installed kselftest target, whose module helpers
+#                  (lib.sh) this uses
 set -u
-moddir=$1 out=$2 rounds=$3 secs=$4
-ko=$moddir/drivers/block/raoe/raoe.ko
+moddir=$1 out=$2 rounds=$3 secs=$4 ksft=$5
+export RSTORAGE_MODDIR=$moddir
+# shellcheck source=../../selftests/drivers/rstorage/lib.sh
+. "$ksft/drivers/rstorage/lib.sh"
 work=/tmp/aoe-bench
 : >"$out"
 
@@ -27,8 +31,8 @@ devs() { ls -d /sys/block/etherd\!e0.* 2>/dev/null | sed 's/.*!//' | sort -t. -k
 load() {
 	case $1 in
 	c) modprobe aoe aoe_iflist=aoe0 ;;
-	rust) insmod "$ko" && aoe-interfaces aoe0 ;;
-	rust-1thread) insmod "$ko" single_thread=1 && aoe-interfaces aoe0 ;;
+	rust) rstorage_insmod raoe && aoe-interfaces aoe0 ;;
+	rust-1thread) rstorage_insmod raoe single_thread=1 && aoe-interfaces aoe0 ;;
 	esac
 	local i
 	for i in $(seq 120); do
@@ -40,16 +44,10 @@ load() {
 }
 
 unload() {
-	local i
-	for i in $(seq 20); do
-		udevadm settle 2>/dev/null
-		case $1 in
-		c) rmmod aoe 2>/dev/null && return 0 ;;
-		*) rmmod raoe 2>/dev/null && return 0 ;;
-		esac
-		sleep 0.5
-	done
-	return 1
+	case $1 in
+	c) rstorage_rmmod aoe ;;
+	*) rstorage_rmmod raoe ;;
+	esac
 }
 
 run() { # DRIVER ROUND WORKLOAD TARGETS

@@ -18,9 +18,11 @@ rounds=${BENCH_ROUNDS:-5}
 secs=${BENCH_SECONDS:-5}
 
 echo "[bench] $rounds rounds x 3 drivers x 4 workloads x ${secs}s (log: $results/bench-aoe.console)"
+rstorage_kselftest_install "$(readlink -f "$obj/source")" "$results" ||
+	{ echo "[bench] kselftest install failed (see $results/kselftest-install.log)"; exit 1; }
 python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-aoe.console" --cpus 4 \
 	--rwdir "$results" --timeout 7200 --append "modprobe.blacklist=aoe" --show-output -- \
-	bash "$here/aoe-guest.sh" "$moddir" "$results/bench-aoe.jsonl" "$rounds" "$secs"
+	bash "$here/aoe-guest.sh" "$moddir" "$results/bench-aoe.jsonl" "$rounds" "$secs" "$results/kselftest"
 "$(rstorage_plot_python)" "$here/report.py" "$results/bench-aoe.jsonl" \
 	"$project/Documentation/rstorage/raoe-bench.inc" \
 	"$project/Documentation/rstorage/raoe-bench.png"

@@ -11,86 +11,49 @@
 # the driver, so that its cost (the initiator's queues fire it too) is the
 # same for all.
 #
-# Usage: iser-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS
+# With PROFILE=1, each run is also sampled with `perf record -a -e cpu-clock`
+# and the top of its profile (by symbol, then by module) is written next to
+# OUTPUT as profile-DRIVER-WORKLOAD-rROUND.txt.
+#
+# Usage: iser-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR [PROFILE]
+#   KSELFTEST_DIR  the installed kselftest target: the iSER set-up and the
+#                  module helpers are the selftests' (iser_lib.sh, lib.sh)
 set -u
-moddir=$1 out=$2 rounds=$3 secs=$4
-ko=$moddir/drivers/infiniband/ulp/risert/risert.ko
-iqn=iqn.2026-11.org.rstorage:bench
-cfs=/sys/kernel/config/target
-tpg=$cfs/iscsi/$iqn/tpgt_1
-portal=10.77.0.2:3260
-np=$tpg/np/$portal
+moddir=$1 out=$2 rounds=$3 secs=$4 ksft=$5 profile=${6:-0}
+export RSTORAGE_MODDIR=$moddir
+iser_iqn=iqn.2026-11.org.rstorage:bench
+# shellcheck source=../../selftests/drivers/rstorage/lib.sh
+. "$ksft/drivers/rstorage/lib.sh"
+# shellcheck source=../../selftests/drivers/rstorage/iser_lib.sh
+. "$ksft/drivers/rstorage/iser_lib.sh"
+np=$iser_np
 tr=/sys/kernel/tracing
 work=/tmp/iser-bench
 : >"$out"
 mkdir -p "$work"
 : >"$work/c-cqs"
 
-ip link add veth0 type veth peer name veth1
-ip addr add 10.77.0.1/24 dev veth0
-ip addr add 10.77.0.2/24 dev veth1
-ip link set veth0 up
-ip link set veth1 up
-modprobe rdma_rxe
-rdma link add rxe0 type rxe netdev veth1
-mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
-mkdir -p "$cfs/core/rd_mcp_0/ram0"
-echo rd_pages=32768 >"$cfs/core/rd_mcp_0/ram0/control"
-echo 1 >"$cfs/core/rd_mcp_0/ram0/enable"
-mkdir -p "$tpg/lun/lun_0"
-ln -s "$cfs/core/rd_mcp_0/ram0" "$tpg/lun/lun_0/ram0"
-mkdir "$np"
-echo 0 >"$tpg/attrib/authentication"
-echo 1 >"$tpg/attrib/generate_node_acls"
-echo 1 >"$tpg/attrib/cache_dynamic_acls"
-echo 0 >"$tpg/attrib/demo_mode_write_protect"
-echo 1 >"$tpg/enable"
-modprobe ib_iser
-iscsid
-sleep 1
+iser_rxe_up && iser_lio_up 32768 && iser_initiator_up || { echo "iSER set-up failed"; exit 1; }
 mountpoint -q "$tr" || mount -t tracefs nodev "$tr"
 echo 16384 >"$tr/buffer_size_kb"
 # The target's iscsi_np thread loads ib_isert itself when a portal enables
 # iser; only this script decides which transport is loaded.
-modprobe_path=$(cat /proc/sys/kernel/modprobe)
-echo /bin/true >/proc/sys/kernel/modprobe
-
-disk() {
-	local i d
-	for i in $(seq 60); do
-		d=$(iscsiadm -m session -P3 2>/dev/null | awk '/Attached scsi disk/ { print $4; exit }')
-		[ -n "$d" ] && [ -b "/dev/$d" ] && { echo "$d"; return 0; }
-		sleep 0.5
-	done
-	return 1
-}
-
-# SendTargets discovery; iscsiadm (open-iscsi 2.1.8) now and then stalls
-# and segfaults in an iSER discovery, with either target: retried.
-discovery() {
-	local i
-	for i in 1 2 3; do
-		iscsiadm -m discovery -t sendtargets -p "$portal" -I iser >/dev/null 2>&1 && return 0
-		echo "iscsiadm discovery failed ($?), retrying"
-	done
-	return 1
-}
+iser_autoload off
 
 load() {
 	case $1 in
-	c) echo "$modprobe_path" >/proc/sys/kernel/modprobe
+	c) iser_autoload on
 	   modprobe ib_isert
-	   echo /bin/true >/proc/sys/kernel/modprobe
+	   iser_autoload off
 	   : >"$tr/trace"
 	   echo 1 >"$tr/events/rdma_core/cq_alloc/enable"
 	   echo 1 >"$tr/tracing_on" ;;
-	rust) insmod "$ko" ;;
-	rust-nobatch) insmod "$ko" budget=0 ;;
-	rust-adaptive) insmod "$ko" poll_idle_us=500 ;;
+	rust) rstorage_insmod risert ;;
+	rust-nobatch) rstorage_insmod risert budget=0 ;;
+	rust-adaptive) rstorage_insmod risert poll_idle_us=500 ;;
 	esac || return 1
-	echo 1 >"$np/iser" && discovery &&
-		iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
-		dev=$(disk) || return 1
+	echo 1 >"$np/iser" && iser_login && iser_disks 1 || return 1
+	dev=${DISKS[0]}
 	if [ "$1" = c ]; then
 		echo 0 >"$tr/tracing_on"
 		echo 0 >"$tr/events/rdma_core/cq_alloc/enable"
@@ -99,18 +62,12 @@ load() {
 }
 
 unload() {
-	iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
-	iscsiadm -m node -o delete >/dev/null 2>&1
+	iser_logout
 	echo 0 >"$np/iser"
-	local i
-	for i in $(seq 20); do
-		case $1 in
-		c) rmmod ib_isert 2>/dev/null && return 0 ;;
-		*) rmmod risert 2>/dev/null && return 0 ;;
-		esac
-		sleep 0.5
-	done
-	return 1
+	case $1 in
+	c) rstorage_rmmod ib_isert ;;
+	*) rstorage_rmmod risert ;;
+	esac
 }
 
 # Completion queue events of the target so far: risert counts its own; for
@@ -139,10 +96,21 @@ run() { # DRIVER ROUND WORKLOAD
 	echo 1 >"$tr/events/rdma_core/cq_schedule/enable"
 	echo 1 >"$tr/tracing_on"
 	e0=$(events "$drv")
-	fio --output-format=json --name=b --filename="/dev/$dev" --ioengine=libaio --direct=1 \
+	local perf=()
+	[ "$profile" = 1 ] && perf=(perf record -q -a -e cpu-clock -o "$work/perf.data" --)
+	"${perf[@]}" fio --output-format=json --name=b --filename="/dev/$dev" --ioengine=libaio --direct=1 \
 		--iodepth=16 --rw="$rw" --bs=4k --size=120m --time_based --runtime="$secs" \
 		--group_reporting >/tmp/bench.json 2>/dev/null || return 1
 	e1=$(events "$drv")
+	if [ "$profile" = 1 ]; then
+		local p
+		p=$(dirname "$out")/profile-$drv-$wl-r$round.txt
+		{ perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -15
+		  echo
+		  perf report -i "$work/perf.data" --no-children --sort sym --stdio 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -60; } >"$p"
+	fi
 	echo 0 >"$tr/tracing_on"
 	echo 0 >"$tr/events/rdma_core/cq_schedule/enable"
 	python3 - "$drv" "$round" "$wl" "$((e1 - e0))" >>"$out" <<'PY'
@@ -170,4 +138,4 @@ for r in $(seq "$rounds"); do
 		echo "round $r: $drv done"
 	done
 done
-echo "$modprobe_path" >/proc/sys/kernel/modprobe
+iser_autoload on

@@ -12,7 +12,8 @@
 #
 # Usage: iser.sh KERNEL_OBJ MODULE_DIR RESULTS_DIR
 # Environment: BENCH_ROUNDS (default 8, a full rotation of the 4 drivers twice),
-# BENCH_SECONDS per run (default 5).
+# BENCH_SECONDS per run (default 5), BENCH_PROFILE=1 to sample every run with
+# perf (profile-*.txt in RESULTS_DIR; the sampling costs IOPS: not for tables).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../../../.." && pwd)
@@ -21,10 +22,16 @@ rstorage_dirs "$1" "$2" "$3" || exit 1
 rounds=${BENCH_ROUNDS:-8}
 secs=${BENCH_SECONDS:-5}
 
+rstorage_kselftest_install "$(readlink -f "$obj/source")" "$results" ||
+	{ echo "[bench] kselftest install failed (see $results/kselftest-install.log)"; exit 1; }
 echo "[bench] $rounds rounds x 4 drivers x 2 workloads x ${secs}s (log: $results/bench-iser.console)"
 python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-iser.console" --cpus 2 \
 	--rwdir "$results" --timeout 7200 --show-output -- \
-	bash "$here/iser-guest.sh" "$moddir" "$results/bench-iser.jsonl" "$rounds" "$secs"
+	bash "$here/iser-guest.sh" "$moddir" "$results/bench-iser.jsonl" "$rounds" "$secs" "$results/kselftest" "${BENCH_PROFILE:-0}"
+if [ "${BENCH_PROFILE:-0}" = 1 ]; then
+	echo "[bench] profiles: $results/profile-*.txt (tables left as they are)"
+	exit 0
+fi
 "$(rstorage_plot_python)" "$here/report.py" "$results/bench-iser.jsonl" \
 	"$project/Documentation/rstorage/risert-bench.inc" \
 	"$project/Documentation/rstorage/risert-bench.png"

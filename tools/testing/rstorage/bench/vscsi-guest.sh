@@ -5,10 +5,14 @@
 # virtio_scsi and rvirtio_scsi (per-target and mq steering) on the same disks,
 # round after round, and writes one JSON line per run.
 #
-# Usage: vscsi-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS
+# Usage: vscsi-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR
+#   KSELFTEST_DIR  the installed kselftest target, whose module helpers
+#                  (lib.sh) this uses
 set -u
-moddir=$1 out=$2 rounds=$3 secs=$4
-ko=$moddir/drivers/scsi/rvirtio_scsi/rvirtio_scsi.ko
+moddir=$1 out=$2 rounds=$3 secs=$4 ksft=$5
+export RSTORAGE_MODDIR=$moddir
+# shellcheck source=../../selftests/drivers/rstorage/lib.sh
+. "$ksft/drivers/rstorage/lib.sh"
 : >"$out"
 
 disks() { # the disks of the 8-target controller, target order
@@ -21,8 +25,8 @@ disks() { # the disks of the 8-target controller, target order
 load() {
 	case $1 in
 	c) modprobe virtio_scsi ;;
-	rust-per-target) insmod "$ko" steering=1 ;;
-	rust-mq) insmod "$ko" steering=0 ;;
+	rust-per-target) rstorage_insmod rvirtio_scsi steering=1 ;;
+	rust-mq) rstorage_insmod rvirtio_scsi steering=0 ;;
 	esac
 	local i
 	for i in $(seq 60); do
@@ -33,10 +37,9 @@ load() {
 }
 
 unload() {
-	udevadm settle 2>/dev/null
 	case $1 in
-	c) modprobe -r virtio_scsi ;;
-	*) rmmod rvirtio_scsi ;;
+	c) rstorage_rmmod virtio_scsi ;;
+	*) rstorage_rmmod rvirtio_scsi ;;
 	esac
 }
 

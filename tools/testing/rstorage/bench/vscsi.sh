@@ -24,10 +24,12 @@ for t in 0 1 2 3 4 5 6 7; do
 		-device "scsi-hd,drive=null$t,bus=bench.0,scsi-id=$t,lun=0")
 done
 echo "[bench] $rounds rounds x 3 drivers x 4 workloads x ${secs}s (log: $results/bench-vscsi.console)"
+rstorage_kselftest_install "$(readlink -f "$obj/source")" "$results" ||
+	{ echo "[bench] kselftest install failed (see $results/kselftest-install.log)"; exit 1; }
 python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-vscsi.console" --cpus 2 \
 	--rwdir "$results" --timeout 7200 --append "modprobe.blacklist=virtio_scsi" \
 	"--qemu-opts=${opts[*]}" --show-output -- \
-	bash "$here/vscsi-guest.sh" "$moddir" "$results/bench-vscsi.jsonl" "$rounds" "$secs"
+	bash "$here/vscsi-guest.sh" "$moddir" "$results/bench-vscsi.jsonl" "$rounds" "$secs" "$results/kselftest"
 "$(rstorage_plot_python)" "$here/report.py" "$results/bench-vscsi.jsonl" \
 	"$project/Documentation/rstorage/rvirtio-scsi-bench.inc" \
 	"$project/Documentation/rstorage/rvirtio-scsi-bench.png"

@@ -36,16 +36,16 @@ stress() {
 	return "$rc"
 }
 
-ktap_header
-ktap_plan $((${#runs[@]} + 1))
+ktap_print_header
+ktap_set_plan $((${#runs[@]} + 1))
 for r in "${runs[@]}"; do
 	name=${r%%:*}
 	read -ra params <<<"${r#*:}"
 	if stress "$name" "${params[@]}" &&
 		grep -q 'PASS: every completion handled exactly once' <<<"$report"; then
-		ktap_pass "$name"
+		ktap_test_pass "$name"
 	else
-		ktap_fail "$name"
+		ktap_test_fail "$name"
 	fi
 done
 
@@ -56,8 +56,8 @@ rc=$?
 dropped=$(grep -o 'dropped_handovers=[0-9]*' <<<"$report" | cut -d= -f2)
 if [ "$rc" = 1 ] && [ "${dropped:-0}" -gt 0 ] &&
 	grep -q 'FAIL: completions lost, stranded' <<<"$report"; then
-	ktap_pass "$name"
+	ktap_test_pass "$name"
 else
-	ktap_fail "$name (load status $rc, ${dropped:-0} hand-overs dropped)"
+	ktap_test_fail "$name (load status $rc, ${dropped:-0} hand-overs dropped)"
 fi
 ktap_finished

@@ -4,21 +4,21 @@
 . "$(dirname "$0")/lib.sh"
 
 mapfile -t mods < <(rstorage_modules)
-ktap_header
-ktap_plan $((${#mods[@]} * 2))
+ktap_print_header
+ktap_set_plan $((${#mods[@]} * 2))
 for m in "${mods[@]}"; do
 	ko=$(rstorage_ko "$m")
 	# shellcheck disable=SC2046
 	if [ -f "$ko" ] && rstorage_insmod "$m" $(rstorage_quick_params "$m") && rstorage_loaded "$m"; then
-		ktap_pass "load $m"
+		ktap_test_pass "load $m"
 	else
-		ktap_info "$m: ${ko:-no such module in modules.order} did not load"
-		ktap_fail "load $m"
+		ktap_print_msg "$m: ${ko:-no such module in modules.order} did not load"
+		ktap_test_fail "load $m"
 	fi
 	if rstorage_loaded "$m" && rmmod "$m" && ! rstorage_loaded "$m"; then
-		ktap_pass "unload $m"
+		ktap_test_pass "unload $m"
 	else
-		ktap_fail "unload $m"
+		ktap_test_fail "unload $m"
 	fi
 done
 ktap_finished

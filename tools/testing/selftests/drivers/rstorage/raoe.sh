@@ -13,8 +13,9 @@ work=/tmp/raoe
 ntargets=8
 size_mb=24
 
-ktap_header
-ktap_plan 22
+ktap_print_header
+rstorage_require fio vblade aoe-discover aoe-stat
+ktap_set_plan 22
 
 stats=/sys/kernel/debug/raoe/stats
 
@@ -41,7 +42,7 @@ wait_devs() {
 		[ $((i % 10)) = 0 ] && aoe-discover 2>/dev/null
 		sleep 0.5
 	done
-	ktap_info "$n of $1 devices up"
+	ktap_print_msg "$n of $1 devices up"
 	return 1
 }
 
@@ -50,36 +51,39 @@ load() { # PARAMS...
 	aoe-interfaces aoe0 aoe3 && aoe-discover
 }
 
-unload() {
-	local i
-	for i in $(seq 20); do
-		udevadm settle 2>/dev/null
-		rmmod raoe 2>/dev/null && return 0
-		sleep 0.5
-	done
-	rmmod raoe
-}
+unload() { rstorage_rmmod raoe; }
 
-# fio_verify NAME DEVS [EXTRA...]: random writes then verified reads.
+# fio_verify NAME DEVS [EXTRA...]: rstorage_fio_verify on the etherd disks DEVS.
 fio_verify() {
-	local name=$1 devs=$2 args=() d
-	shift 2
-	for d in $devs; do
-		args+=(--name="$d" --filename="/dev/etherd/$d")
+	local name=$1 d paths=()
+	for d in $2; do
+		paths+=("/dev/etherd/$d")
 	done
-	fio --output="$work/fio-$name.log" --ioengine=libaio --direct=1 --iodepth=16 \
-		--rw=randwrite --bsrange=4k-64k --size=${FIO_SIZE:-8m} --verify=crc32c --do_verify=1 \
-		--verify_fatal=1 --group_reporting "$@" "${args[@]}" >/dev/null 2>&1
-	local rc=$?
-	[ "$rc" = 0 ] || tail -n 20 "$work/fio-$name.log" | sed 's/^/# /'
-	grep -E "WRITE:|READ:" "$work/fio-$name.log" | sed 's/^ */# /'
-	return "$rc"
+	shift 2
+	rstorage_fio_verify "$name" "${FIO_SIZE:-8m}" "${paths[@]}" -- "$@"
 }
 
 # dev_field DEV FIELD: a field of a device's line in the stats file.
 dev_field() {
 	grep "^$1:" "$stats" | tr ' ' '\n' | grep -A1 -x "$2" | tail -n 1
 }
+
+# in_flight DEV: waits (up to 20 s) until DEV has frames outstanding, so that
+# a fault injected next hits I/O in flight; prints how many.
+in_flight() {
+	local i n
+	for i in $(seq 200); do
+		n=$(dev_field "$1" nout)
+		[ "${n:-0}" -gt 0 ] && { echo "$n"; return 0; }
+		sleep 0.1
+	done
+	echo 0
+	return 1
+}
+
+# A verified fio that runs for a fixed time (checking what it wrote as it
+# goes), so that it is still running when a fault is injected and after.
+timed=(--time_based --runtime=12 --verify_backlog=64)
 
 mkdir -p "$work"
 mount -t tmpfs -o size=$((ntargets * size_mb + 16))m raoe "$work"
@@ -97,12 +101,12 @@ mac0=$(cat /sys/class/net/aoe0/address)
 # 1-3: the C driver is not loaded; ours loads, makes the control files and
 # finds one target through aoetools.
 [ -d /sys/module/aoe ] && rmmod aoe
-ktap_check "C aoe not loaded" test ! -d /sys/module/aoe
+rstorage_case "C aoe not loaded" test ! -d /sys/module/aoe
 target 0
-ktap_check "raoe loads and makes the /dev/etherd control files" \
+rstorage_case "raoe loads and makes the /dev/etherd control files" \
 	eval 'load && test -c /dev/etherd/discover && test -c /dev/etherd/interfaces &&
 	test -c /dev/etherd/revalidate && test -c /dev/etherd/flush'
-[ -d /sys/module/raoe ] || { ktap_info "driver not loaded, giving up"; exit 1; }
+[ -d /sys/module/raoe ] || { ktap_print_msg "driver not loaded, giving up"; exit 1; }
 found() {
 	wait_devs 1 || return 1
 	aoe-stat | sed 's/^/# /'
@@ -110,77 +114,98 @@ found() {
 		[ "$(cat '/sys/block/etherd!e0.0/size')" = $((size_mb * 2048)) ] &&
 		[ "$(cat '/sys/block/etherd!e0.0/mac')" = "$(tr -d : <<<"$mac1")" ]
 }
-ktap_check "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat)" found
+rstorage_case "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat)" found
 
 # 4: data on one target.
-ktap_check "fio verify=crc32c on 1 target" fio_verify one e0.0
+rstorage_case "fio verify=crc32c on 1 target" fio_verify one e0.0
 
 # 5-7: eight targets at once; completions spread over threads, one per target.
 for i in $(seq 1 $((ntargets - 1))); do target "$i"; done
 aoe-discover
-ktap_check "aoe-discover finds $ntargets targets" wait_devs $ntargets
+rstorage_case "aoe-discover finds $ntargets targets" wait_devs $ntargets
 all=$(for i in $(seq 0 $((ntargets - 1))); do echo "e0.$i"; done)
-ktap_check "fio verify=crc32c on $ntargets targets at once" fio_verify eight "$all"
+rstorage_case "fio verify=crc32c on $ntargets targets at once" fio_verify eight "$all"
 sed 's/^/# /' "$stats"
 threads() {
 	local busy owners
 	busy=$(grep -c '^thread .* completions [1-9]' "$stats")
 	owners=$(for i in $(seq 0 $((ntargets - 1))); do dev_field "e0.$i" thread; done | sort -u | wc -l)
-	ktap_info "threads with completions: $busy, distinct threads owning targets: $owners"
+	ktap_print_msg "threads with completions: $busy, distinct threads owning targets: $owners"
 	[ "$busy" -ge 2 ] && [ "$owners" -ge 2 ] && [ "$owners" -le "$(nproc)" ]
 }
-ktap_check "completions run on several per-CPU threads, each target on one" threads
+rstorage_case "completions run on several per-CPU threads, each target on one" threads
 
 # 8: a target killed mid-I/O and restarted: I/O resumes (retransmission).
 killed() {
 	local before after rc
+	local n
 	before=$(dev_field e0.1 retransmits)
-	FIO_SIZE=16m fio_verify killed e0.1 &
+	FIO_SIZE=16m fio_verify killed e0.1 "${timed[@]}" &
 	local fio=$!
-	sleep 3
+	n=$(in_flight e0.1) || { ktap_print_msg "no I/O in flight on e0.1"; wait $fio; return 1; }
 	stop_target 1
 	sleep 3
 	target 1
 	wait $fio
 	rc=$?
 	after=$(dev_field e0.1 retransmits)
-	ktap_info "e0.1 retransmits $before -> $after"
+	ktap_print_msg "target killed with $n frames in flight; e0.1 retransmits $before -> $after; fio exit $rc"
 	[ "$rc" = 0 ] && [ "$after" -gt "$before" ]
 }
-ktap_check "target killed and restarted during fio: I/O resumes, data verified" killed
+rstorage_case "target killed and restarted during fio: I/O resumes, data verified" killed
 
 # 9: link down and up during I/O. vblade exits when a send fails while the
 # link is down ("write to network: No buffer space available"): then it is
 # restarted, as a target's supervisor would; the driver must carry on either way.
 link() {
-	FIO_SIZE=16m fio_verify link e0.2 &
+	local n running rc
+	FIO_SIZE=16m fio_verify link e0.2 "${timed[@]}" &
 	local fio=$!
-	sleep 3
+	n=$(in_flight e0.2) || { ktap_print_msg "no I/O in flight on e0.2"; wait $fio; return 1; }
 	ip link set aoe0 down
 	sleep 2
 	ip link set aoe0 up
+	kill -0 $fio 2>/dev/null && running=1 || running=0
 	if ! kill -0 "$(cat "$work/vblade.2")" 2>/dev/null; then
-		ktap_info "vblade e0.2 exited during the outage: $(tail -n1 "$work/vblade.2.log"); restarted"
+		ktap_print_msg "vblade e0.2 exited during the outage: $(tail -n1 "$work/vblade.2.log"); restarted"
 		target 2
 	fi
 	wait $fio
+	rc=$?
+	ktap_print_msg "link down with $n frames in flight, fio still running after the outage: $running, fio exit $rc"
+	[ "$rc" = 0 ] && [ "$running" = 1 ]
 }
-ktap_check "link down/up during fio: data verified" link
+rstorage_case "link down/up during fio: data verified" link
 
 # 10: garbage frames while I/O runs.
+# The receive counters (rx: cfg short not_response ...), as numbers.
+rx_counts() { grep '^rx:' "$stats" | tr ' ' '\n' | grep -E '^[0-9]+$'; }
 garbage() {
-	local before after sent rc
-	before=$(grep '^rx:' "$stats")
-	FIO_SIZE=16m fio_verify garbage "e0.3 e0.4" &
+	local before after sent rc u0 u1 moved counted running
+	before=($(rx_counts))
+	u0=$(dev_field e0.3 unexpected)
+	FIO_SIZE=16m fio_verify garbage "e0.3 e0.4" "${timed[@]}" &
 	local fio=$!
+	in_flight e0.3 >/dev/null
 	sent=$(python3 "$here/aoe_inject.py" aoe2 "$(cat /sys/class/net/aoe3/address)" "$mac1" 12000 0 3)
+	kill -0 $fio 2>/dev/null && running=1 || running=0
 	wait $fio
 	rc=$?
-	after=$(grep '^rx:' "$stats")
-	ktap_info "injected $sent frames; $before -> $after; e0.3 unexpected $(dev_field e0.3 unexpected)"
-	[ "$rc" = 0 ] && [ "${sent:-0}" -ge 10000 ] && [ "$after" != "$before" ]
+	after=($(rx_counts))
+	u1=$(dev_field e0.3 unexpected)
+	# Every kind of bad frame lands in its own counter: most frames must be
+	# accounted for, in at least three different counters.
+	moved=0 counted=$((u1 - u0))
+	for i in "${!after[@]}"; do
+		[ "${after[$i]}" -gt "${before[$i]}" ] && moved=$((moved + 1))
+		counted=$((counted + after[i] - before[i]))
+	done
+	ktap_print_msg "injected $sent frames while fio ran ($running); rx $(grep '^rx:' "$stats");" \
+		"e0.3 unexpected +$((u1 - u0)); $counted accounted for in $moved rx counters"
+	[ "$rc" = 0 ] && [ "$running" = 1 ] && [ "${sent:-0}" -ge 10000 ] &&
+		[ "$counted" -ge $((sent / 2)) ] && [ "$moved" -ge 3 ]
 }
-ktap_check "10000+ malformed/unexpected frames during fio: data verified" garbage
+rstorage_case "10000+ malformed/unexpected frames during fio: data verified" garbage
 
 # 11: memory pressure: a hog holds all but ~160 MiB while fio runs.
 pressure() {
@@ -197,37 +222,40 @@ time.sleep(600)' $((avail - 160)) "$work/hog.ready" &
 		[ -e "$work/hog.ready" ] && break
 		sleep 0.5
 	done
-	[ -e "$work/hog.ready" ] || { ktap_info "hog not ready"; kill $hog; return 1; }
-	ktap_info "hog holds $((avail - 160)) MiB; $(grep MemAvailable /proc/meminfo)"
+	[ -e "$work/hog.ready" ] || { ktap_print_msg "hog not ready"; kill $hog; return 1; }
+	ktap_print_msg "hog holds $((avail - 160)) MiB; $(grep MemAvailable /proc/meminfo)"
 	FIO_SIZE=16m fio_verify pressure "e0.5 e0.6"
 	rc=$?
 	kill $hog
 	wait $hog 2>/dev/null
-	ktap_info "reserved buffers used: $(grep -o 'reserve_used [0-9]*' "$stats")"
+	ktap_print_msg "reserved buffers used: $(grep -o 'reserve_used [0-9]*' "$stats")"
 	return $rc
 }
-ktap_check "fio under memory pressure: data verified" pressure
+rstorage_case "fio under memory pressure: data verified" pressure
 
 # 12: CPUs offline and online during I/O.
 hotplug() {
 	FIO_SIZE=16m fio_verify hotplug "$all" &
-	local fio=$! c r
+	local fio=$! c r hp=0 rc
 	for r in 1 2; do
 		for c in /sys/devices/system/cpu/cpu[1-9]*; do
-			echo 0 >"$c/online"
+			echo 0 >"$c/online" || hp=1
 			sleep 0.5
-			echo 1 >"$c/online"
+			echo 1 >"$c/online" || hp=1
 		done
 	done
 	wait $fio
+	rc=$?
+	ktap_print_msg "cpu offline/online writes: $([ $hp = 0 ] && echo all took || echo some failed), online $(cat /sys/devices/system/cpu/online), fio exit $rc"
+	[ "$rc" = 0 ] && [ "$hp" = 0 ] && [ "$(cat /sys/devices/system/cpu/online)" = "0-$(($(nproc --all) - 1))" ]
 }
-ktap_check "CPUs offlined and onlined during fio: data verified" hotplug
+rstorage_case "CPUs offlined and onlined during fio: data verified" hotplug
 
 # 13: revalidate through aoetools.
 revalidate() {
 	aoe-revalidate e0.7 && sleep 1 && grep -q '^up$' '/sys/block/etherd!e0.7/state'
 }
-ktap_check "aoe-revalidate e0.7 keeps it up" revalidate
+rstorage_case "aoe-revalidate e0.7 keeps it up" revalidate
 
 # 14-15: unload under load is refused (the disk is open), then works; data
 # written before the unload reads back after the reload.
@@ -238,19 +266,19 @@ busy_unload() {
 	local fio=$! rc=0
 	sleep 2
 	if rmmod raoe 2>/dev/null; then
-		ktap_info "rmmod succeeded with a disk open"
+		ktap_print_msg "rmmod succeeded with a disk open"
 		rc=1
 	fi
 	wait $fio || rc=1
 	return $rc
 }
-ktap_check "rmmod under load is refused while fio runs, fio verifies" busy_unload
+rstorage_case "rmmod under load is refused while fio runs, fio verifies" busy_unload
 reload() {
 	unload || return 1
 	load && wait_devs $ntargets &&
 		cmp <(dd if=/dev/etherd/e0.0 bs=1M count=4 iflag=direct 2>/dev/null) "$work/pattern"
 }
-ktap_check "rmmod after I/O, reload: targets back, data intact" reload
+rstorage_case "rmmod after I/O, reload: targets back, data intact" reload
 
 # 16-17: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
 # nothing hangs; it comes back with discovery.
@@ -262,17 +290,17 @@ dead() {
 	dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>"$work/dead.log"
 	rc=$?
 	end=$(date +%s)
-	ktap_info "read of a dead target: exit $rc after $((end - start)) s: $(tail -n1 "$work/dead.log")"
+	ktap_print_msg "read of a dead target: exit $rc after $((end - start)) s: $(tail -n1 "$work/dead.log")"
 	grep -q 'Input/output error' "$work/dead.log" && [ $((end - start)) -le 30 ] &&
 		grep -q '^down$' '/sys/block/etherd!e0.2/state'
 }
-ktap_check "a dead target fails I/O with EIO within aoe_deadsecs, no hang" dead
+rstorage_case "a dead target fails I/O with EIO within aoe_deadsecs, no hang" dead
 back() {
 	target 2
 	aoe-discover
 	wait_devs $ntargets && dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
 }
-ktap_check "the restarted target comes back with aoe-discover" back
+rstorage_case "the restarted target comes back with aoe-discover" back
 
 # 18: flush of a down device removes it.
 flush() {
@@ -282,7 +310,7 @@ flush() {
 	aoe-flush 2>/dev/null
 	[ ! -e '/sys/block/etherd!e0.7' ]
 }
-ktap_check "aoe-flush removes a down device" flush
+rstorage_case "aoe-flush removes a down device" flush
 
 # 19-20: single completion thread mode, then the C driver on the same targets.
 single() {
@@ -290,7 +318,7 @@ single() {
 	FIO_SIZE=4m fio_verify single "e0.0 e0.1 e0.2" || return 1
 	[ "$(grep -c '^thread ' "$stats")" = 1 ]
 }
-ktap_check "single_thread=1: one completion thread, data verified" single
+rstorage_case "single_thread=1: one completion thread, data verified" single
 cdriver() {
 	# Fresh data written through raoe (the fio runs above overwrote e0.0).
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
@@ -309,10 +337,10 @@ cdriver() {
 	rmmod aoe || rc=1
 	return $rc
 }
-ktap_check "C aoe takes the same targets and reads raoe's data" cdriver
+rstorage_case "C aoe takes the same targets and reads raoe's data" cdriver
 
 # 21: raoe loads again after the C driver.
-ktap_check "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
+rstorage_case "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
 
 # 22: the interface is deleted while raoe holds paths through it: raoe drops
 # its device references when told, so the deletion completes.
@@ -321,13 +349,13 @@ ifgone() {
 	load && wait_devs 1 || return 1
 	before=$(dmesg | grep -c 'aoe0: interface going away')
 	if ! timeout 30 ip link del aoe0; then
-		ktap_info "ip link del aoe0 did not complete in 30 s"
+		ktap_print_msg "ip link del aoe0 did not complete in 30 s"
 		return 1
 	fi
-	ktap_info "$(dmesg | grep 'aoe0: interface going away' | tail -n1 | sed 's/^\[[^]]*\] //')"
+	ktap_print_msg "$(dmesg | grep 'aoe0: interface going away' | tail -n1 | sed 's/^\[[^]]*\] //')"
 	[ "$(dmesg | grep -c 'aoe0: interface going away')" -gt "$before" ] && unload
 }
-ktap_check "an interface deleted under raoe: its paths are dropped, the deletion completes" ifgone
+rstorage_case "an interface deleted under raoe: its paths are dropped, the deletion completes" ifgone
 
 for i in $(seq 0 $((ntargets - 1))); do stop_target "$i"; done
 ip link del aoe0 2>/dev/null

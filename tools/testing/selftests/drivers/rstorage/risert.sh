@@ -10,17 +10,15 @@
 # discovery sessions (login, text, logout over RDMA), survives portal
 # enable/disable cycles and the removal of the RDMA device, and unloads.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/iser_lib.sh"
 
 work=/tmp/risert
-iqn=iqn.2026-11.org.rstorage:risert
-cfs=/sys/kernel/config/target
-tpg=$cfs/iscsi/$iqn/tpgt_1
-portal=10.77.0.2:3260
-np=$tpg/np/$portal
+iqn=$iser_iqn cfs=$iser_cfs tpg=$iser_tpg portal=$iser_portal np=$iser_np
 stats=/sys/kernel/debug/risert/stats
 
-ktap_header
-ktap_plan 19
+ktap_print_header
+rstorage_require fio iscsiadm iscsid rdma sg_reset
+ktap_set_plan 19
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -31,54 +29,41 @@ conn_ids() { awk '$1 == "conn" { print $2 }' "$stats" | sort; }
 # open-iscsi's iscsiadm (2.1.8) now and then waits 30 s for a discovery
 # session's text response, reconnects and segfaults (exit 139), with the C
 # ib_isert as well as with risert. Such a crash is retried, twice at most,
-# and counted in $work/iscsiadm-crashes. The connection of the crashed
-# attempt stays up (the kernel initiator keeps it until its device goes):
-# it is recorded in $work/orphans, and all_freed leaves it out.
+# only when it is shown to be the initiator's: risert received every PDU the
+# crashed attempt's connection sent and answered each one (its rx equals its
+# tx: nothing left unanswered), without a failed work request or a bad PDU.
+# That connection stays up (the kernel initiator keeps it until its device
+# goes): it is recorded in $work/orphans, and all_freed leaves it out. Any
+# other crash fails the discovery.
 discovery_st() {
-	local i rc before
+	local i rc before wc bad id line rx tx
 	for i in 1 2 3; do
 		before=$(conn_ids)
+		wc=$(rstat wc_errors) bad=$(rstat bad_pdus)
 		timeout 90 iscsiadm -m discovery -t sendtargets -p "$1" -I iser
 		rc=$?
 		[ "$rc" = 139 ] || return "$rc"
 		echo crash >>"$work/iscsiadm-crashes"
 		sleep 1
-		comm -13 <(echo "$before") <(conn_ids) >>"$work/orphans"
+		for id in $(comm -13 <(echo "$before") <(conn_ids)); do
+			line=$(awk -v id="$id" '$1 == "conn" && $2 == id' "$stats")
+			rx=$(sed -n 's/.* rx \([0-9]*\) .*/\1/p' <<<"$line")
+			tx=$(sed -n 's/.* tx \([0-9]*\) .*/\1/p' <<<"$line")
+			ktap_print_msg "iscsiadm crashed (attempt $i); its connection: $line"
+			if [ "${rx:-0}" -lt 1 ] || [ "$rx" != "$tx" ] ||
+				[ "$(rstat wc_errors)" != "$wc" ] || [ "$(rstat bad_pdus)" != "$bad" ]; then
+				ktap_print_msg "not the initiator's crash: rx ${rx:-?} tx ${tx:-?}," \
+					"wc_errors $wc -> $(rstat wc_errors), bad_pdus $bad -> $(rstat bad_pdus)"
+				return 1
+			fi
+			echo "$id" >>"$work/orphans"
+		done
 	done
 	return "$rc"
 }
 
 # The listening rdma_cm identifiers on the portal's port.
 listeners() { rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr $portal" || true; }
-
-rxe_up() {
-	ip link add veth0 type veth peer name veth1 &&
-		ip addr add 10.77.0.1/24 dev veth0 && ip addr add 10.77.0.2/24 dev veth1 &&
-		ip link set veth0 up && ip link set veth1 up &&
-		modprobe rdma_rxe && rdma link add rxe0 type rxe netdev veth1
-}
-
-lio_up() {
-	modprobe configfs 2>/dev/null
-	mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
-	mkdir -p "$cfs/core/rd_mcp_0/ram0" || return 1
-	echo rd_pages=8192 >"$cfs/core/rd_mcp_0/ram0/control" &&
-		echo 1 >"$cfs/core/rd_mcp_0/ram0/enable" &&
-		mkdir -p "$tpg/lun/lun_0" &&
-		ln -s "$cfs/core/rd_mcp_0/ram0" "$tpg/lun/lun_0/ram0" &&
-		mkdir "$np" &&
-		echo 0 >"$tpg/attrib/authentication" &&
-		echo 1 >"$tpg/attrib/generate_node_acls" &&
-		echo 1 >"$tpg/attrib/cache_dynamic_acls" &&
-		echo 0 >"$tpg/attrib/demo_mode_write_protect" &&
-		echo 1 >"$tpg/enable"
-}
-
-initiator_up() {
-	modprobe ib_iser || return 1
-	pgrep -x iscsid >/dev/null || iscsid || return 1
-	sleep 1
-}
 
 # Discovery, login, fio verify=crc32c on the session's first disk, logout;
 # $1 names the target transport in the log, $2 is how many LUNs target A has.
@@ -87,15 +72,11 @@ session_io() {
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >"$work/login.log" 2>&1 ||
 		{ sed 's/^/# /' "$work/disc.log" "$work/login.log"; return 1; }
 	local d rc
-	disks "$2" || return 1
+	iser_disks "$2" || return 1
 	d=${DISKS[0]}
-	ktap_info "$1 session disk: $d"
-	fio --output="$work/fio.log" --name=c --filename="/dev/$d" --ioengine=libaio --direct=1 \
-		--iodepth=16 --rw=randwrite --bsrange=4k-64k --size=16m --verify=crc32c \
-		--do_verify=1 --verify_fatal=1 >/dev/null 2>&1
+	ktap_print_msg "$1 session disk: $d"
+	rstorage_fio_verify session 16m "/dev/$d"
 	rc=$?
-	[ "$rc" = 0 ] || tail -n 20 "$work/fio.log" | sed 's/^/# /'
-	grep -E "WRITE:|READ:" "$work/fio.log" | sed 's/^ */# /'
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	return "$rc"
@@ -113,12 +94,11 @@ c_isert_unload() {
 
 # From here on, the iSCSI target must not load ib_isert when a portal's
 # iser attribute is set: module autoloading is switched off.
-modprobe_path=$(cat /proc/sys/kernel/modprobe)
 risert_listens() {
-	echo /bin/true >/proc/sys/kernel/modprobe
+	iser_autoload off
 	rstorage_insmod risert || return 1
 	echo 1 >"$np/iser" || return 1
-	ktap_info "iser $(cat "$np/iser"), portals_up $(rstat portals_up), listening ids $(listeners)"
+	ktap_print_msg "iser $(cat "$np/iser"), portals_up $(rstat portals_up), listening ids $(listeners)"
 	[ "$(cat "$np/iser")" = 1 ] && [ "$(rstat portals_up)" = 1 ] && ! rstorage_loaded ib_isert
 }
 
@@ -139,7 +119,7 @@ all_freed() {
 		[ "$left" = 0 ] && [ $(($(rstat conns_freed) + orphans)) = "$(rstat accepted)" ] && return 0
 		sleep 0.25
 	done
-	ktap_info "accepted $(rstat accepted), freed $(rstat conns_freed), live $(live_conns) (orphans of crashed discoveries: $orphans)"
+	ktap_print_msg "accepted $(rstat accepted), freed $(rstat conns_freed), live $(live_conns) (orphans of crashed discoveries: $orphans)"
 	return 1
 }
 
@@ -155,7 +135,7 @@ discovery() {
 	discover
 	rc=$?
 	sed 's/^/# /' "$work/rdisc.log"
-	ktap_info "accepted $(rstat accepted), logins $(rstat logins), text $(rstat text), logouts $(rstat logouts), pdus_rx $(rstat pdus_rx), pdus_tx $(rstat pdus_tx)"
+	ktap_print_msg "accepted $(rstat accepted), logins $(rstat logins), text $(rstat text), logouts $(rstat logouts), pdus_rx $(rstat pdus_rx), pdus_tx $(rstat pdus_tx)"
 	[ "$rc" = 0 ] && [ "$(rstat logins)" -ge 1 ] && [ "$(rstat text)" -ge 1 ] &&
 		[ "$(rstat wc_errors)" = 0 ] && all_freed
 }
@@ -163,14 +143,15 @@ discovery() {
 discoveries() {
 	local i
 	for i in $(seq 10); do
-		discover || { ktap_info "discovery $i failed"; sed 's/^/# /' "$work/rdisc.log"; return 1; }
+		discover || { ktap_print_msg "discovery $i failed"; sed 's/^/# /' "$work/rdisc.log"; return 1; }
 	done
-	ktap_info "accepted $(rstat accepted), freed $(rstat conns_freed), wc_errors $(rstat wc_errors), iscsiadm crashes so far $(wc -l <"$work/iscsiadm-crashes")"
+	ktap_print_msg "accepted $(rstat accepted), freed $(rstat conns_freed), wc_errors $(rstat wc_errors), iscsiadm crashes so far $(wc -l <"$work/iscsiadm-crashes")"
 	[ "$(rstat accepted)" -ge 11 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
 }
 
 # iser_peer MODE SECONDS: one crafted message from a userspace iSER peer.
-peer() { timeout 60 "$work/iser_peer" 10.77.0.2 3260 "$1" "$2" 2>&1; }
+# (Built on the host by the kselftest Makefile, installed beside this script.)
+peer() { timeout 60 "$(dirname "$0")/iser_peer" 10.77.0.2 3260 "$1" "$2" 2>&1; }
 
 # What the kernel's initiator never sends, from iser_peer: messages shorter
 # than the headers or than their declared data, an unknown iSER opcode, and a
@@ -179,22 +160,22 @@ peer() { timeout 60 "$work/iser_peer" 10.77.0.2 3260 "$1" "$2" 2>&1; }
 # connection stays; every connection is freed.
 malformed() {
 	local bad out rc=0
-	gcc -O2 -o "$work/iser_peer" "$(dirname "$0")/iser_peer.c" -lrdmacm -libverbs ||
-		{ ktap_info "cannot build iser_peer (librdmacm-dev, libibverbs-dev)"; return 1; }
+	[ -x "$(dirname "$0")/iser_peer" ] ||
+		{ ktap_print_msg "iser_peer was not built (librdmacm-dev, libibverbs-dev)"; return 1; }
 	bad=$(rstat bad_pdus)
 	out=$(peer short 15)
-	ktap_info "short message: $(paste -sd' ' <<<"$out")"
+	ktap_print_msg "short message: $(paste -sd' ' <<<"$out")"
 	grep -qx disconnected <<<"$out" || rc=1
 	out=$(peer overlong 15)
-	ktap_info "data segment longer than the message: $(paste -sd' ' <<<"$out")"
+	ktap_print_msg "data segment longer than the message: $(paste -sd' ' <<<"$out")"
 	grep -qx disconnected <<<"$out" || rc=1
 	out=$(peer opcode 3)
-	ktap_info "unknown iSER opcode: $(paste -sd' ' <<<"$out")"
+	ktap_print_msg "unknown iSER opcode: $(paste -sd' ' <<<"$out")"
 	grep -qx connected <<<"$out" || rc=1
 	out=$(peer scsi 30)
-	ktap_info "SCSI command before login: $(paste -sd' ' <<<"$out")"
+	ktap_print_msg "SCSI command before login: $(paste -sd' ' <<<"$out")"
 	grep -q "^rx opcode 0x23 class [1-9]" <<<"$out" && grep -qx disconnected <<<"$out" || rc=1
-	ktap_info "bad_pdus $(rstat bad_pdus) (was $bad), accepted $(rstat accepted), freed $(rstat conns_freed)"
+	ktap_print_msg "bad_pdus $(rstat bad_pdus) (was $bad), accepted $(rstat accepted), freed $(rstat conns_freed)"
 	[ "$rc" = 0 ] && [ "$(rstat bad_pdus)" = $((bad + 3)) ] && all_freed
 }
 
@@ -202,7 +183,7 @@ risert_session() {
 	local rc
 	session_io risert 1
 	rc=$?
-	ktap_info "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in), data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in), data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
 	[ "$rc" = 0 ] && [ "$(rstat data_in)" -gt 0 ] && [ "$(rstat data_out)" -gt 0 ] &&
 		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
 }
@@ -218,16 +199,13 @@ unsolicited() {
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
 			-n node.session.iscsi.InitialR2T -v No &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
-		disks 1 || { ktap_info "login with InitialR2T=No failed"; return 1; }
-	fio --output="$work/fio-u.log" --name=u --filename="/dev/${DISKS[0]}" --ioengine=libaio \
-		--direct=1 --iodepth=16 --rw=randwrite --bsrange=16k-128k --size=16m --verify=crc32c \
-		--do_verify=1 --verify_fatal=1 >/dev/null 2>&1
+		iser_disks 1 || { ktap_print_msg "login with InitialR2T=No failed"; return 1; }
+	rstorage_fio_verify unsolicited 16m "/dev/${DISKS[0]}" -- --bsrange=16k-128k
 	rc=$?
-	[ "$rc" = 0 ] || tail -n 20 "$work/fio-u.log" | sed 's/^/# /'
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	echo Yes >"$tpg/param/InitialR2T"
-	ktap_info "unsolicited Data-Out PDUs $(($(rstat unsol_data_out) - u)), data_out (RDMA READ) $(rstat data_out)"
+	ktap_print_msg "unsolicited Data-Out PDUs $(($(rstat unsol_data_out) - u)), data_out (RDMA READ) $(rstat data_out)"
 	[ "$rc" = 0 ] && [ "$(rstat unsol_data_out)" -gt "$u" ] && all_freed
 }
 
@@ -237,19 +215,6 @@ login_a() {
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
 			-n node.session.timeo.replacement_timeout -v 5 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1
-}
-
-# disks N: waits for N disks of iSER sessions and puts them in DISKS.
-DISKS=()
-disks() {
-	local i
-	for i in $(seq 60); do
-		mapfile -t DISKS < <(iscsiadm -m session -P3 2>/dev/null | awk '/Attached scsi disk/ { print $4 }')
-		[ "${#DISKS[@]}" = "$1" ] && return 0
-		sleep 0.5
-	done
-	ktap_info "found ${#DISKS[@]} disks, expected $1"
-	return 1
 }
 
 # fio_bg DISK: 60 s of verified random writes in the background.
@@ -262,7 +227,7 @@ fio_bg() {
 # Two targets (A gets a second LUN, which it keeps; B on a second address)
 # and a session to each, with fio verify=crc32c on the three disks at once.
 two_sessions() {
-	local b=iqn.2026-11.org.rstorage:risert-b tb d args=() rc
+	local b=iqn.2026-11.org.rstorage:risert-b tb rc
 	tb=$cfs/iscsi/$b/tpgt_1
 	ip addr add 10.77.0.3/24 dev veth1 &&
 		mkdir -p "$cfs/core/rd_mcp_0/ram1" "$cfs/core/rd_mcp_0/ram2" &&
@@ -275,21 +240,14 @@ two_sessions() {
 		mkdir "$tb/np/10.77.0.3:3260" && echo 1 >"$tb/np/10.77.0.3:3260/iser" &&
 		echo 0 >"$tb/attrib/authentication" && echo 1 >"$tb/attrib/generate_node_acls" &&
 		echo 1 >"$tb/attrib/cache_dynamic_acls" && echo 0 >"$tb/attrib/demo_mode_write_protect" &&
-		echo 1 >"$tb/enable" || { ktap_info "target B set-up failed"; return 1; }
+		echo 1 >"$tb/enable" || { ktap_print_msg "target B set-up failed"; return 1; }
 	login_a && discovery_st 10.77.0.3:3260 >/dev/null 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$b" -p 10.77.0.3:3260 -I iser --login >/dev/null 2>&1 ||
-		{ ktap_info "logins failed"; return 1; }
-	disks 3 || return 1
-	ktap_info "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}, live connections $(live_conns)"
-	for d in "${DISKS[@]}"; do
-		args+=(--name="$d" --filename="/dev/$d")
-	done
-	fio --output="$work/fio3.log" --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
-		--bsrange=4k-64k --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 \
-		--group_reporting "${args[@]}" >/dev/null 2>&1
+		{ ktap_print_msg "logins failed"; return 1; }
+	iser_disks 3 || return 1
+	ktap_print_msg "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}, live connections $(live_conns)"
+	rstorage_fio_verify three 8m "${DISKS[@]/#//dev/}"
 	rc=$?
-	[ "$rc" = 0 ] || tail -n 20 "$work/fio3.log" | sed 's/^/# /'
-	grep -E "WRITE:|READ:" "$work/fio3.log" | sed 's/^ */# /'
 	[ "$(conn_ids | comm -23 - <(sort -u "$work/orphans") | wc -l)" = 2 ] || rc=1
 	iscsiadm -m node --logoutall=all >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
@@ -306,17 +264,15 @@ tmf_nop() {
 	local n0 t0 rs rc
 	n0=$(rstat nops)
 	t0=$(rstat tmfs)
-	login_a && disks 2 || return 1
+	login_a && iser_disks 2 || return 1
 	sleep 12
 	sg_reset -d "/dev/${DISKS[0]}" >"$work/reset.log" 2>&1
 	rs=$?
-	fio --output="$work/fio-t.log" --name=t --filename="/dev/${DISKS[0]}" --ioengine=libaio \
-		--direct=1 --iodepth=16 --rw=randwrite --bs=16k --size=8m --verify=crc32c \
-		--verify_fatal=1 >/dev/null 2>&1
+	rstorage_fio_verify tmf 8m "/dev/${DISKS[0]}" -- --bs=16k
 	rc=$?
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
-	ktap_info "NOP-Outs $(($(rstat nops) - n0)), task management requests $(($(rstat tmfs) - t0)), sg_reset exit $rs, fio exit $rc"
+	ktap_print_msg "NOP-Outs $(($(rstat nops) - n0)), task management requests $(($(rstat tmfs) - t0)), sg_reset exit $rs, fio exit $rc"
 	[ "$rs" = 0 ] && [ "$rc" = 0 ] && [ "$(rstat nops)" -gt "$n0" ] &&
 		[ "$(rstat tmfs)" -gt "$t0" ] && all_freed
 }
@@ -325,15 +281,15 @@ tmf_nop() {
 # connection drains and is freed, nothing hangs.
 logout_under_io() {
 	local pid
-	login_a && disks 2 || return 1
+	login_a && iser_disks 2 || return 1
 	fio_bg "${DISKS[0]}"
 	pid=$!
 	sleep 3
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 ||
-		{ ktap_info "logout failed"; kill "$pid"; return 1; }
-	timeout 60 tail --pid="$pid" -f /dev/null || { ktap_info "fio hung"; return 1; }
+		{ ktap_print_msg "logout failed"; kill "$pid"; return 1; }
+	timeout 60 tail --pid="$pid" -f /dev/null || { ktap_print_msg "fio hung"; return 1; }
 	iscsiadm -m node -o delete >/dev/null 2>&1
-	ktap_info "scsi_cmds $(rstat scsi_cmds), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
 	all_freed
 }
 
@@ -341,13 +297,11 @@ logout_under_io() {
 # goes, the session keeps working (verified I/O), then logs out.
 portal_removed_live() {
 	local d rc
-	login_a && disks 2 || return 1
+	login_a && iser_disks 2 || return 1
 	d=${DISKS[0]}
 	echo 0 >"$np/iser" || return 1
-	ktap_info "portal disabled with $(live_conns) live connection(s), listening ids $(listeners)"
-	fio --output="$work/fio-p.log" --name=p --filename="/dev/$d" --ioengine=libaio --direct=1 \
-		--iodepth=16 --rw=randwrite --bs=16k --size=8m --verify=crc32c --verify_fatal=1 \
-		>/dev/null 2>&1
+	ktap_print_msg "portal disabled with $(live_conns) live connection(s), listening ids $(listeners)"
+	rstorage_fio_verify portal 8m "/dev/$d" -- --bs=16k
 	rc=$?
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
@@ -360,9 +314,9 @@ cycles() {
 	up=$(rstat portals_up)
 	down=$(rstat portals_down)
 	for i in $(seq 20); do
-		echo 0 >"$np/iser" && echo 1 >"$np/iser" || { ktap_info "cycle $i failed"; return 1; }
+		echo 0 >"$np/iser" && echo 1 >"$np/iser" || { ktap_print_msg "cycle $i failed"; return 1; }
 	done
-	ktap_info "portals_up $(rstat portals_up), portals_down $(rstat portals_down), listening ids $(listeners)"
+	ktap_print_msg "portals_up $(rstat portals_up), portals_down $(rstat portals_down), listening ids $(listeners)"
 	[ "$(rstat portals_up)" = $((up + 20)) ] && [ "$(rstat portals_down)" = $((down + 20)) ] &&
 		[ "$(rstat listen_failed)" = 0 ] && [ "$(listeners)" = 1 ]
 }
@@ -373,7 +327,7 @@ cycles() {
 device_removed() {
 	local pid rc lost
 	lost=$(rstat listeners_lost)
-	login_a && disks 2 || return 1
+	login_a && iser_disks 2 || return 1
 	fio_bg "${DISKS[0]}"
 	pid=$!
 	sleep 3
@@ -381,7 +335,7 @@ device_removed() {
 	timeout 60 tail --pid="$pid" -f /dev/null
 	rc=$?
 	wait "$pid"
-	ktap_info "fio exit $? after the removal; listeners_lost $(rstat listeners_lost), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "fio exit $? after the removal; listeners_lost $(rstat listeners_lost), wc_errors $(rstat wc_errors)"
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	[ "$rc" = 0 ] && [ "$(rstat listeners_lost)" = $((lost + 1)) ] && all_freed &&
@@ -408,17 +362,14 @@ adaptive() {
 	rstorage_insmod risert poll_idle_us=2000 && echo 1 >"$np/iser" || return 1
 	discovery_st "$portal" >/dev/null 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
-		disks "$luns" || { ktap_info "login in the adaptive mode failed"; return 1; }
-	fio --output="$work/fio-a.log" --name=a --filename="/dev/${DISKS[0]}" --ioengine=libaio \
-		--direct=1 --iodepth=16 --rw=randwrite --bsrange=4k-64k --size=16m --verify=crc32c \
-		--do_verify=1 --verify_fatal=1 >/dev/null 2>&1
+		iser_disks "$luns" || { ktap_print_msg "login in the adaptive mode failed"; return 1; }
+	rstorage_fio_verify adaptive 16m "/dev/${DISKS[0]}"
 	rc=$?
-	[ "$rc" = 0 ] || tail -n 20 "$work/fio-a.log" | sed 's/^/# /'
 	sleep 1
 	dd if="/dev/${DISKS[0]}" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null || rc=1
 	# The session's connection is the newest one.
 	line=$(grep '^conn ' "$stats" | sort -k2 -n | tail -n1)
-	ktap_info "$line"
+	ktap_print_msg "$line"
 	joins=$(sed -n 's/.* joins \([0-9]*\).*/\1/p' <<<"$line")
 	drops=$(sed -n 's/.* idle_drops \([0-9]*\).*/\1/p' <<<"$line")
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
@@ -431,28 +382,28 @@ adaptive() {
 mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
 : >"$work/orphans"
-ktap_check "rdma_rxe on a veth pair" rxe_up
-ktap_check "LIO target with a ramdisk LUN and a portal, open-iscsi with ib_iser" eval 'lio_up && initiator_up'
-ktap_check "C ib_isert: iSER login, fio verify=crc32c, logout" c_isert
-ktap_check "C ib_isert unloads after the portal's iser is disabled" c_isert_unload
-ktap_check "risert loads and listens on the portal" risert_listens
-ktap_check "rmmod risert is refused while a portal uses it" busy_rmmod_refused
-ktap_check "iSER discovery through risert: login, SendTargets, disconnect, connection drained and freed" discovery
-ktap_check "10 more discoveries, every connection drained and freed" discoveries
-ktap_check "malformed and out-of-order PDUs from a userspace peer: dropped or disconnected, all freed" malformed
-ktap_check "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
-ktap_check "InitialR2T=No: unsolicited Data-Out PDUs, fio verify=crc32c" unsolicited
-ktap_check "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
-ktap_check "NOP-Out pings and a LUN reset (task management) on a live session, then verified I/O" tmf_nop
-ktap_check "logout while fio runs: no hang, connection drained and freed" logout_under_io
-ktap_check "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
-ktap_check "20 portal disable/enable cycles, one listener each" cycles
-ktap_check "RDMA device removed under a live session with fio running: no hang, all freed" device_removed
-ktap_check "risert unloads, reloads and serves a verified session" reload
-ktap_check "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left and rejoined the polling set" adaptive
+rstorage_case "rdma_rxe on a veth pair" iser_rxe_up
+rstorage_case "LIO target with a ramdisk LUN and a portal, open-iscsi with ib_iser" eval 'iser_lio_up 8192 && iser_initiator_up'
+rstorage_case "C ib_isert: iSER login, fio verify=crc32c, logout" c_isert
+rstorage_case "C ib_isert unloads after the portal's iser is disabled" c_isert_unload
+rstorage_case "risert loads and listens on the portal" risert_listens
+rstorage_case "rmmod risert is refused while a portal uses it" busy_rmmod_refused
+rstorage_case "iSER discovery through risert: login, SendTargets, disconnect, connection drained and freed" discovery
+rstorage_case "10 more discoveries, every connection drained and freed" discoveries
+rstorage_case "malformed and out-of-order PDUs from a userspace peer: dropped or disconnected, all freed" malformed
+rstorage_case "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
+rstorage_case "InitialR2T=No: unsolicited Data-Out PDUs, fio verify=crc32c" unsolicited
+rstorage_case "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
+rstorage_case "NOP-Out pings and a LUN reset (task management) on a live session, then verified I/O" tmf_nop
+rstorage_case "logout while fio runs: no hang, connection drained and freed" logout_under_io
+rstorage_case "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
+rstorage_case "20 portal disable/enable cycles, one listener each" cycles
+rstorage_case "RDMA device removed under a live session with fio running: no hang, all freed" device_removed
+rstorage_case "risert unloads, reloads and serves a verified session" reload
+rstorage_case "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left and rejoined the polling set" adaptive
 
 # Tear down, best effort.
-echo "$modprobe_path" >/proc/sys/kernel/modprobe
+iser_autoload on
 rstorage_loaded risert && { echo 0 >"$np/iser" 2>/dev/null; rmmod risert; }
 echo 0 >"$tpg/enable" 2>/dev/null
 rm -f "$tpg/lun/lun_0/ram0" 2>/dev/null

@@ -4,10 +4,10 @@
 # comes back byte for byte, holes read as zeroes, the capacity is enforced.
 . "$(dirname "$0")/lib.sh"
 
-ktap_header
-ktap_plan 4
-rstorage_insmod rstorage_sample || { ktap_fail "load rstorage_sample"; exit 1; }
-ktap_pass "load rstorage_sample"
+ktap_print_header
+ktap_set_plan 4
+rstorage_insmod rstorage_sample || { ktap_test_fail "load rstorage_sample"; exit 1; }
+ktap_test_pass "load rstorage_sample"
 
 python3 - <<'PY'
 import errno, hashlib, os

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Guest side of `make check`: runs the installed kselftest target
+# drivers/rstorage with the kernel's own runner (run_kselftest.sh from
+# kselftest-install) and keeps its TAP output for the host's summary.
+#
+# Usage: selftests-guest.sh KSELFTEST_DIR MODULE_DIR OUTPUT [TEST...]
+#   KSELFTEST_DIR  the kselftest install (run_kselftest.sh, kselftest-list.txt)
+#   MODULE_DIR     output directory of the out-of-tree module build (modules.order)
+#   OUTPUT         file for the TAP output (in a directory the host can read)
+#   TEST           test programs to run (default: the whole target)
+# RSTORAGE_INJECT (ktap-fail, missing-module, missing-suite, warn) injects a
+# deliberate failure, to prove that the harness reports it. RSTORAGE_TIMEOUT
+# overrides the per-program time limit of the target's settings file.
+set -u
+ksft=$1
+export RSTORAGE_MODDIR=$2
+out=$3
+shift 3
+sel=()
+[ -n "${RSTORAGE_TIMEOUT:-}" ] && sel+=(-o "$RSTORAGE_TIMEOUT")
+for t in "$@"; do
+	sel+=(-t "drivers/rstorage:$t")
+done
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+cd /tmp
+"$ksft/run_kselftest.sh" "${sel[@]}" 2>&1 | tee "$out"
