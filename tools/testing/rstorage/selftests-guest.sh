@@ -24,5 +24,11 @@ for t in "$@"; do
 	sel+=(-t "drivers/rstorage:$t")
 done
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+# The runner writes each program's output to /dev/stdout. virtme-ng links
+# that to its console port, past the pipe into tee below (the output file
+# would have the runner's own lines only): point it at the process's own
+# standard output, as on any other system.
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
 cd /tmp
 "$ksft/run_kselftest.sh" "${sel[@]}" 2>&1 | tee "$out"
