@@ -6,7 +6,7 @@
 # kernel on the same backing store, and runs blktests' device cases on each
 # with TEST_DEVS set to that one device.
 #
-#   vscsi  target 0, LUN 0 of the 2-queue virtio-scsi controller of vscsi.sh
+#   vscsi  target 0, LUN 0 of the 8-target (2-queue) virtio-scsi controller of vscsi.sh
 #          (rvirtio_scsi, virtio_scsi)
 #   aoe    a vblade target e0.0 on a veth pair (raoe, aoe)
 #   iser   a LIO ramdisk LUN served over rdma_rxe (risert, ib_isert), logged
@@ -17,7 +17,8 @@
 #
 # Usage: blktests-guest.sh KSELFTEST_DIR MODULE_DIR BLKTESTS_DIR OUT_DIR KIND DRIVER...
 #   DRIVER is rust or c; each run's ./check output goes to OUT_DIR/KIND-DRIVER.log
-#   and its results to OUT_DIR/KIND-DRIVER/. The cases are listed in OUT_DIR/cases.
+#   and its results to OUT_DIR/KIND-DRIVER/. The cases are listed in OUT_DIR/cases,
+#   those left out (first word of each line) in OUT_DIR/exclude.
 set -u
 ksft=$1
 export RSTORAGE_MODDIR=$2
@@ -34,11 +35,11 @@ dev=
 # --- virtio-scsi ---
 vscsi_dev() {
 	local d h
-	for d in /sys/class/scsi_disk/*:0:0:0; do
+	# The 8-target controller is the host with a target 7.
+	for d in /sys/class/scsi_disk/*:0:7:0; do
 		h=${d##*/}
 		h=${h%%:*}
-		[ "$(cat "/sys/class/scsi_host/host$h/nr_hw_queues" 2>/dev/null)" = 2 ] &&
-			ls "$d/device/block" 2>/dev/null
+		ls "/sys/class/scsi_disk/$h:0:0:0/device/block" 2>/dev/null
 	done
 }
 vscsi_up() {
@@ -109,7 +110,7 @@ iser_down() {
 	esac
 }
 
-mapfile -t cases <"$out/cases"
+mapfile -t cases < <(grep -vxFf <(cut -d' ' -f1 "$out/exclude" 2>/dev/null) "$out/cases")
 [ "$(type -t "${kind}_prepare")" = function ] && { "${kind}_prepare" || echo "[blktests] $kind: set-up failed"; }
 for drv in "$@"; do
 	log=$out/$kind-$drv.log
@@ -121,7 +122,7 @@ for drv in "$@"; do
 	fi
 	echo "[blktests] $kind-$drv: TEST_DEVS=($dev), ${#cases[@]} cases"
 	(cd "$bt" && printf 'TEST_DEVS=(%s)\n' "$dev" >config &&
-		./check -q "$quick" -o "$out/$kind-$drv" "${cases[@]}") >"$log" 2>&1
+		./check --quick="$quick" -o "$out/$kind-$drv" "${cases[@]}") >"$log" 2>&1
 	echo "[blktests] $kind-$drv: ./check exit $?"
 	"${kind}_down" "$drv" || echo "[blktests] $kind-$drv: unload failed"
 done

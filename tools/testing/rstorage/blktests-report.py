@@ -49,11 +49,22 @@ def main():
 
     with open(os.path.join(a.out, "cases")) as f:
         wanted = [l.strip() for l in f if l.strip()]
+    excluded = {}
+    try:
+        with open(os.path.join(a.out, "exclude")) as f:
+            for l in f:
+                case, _, why = l.strip().partition(" ")
+                if case:
+                    excluded[case] = why
+    except FileNotFoundError:
+        pass
     runs = {}
     for path in sorted(glob.glob(os.path.join(a.out, "*-*.log"))):
         kind, drv = os.path.basename(path)[:-4].split("-", 1)
         if kind in KINDS and drv in ("rust", "c"):
             runs[(kind, drv)] = parse(path)
+            for case, why in excluded.items():
+                runs[(kind, drv)].setdefault(case, ("not run", "", why))
 
     bad = []
     for (kind, drv), cases in sorted(runs.items()):
@@ -89,7 +100,7 @@ def main():
                  " ".join(h.ljust(w) for h, w in zip(head, widths)), rule]
         lines += [" ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines += [rule, "", "Why a case did not run:", ""]
-        lines += [f"[{n}] {r}" for r, n in sorted(reasons.items(), key=lambda x: x[1])]
+        lines += [f"- [{n}] {r}" for r, n in sorted(reasons.items(), key=lambda x: x[1])]
         with open(a.table, "w") as f:
             f.write("\n".join(lines) + "\n")
     for b in bad:

@@ -37,6 +37,10 @@ make -C "$bt/src" >"$out/src-build.log" 2>&1 || say "some helper programs did no
 ksrc=$(readlink -f "$obj/source")
 rstorage_kselftest_install "$ksrc" "$results" || { say "kselftest install failed"; exit 1; }
 (cd "$bt" && grep -l '^test_device()' tests/block/[0-9]* tests/scsi/[0-9]* | sed 's|^tests/||') >"$out/cases"
+# Cases left out, with the reason (blktests-report.py shows it as "not run").
+cat >"$out/exclude" <<'EXCLUDE'
+block/011 left out: it turns off the disk controller's PCI bus mastering while fio runs; on the virtio-scsi disk the I/O in flight then waits for the device without end (the command timeout only restarts the timer, the default of rvirtio_scsi as of virtio_scsi) and the whole run stops there
+EXCLUDE
 rm -f "$out"/*-rust.log "$out"/*-c.log
 
 drivers=(rust)
