@@ -20,6 +20,8 @@ import re
 import sys
 
 CASE = re.compile(r"^(\w+/\d+)(?: => \S+)?\s+\((.*)\)\s+\[(passed|failed|not run)\]")
+# A whole group that does not run on the device ("scsi/*** => DEV [not run]").
+GROUP = re.compile(r"^(\w+)/\*\*\*(?: => \S+)?\s+\[not run\]")
 KINDS = {"vscsi": ("rvirtio_scsi", "virtio_scsi"), "aoe": ("raoe", "aoe"), "iser": ("risert", "ib_isert")}
 
 
@@ -34,10 +36,23 @@ def parse(path):
                 last = m.group(1)
                 cases[last] = [m.group(3), m.group(2), ""]
                 continue
+            m = GROUP.match(line)
+            if m:
+                last = m.group(1) + "/***"
+                cases[last] = ["not run", "", ""]
+                continue
             if last and line.startswith("    ") and cases[last][0] == "not run" and line.strip():
                 r = line.strip()
                 cases[last][2] = f"{cases[last][2]}; {r}" if cases[last][2] else r
     return {k: tuple(v) for k, v in cases.items()}
+
+
+def result(cases, case, missing):
+    """A case's (status, description, reason), or its group's when the
+    whole group did not run, or `missing`."""
+    if case in cases:
+        return cases[case]
+    return cases.get(case.split("/")[0] + "/***", missing)
 
 
 def main():
@@ -70,12 +85,12 @@ def main():
     for (kind, drv), cases in sorted(runs.items()):
         name = KINDS[kind][0 if drv == "rust" else 1]
         for case in wanted:
-            status, _, reason = cases.get(case, ("failed", "", "no result: the run did not reach it"))
+            status, _, reason = result(cases, case, ("failed", "", "no result: the run did not reach it"))
             if drv == "rust" and a.results:
                 s = {"passed": "ok", "failed": "fail", "not run": "skip"}[status]
                 print(f"{s}:blktests/{name}/{case}" + (f" ({reason})" if reason else ""))
             if drv == "c" and status == "passed":
-                ours = runs.get((kind, "rust"), {}).get(case, ("failed",))[0]
+                ours = result(runs.get((kind, "rust"), {}), case, ("failed",))[0]
                 if ours != "passed":
                     bad.append(f"{case}: passes on {name}, {ours} on {KINDS[kind][0]}")
 
@@ -86,7 +101,7 @@ def main():
         for case in wanted:
             row = [case]
             for col in cols:
-                status, _, reason = runs[col].get(case, ("failed", "", "no result"))
+                status, _, reason = result(runs[col], case, ("failed", "", "no result"))
                 cell = {"passed": "pass", "failed": "FAIL", "not run": "not run"}[status]
                 if status == "not run":
                     key = reason or "no reason given"

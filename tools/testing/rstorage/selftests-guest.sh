@@ -25,10 +25,16 @@ for t in "$@"; do
 done
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 # The runner writes each program's output to /dev/stdout. virtme-ng links
-# that to its console port, past the pipe into tee below (the output file
-# would have the runner's own lines only): point it at the process's own
-# standard output, as on any other system.
+# that to its console port, past the output file below (which would have the
+# runner's own lines only): point it at the process's own standard output,
+# as on any other system.
 ln -sfn /proc/self/fd/1 /dev/stdout
 ln -sfn /proc/self/fd/2 /dev/stderr
 cd /tmp
-"$ksft/run_kselftest.sh" "${sel[@]}" 2>&1 | tee "$out"
+# The output goes to the file, and is followed from there: a daemon a test
+# left running (vblade, iscsid) holds the descriptors it inherited, so a pipe
+# from the runner would never see its end.
+"$ksft/run_kselftest.sh" "${sel[@]}" >"$out" 2>&1 &
+runner=$!
+tail -n +1 -f --pid="$runner" "$out"
+wait "$runner"

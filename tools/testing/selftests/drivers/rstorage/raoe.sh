@@ -186,9 +186,9 @@ garbage() {
 	u0=$(dev_field e0.3 unexpected)
 	FIO_SIZE=16m fio_verify garbage "e0.3 e0.4" "${timed[@]}" &
 	local fio=$!
-	in_flight e0.3 >/dev/null
+	# The injection starts with I/O in flight.
+	in_flight e0.3 >/dev/null && running=1 || running=0
 	sent=$(python3 "$here/aoe_inject.py" aoe2 "$(cat /sys/class/net/aoe3/address)" "$mac1" 12000 0 3)
-	kill -0 $fio 2>/dev/null && running=1 || running=0
 	wait $fio
 	rc=$?
 	after=($(rx_counts))
@@ -200,7 +200,7 @@ garbage() {
 		[ "${after[$i]}" -gt "${before[$i]}" ] && moved=$((moved + 1))
 		counted=$((counted + after[i] - before[i]))
 	done
-	ktap_print_msg "injected $sent frames while fio ran ($running); rx $(grep '^rx:' "$stats");" \
+	ktap_print_msg "injected $sent frames, I/O in flight at the start: $running; rx $(grep '^rx:' "$stats");" \
 		"e0.3 unexpected +$((u1 - u0)); $counted accounted for in $moved rx counters"
 	[ "$rc" = 0 ] && [ "$running" = 1 ] && [ "${sent:-0}" -ge 10000 ] &&
 		[ "$counted" -ge $((sent / 2)) ] && [ "$moved" -ge 3 ]
@@ -262,9 +262,11 @@ rstorage_case "aoe-revalidate e0.7 keeps it up" revalidate
 busy_unload() {
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
 	dd if="$work/pattern" of=/dev/etherd/e0.0 bs=1M oflag=direct 2>/dev/null || return 1
-	FIO_SIZE=16m fio_verify busy e0.1 &
-	local fio=$! rc=0
-	sleep 2
+	FIO_SIZE=16m fio_verify busy e0.1 "${timed[@]}" &
+	local fio=$! rc=0 n
+	# fio must have the disk open, with I/O in flight, when rmmod comes.
+	n=$(in_flight e0.1) || { ktap_print_msg "no I/O in flight on e0.1"; wait $fio; return 1; }
+	ktap_print_msg "rmmod with $n frames in flight on e0.1"
 	if rmmod raoe 2>/dev/null; then
 		ktap_print_msg "rmmod succeeded with a disk open"
 		rc=1
