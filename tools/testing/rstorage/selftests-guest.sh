@@ -35,8 +35,12 @@ cd /tmp
 # left running (vblade, iscsid) holds the descriptors it inherited, so a pipe
 # from the runner would never see its end. The file is the guest's own (tail
 # cannot follow a file on the host's 9p share); OUTPUT gets it at the end.
+# Opened for appending: the runner reopens /dev/stdout for each program's
+# output, which makes a second open file of it; with two offsets, the
+# runner's own lines would overwrite the programs'.
 log=/tmp/rstorage-selftests.tap
-"$ksft/run_kselftest.sh" "${sel[@]}" >"$log" 2>&1 &
+: >"$log"
+"$ksft/run_kselftest.sh" "${sel[@]}" >>"$log" 2>&1 &
 runner=$!
 tail -n +1 -f --pid="$runner" "$log"
 wait "$runner"
