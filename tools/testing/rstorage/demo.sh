@@ -136,7 +136,8 @@ while read -r o; do
 	m=${o##*/}
 	m=${m%.o}
 	echo "[guest] $m: loading"
-	if ! rstorage_insmod "$m"; then
+	# shellcheck disable=SC2046
+	if ! rstorage_insmod "$m" $(rstorage_quick_params "$m"); then
 		echo "$m: FAILED to load" >>"$summary"
 		fail=1
 		continue
