@@ -16,7 +16,10 @@
 #   MODE ours: our drivers only; prints one STATUS:NAME line per case and
 #              device for ktap.py (make check)
 # Environment: BLKTESTS_KINDS (default "vscsi aoe iser"), BLKTESTS_QUICK (the
-# time limit of the timed cases, default 20 s).
+# time limit of the timed cases, default 20 s); to look at single cases:
+# BLKTESTS_CASES (e.g. "block/011", instead of every device case),
+# BLKTESTS_DRIVERS (e.g. "c", instead of the MODE's), BLKTESTS_EXCLUDE=0 (run
+# the cases left out below too), BLKTESTS_VM_TIMEOUT (s, default 2400).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,15 +39,21 @@ rsync -a --delete --exclude .git --exclude /results --exclude /config "$src/" "$
 make -C "$bt/src" >"$out/src-build.log" 2>&1 || say "some helper programs did not build (see $out/src-build.log)"
 ksrc=$(readlink -f "$obj/source")
 rstorage_kselftest_install "$ksrc" "$results" || { say "kselftest install failed"; exit 1; }
-(cd "$bt" && grep -l '^test_device()' tests/block/[0-9]* tests/scsi/[0-9]* | sed 's|^tests/||') >"$out/cases"
+if [ -n "${BLKTESTS_CASES:-}" ]; then
+	printf '%s\n' $BLKTESTS_CASES >"$out/cases"
+else
+	(cd "$bt" && grep -l '^test_device()' tests/block/[0-9]* tests/scsi/[0-9]* | sed 's|^tests/||') >"$out/cases"
+fi
 # Cases left out, with the reason (blktests-report.py shows it as "not run").
 cat >"$out/exclude" <<'EXCLUDE'
 block/011 left out: on the virtio-scsi disk it stops the whole run (with the controller's PCI bus mastering off, the I/O in flight waits for the device without end)
 EXCLUDE
+[ "${BLKTESTS_EXCLUDE:-1}" = 0 ] && : >"$out/exclude"
 rm -f "$out"/*-rust.log "$out"/*-c.log
 
 drivers=(rust)
 [ "$mode" = both ] && drivers+=(c)
+[ -n "${BLKTESTS_DRIVERS:-}" ] && read -ra drivers <<<"$BLKTESTS_DRIVERS"
 . "$here/vscsi.sh"
 for kind in ${BLKTESTS_KINDS:-vscsi aoe iser}; do
 	opts=()
@@ -54,7 +63,7 @@ for kind in ${BLKTESTS_KINDS:-vscsi aoe iser}; do
 	fi
 	say "$kind: ${drivers[*]}: $(wc -l <"$out/cases") cases each (log: $results/blktests-$kind.console)"
 	python3 "$here/vm.py" --kernel "$obj" --log "$results/blktests-$kind.console" --cpus 2 \
-		--status "$results/blktests-$kind.status" --rwdir "$results" --rwdir "$bt" --timeout 2400 \
+		--status "$results/blktests-$kind.status" --rwdir "$results" --rwdir "$bt" --timeout "${BLKTESTS_VM_TIMEOUT:-2400}" \
 		--append "modprobe.blacklist=virtio_scsi,aoe" "${opts[@]}" --show-output -- \
 		env BLKTESTS_QUICK="${BLKTESTS_QUICK:-20}" bash "$here/blktests-guest.sh" "$results/kselftest" "$moddir" "$bt" "$out" "$kind" \
 		"${drivers[@]}" >&2
