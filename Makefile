@@ -81,16 +81,8 @@ blktests: modules-debug
 
 # Benchmarks (not tests): C vs Rust drivers in one VM boot of the release kernel;
 # write tables and plots into Documentation/rstorage/.
-bench-vscsi: modules-release
-	@bash $(TOOLS)/bench/vscsi.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
-		$(BUILD)/results
-
-bench-aoe: modules-release
-	@bash $(TOOLS)/bench/aoe.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
-		$(BUILD)/results
-
-bench-iser: modules-release
-	@bash $(TOOLS)/bench/iser.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
+bench-vscsi bench-aoe bench-iser: bench-%: modules-release
+	@bash $(TOOLS)/bench/bench.sh $* $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
 		$(BUILD)/results
 
 run: modules-release

@@ -27,6 +27,7 @@ shift 5
 quick=${BLKTESTS_QUICK:-20}
 . "$ksft/drivers/rstorage/lib.sh"
 . "$ksft/drivers/rstorage/iser_lib.sh"
+. "$ksft/drivers/rstorage/aoe_lib.sh"
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 work=/tmp/blktests-$kind
 mkdir -p "$work"
@@ -64,24 +65,11 @@ vscsi_down() {
 
 # --- ATA over Ethernet ---
 aoe_prepare() {
-	mount -t tmpfs -o size=80m blkt "$work" &&
-		truncate -s 64M "$work/t0" &&
-		ip link add aoe0 type veth peer name aoe1 &&
-		ip link set aoe0 up && ip link set aoe1 up || return 1
-	vblade 0 0 aoe1 "$work/t0" >"$work/vblade.log" 2>&1 &
+	mount -t tmpfs -o size=80m blkt "$work" && truncate -s 64M "$work/t0" && aoe_veth_up &&
+		aoe_target 0 "$work/t0"
 }
 aoe_up() {
-	case $1 in
-	rust) rstorage_insmod raoe && aoe-interfaces aoe0 && aoe-discover ;;
-	c) modprobe aoe aoe_iflist=aoe0 && echo >/dev/etherd/discover ;;
-	esac || return 1
-	local i
-	for i in $(seq 60); do
-		[ -b /dev/etherd/e0.0 ] && [ "$(cat '/sys/block/etherd!e0.0/size' 2>/dev/null)" -gt 0 ] &&
-			{ dev=/dev/etherd/e0.0; return 0; }
-		sleep 0.5
-	done
-	return 1
+	aoe_load "$1" && aoe_wait_devs 1 && dev=/dev/etherd/e0.0
 }
 aoe_down() {
 	case $1 in

@@ -7,6 +7,7 @@
 # killed target, a link going down, injected garbage frames, memory
 # pressure, CPU hotplug and module unload under load.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/aoe_lib.sh"
 
 here=$(dirname "$0")
 work=/tmp/raoe
@@ -15,36 +16,14 @@ size_mb=24
 
 ktap_print_header
 rstorage_require fio vblade aoe-discover aoe-stat
-ktap_set_plan 22
+ktap_set_plan 23
 
 stats=/sys/kernel/debug/raoe/stats
 
-# target N: start vblade for e0.N (its pid in $work/vblade.N).
-target() {
-	vblade 0 "$1" aoe1 "$work/t$1" >"$work/vblade.$1.log" 2>&1 &
-	echo $! >"$work/vblade.$1"
-}
-stop_target() {
-	kill "$(cat "$work/vblade.$1")" 2>/dev/null
-	wait "$(cat "$work/vblade.$1")" 2>/dev/null
-	return 0
-}
-
-# wait_devs N: wait for N etherd disks with a size and state up.
-wait_devs() {
-	local i n
-	for i in $(seq 120); do
-		n=0
-		for d in /sys/block/etherd\!e0.*; do
-			[ -e "$d" ] && [ "$(cat "$d/size")" -gt 0 ] && grep -q '^up$' "$d/state" && n=$((n + 1))
-		done
-		[ "$n" -ge "$1" ] && return 0
-		[ $((i % 10)) = 0 ] && aoe-discover 2>/dev/null
-		sleep 0.5
-	done
-	ktap_print_msg "$n of $1 devices up"
-	return 1
-}
+# target N / stop_target N: vblade for e0.N on $work/tN.
+target() { aoe_target "$1" "$work/t$1"; }
+stop_target() { aoe_target_stop "$work/t$1"; }
+wait_devs() { aoe_wait_devs "$1"; }
 
 load() { # PARAMS...
 	rstorage_insmod raoe "$@" || return 1
@@ -92,9 +71,10 @@ for i in $(seq 0 $((ntargets - 1))); do
 done
 # aoe0-aoe1 carries the targets; aoe2-aoe3 carries injected garbage only (raoe
 # listens on aoe3 too), so that the targets never see it.
-ip link add aoe0 type veth peer name aoe1
+aoe_veth_up
 ip link add aoe2 type veth peer name aoe3
-for i in 0 1 2 3; do ip link set "aoe$i" up; done
+ip link set aoe2 up
+ip link set aoe3 up
 mac1=$(cat /sys/class/net/aoe1/address)
 mac0=$(cat /sys/class/net/aoe0/address)
 
@@ -166,8 +146,8 @@ link() {
 	sleep 2
 	ip link set aoe0 up
 	kill -0 $fio 2>/dev/null && running=1 || running=0
-	if ! kill -0 "$(cat "$work/vblade.2")" 2>/dev/null; then
-		ktap_print_msg "vblade e0.2 exited during the outage: $(tail -n1 "$work/vblade.2.log"); restarted"
+	if ! kill -0 "$(cat "$work/t2.pid")" 2>/dev/null; then
+		ktap_print_msg "vblade e0.2 exited during the outage: $(tail -n1 "$work/t2.log"); restarted"
 		target 2
 	fi
 	wait $fio
@@ -233,7 +213,48 @@ time.sleep(600)' $((avail - 160)) "$work/hog.ready" &
 }
 rstorage_case "fio under memory pressure: data verified" pressure
 
-# 12: CPUs offline and online during I/O.
+# 12: the transmit reserve carries frames when allocations fail: failslab,
+# limited to the transmit thread (task filter), fails a quarter of its slab
+# allocations (sleeping ones too) while fio writes and verifies; the data must
+# verify and the reserve must have been used.
+failslab_tx() { # 1|0
+	local f=/sys/kernel/debug/failslab pid
+	pid=$(pgrep -x raoe_tx) || return 1
+	if [ "$1" = 1 ]; then
+		echo N >"$f/ignore-gfp-wait" && echo 0 >"$f/verbose" && echo Y >"$f/task-filter" &&
+			echo 0 >"$f/space" && echo 1 >"$f/interval" && echo -1 >"$f/times" &&
+			echo 25 >"$f/probability" && echo 1 >"/proc/$pid/make-it-fail"
+	else
+		echo 0 >"/proc/$pid/make-it-fail"
+		echo 0 >"$f/probability"
+	fi
+}
+tx_reserve() {
+	local before after rc
+	if [ ! -d /sys/kernel/debug/failslab ]; then
+		ktap_print_msg "no /sys/kernel/debug/failslab (CONFIG_FAILSLAB, CONFIG_FAULT_INJECTION_DEBUG_FS)"
+		return "$KSFT_SKIP"
+	fi
+	before=$(grep -o 'reserve_used [0-9]*' "$stats" | cut -d' ' -f2)
+	failslab_tx 1 || { failslab_tx 0; ktap_print_msg "failslab set-up failed"; return 1; }
+	FIO_SIZE=8m fio_verify reserve "e0.5 e0.6"
+	rc=$?
+	failslab_tx 0
+	after=$(grep -o 'reserve_used [0-9]*' "$stats" | cut -d' ' -f2)
+	ktap_print_msg "reserved buffers used: $((after - before)); transmit errors: $(grep -o 'xmit_errors [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}')"
+	[ "$rc" = 0 ] && [ "$((after - before))" -gt 0 ]
+}
+tx_reserve_case() {
+	tx_reserve
+	case $? in
+	0) ktap_test_pass "$1" ;;
+	"$KSFT_SKIP") ktap_test_skip "$1" ;;
+	*) ktap_test_fail "$1" ;;
+	esac
+}
+tx_reserve_case "failed allocations on the transmit thread: the reserve carries frames, data verified"
+
+# 13: CPUs offline and online during I/O.
 hotplug() {
 	FIO_SIZE=16m fio_verify hotplug "$all" &
 	local fio=$! c r hp=0 rc
@@ -251,13 +272,13 @@ hotplug() {
 }
 rstorage_case "CPUs offlined and onlined during fio: data verified" hotplug
 
-# 13: revalidate through aoetools.
+# 14: revalidate through aoetools.
 revalidate() {
 	aoe-revalidate e0.7 && sleep 1 && grep -q '^up$' '/sys/block/etherd!e0.7/state'
 }
 rstorage_case "aoe-revalidate e0.7 keeps it up" revalidate
 
-# 14-15: unload under load is refused (the disk is open), then works; data
+# 15-16: unload under load is refused (the disk is open), then works; data
 # written before the unload reads back after the reload.
 busy_unload() {
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
@@ -282,7 +303,7 @@ reload() {
 }
 rstorage_case "rmmod after I/O, reload: targets back, data intact" reload
 
-# 16-17: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
+# 17-18: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
 # nothing hangs; it comes back with discovery.
 dead() {
 	unload && load aoe_deadsecs=4 && wait_devs $ntargets || return 1
@@ -304,7 +325,7 @@ back() {
 }
 rstorage_case "the restarted target comes back with aoe-discover" back
 
-# 18: flush of a down device removes it.
+# 19: flush of a down device removes it.
 flush() {
 	stop_target 7
 	dd if=/dev/etherd/e0.7 of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null
@@ -314,7 +335,7 @@ flush() {
 }
 rstorage_case "aoe-flush removes a down device" flush
 
-# 19-20: single completion thread mode, then the C driver on the same targets.
+# 20-21: single completion thread mode, then the C driver on the same targets.
 single() {
 	unload && load single_thread=1 && wait_devs $((ntargets - 1)) || return 1
 	FIO_SIZE=4m fio_verify single "e0.0 e0.1 e0.2" || return 1
@@ -341,10 +362,10 @@ cdriver() {
 }
 rstorage_case "C aoe takes the same targets and reads raoe's data" cdriver
 
-# 21: raoe loads again after the C driver.
+# 22: raoe loads again after the C driver.
 rstorage_case "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
 
-# 22: the interface is deleted while raoe holds paths through it: raoe drops
+# 23: the interface is deleted while raoe holds paths through it: raoe drops
 # its device references when told, so the deletion completes.
 ifgone() {
 	local before

@@ -18,7 +18,7 @@ stats=/sys/kernel/debug/risert/stats
 
 ktap_print_header
 rstorage_require fio iscsiadm iscsid rdma sg_reset
-ktap_set_plan 19
+ktap_set_plan 20
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -188,25 +188,62 @@ risert_session() {
 		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
 }
 
+# login_no PARAM: logs in to target A with the session parameter PARAM
+# (InitialR2T, ImmediateData) set to No on both sides; its disk is DISKS[0].
+login_no() {
+	echo No >"$tpg/param/$1" &&
+		discovery_st "$portal" >/dev/null 2>&1 &&
+		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+			-n "node.session.iscsi.$1" -v No &&
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
+		iser_disks 1 && return 0
+	ktap_print_msg "login with $1=No failed"
+	echo Yes >"$tpg/param/$1"
+	return 1
+}
+
+# logout_yes PARAM: logs out of the session of login_no PARAM and sets the
+# target's PARAM back to Yes; fails when the logout did.
+logout_yes() {
+	local rc=0
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	echo Yes >"$tpg/param/$1"
+	return "$rc"
+}
+
 # InitialR2T=No on both sides: WRITEs send their first burst as immediate
 # data plus unsolicited Data-Out PDUs, which risert copies into the command
 # at the PDU's offset; the rest still comes by RDMA READ.
 unsolicited() {
 	local u rc
 	u=$(rstat unsol_data_out)
-	echo No >"$tpg/param/InitialR2T" &&
-		discovery_st "$portal" >/dev/null 2>&1 &&
-		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
-			-n node.session.iscsi.InitialR2T -v No &&
-		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
-		iser_disks 1 || { ktap_print_msg "login with InitialR2T=No failed"; return 1; }
+	login_no InitialR2T || return 1
 	rstorage_fio_verify unsolicited 16m "/dev/${DISKS[0]}" -- --bsrange=16k-128k
 	rc=$?
-	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
-	iscsiadm -m node -o delete >/dev/null 2>&1
-	echo Yes >"$tpg/param/InitialR2T"
+	logout_yes InitialR2T || rc=1
 	ktap_print_msg "unsolicited Data-Out PDUs $(($(rstat unsol_data_out) - u)), data_out (RDMA READ) $(rstat data_out)"
 	[ "$rc" = 0 ] && [ "$(rstat unsol_data_out)" -gt "$u" ] && all_freed
+}
+
+# ImmediateData=No on both sides: no write may carry its data in the command,
+# so every write's data comes by RDMA READ (risert's data_out, one per write
+# command, at least the disk's completed writes); then 1 MiB reads and writes,
+# which the initiator splits at its largest transfer, all verified.
+no_immediate() {
+	local d0 w0 w rc
+	d0=$(rstat data_out)
+	login_no ImmediateData || return 1
+	w0=$(awk '{print $5}' "/sys/block/${DISKS[0]}/stat")
+	rstorage_fio_verify noimm 8m "/dev/${DISKS[0]}" -- --bsrange=4k-64k
+	rc=$?
+	w=$(($(awk '{print $5}' "/sys/block/${DISKS[0]}/stat") - w0))
+	ktap_print_msg "writes completed $w, RDMA READs (data_out) $(($(rstat data_out) - d0))," \
+		"largest transfer $(cat "/sys/block/${DISKS[0]}/queue/max_sectors_kb") KiB"
+	[ "$w" -gt 0 ] && [ "$(($(rstat data_out) - d0))" -ge "$w" ] || rc=1
+	rstorage_fio_verify large 32m "/dev/${DISKS[0]}" -- --bs=1m --iodepth=4 || rc=1
+	logout_yes ImmediateData || rc=1
+	[ "$rc" = 0 ] && all_freed
 }
 
 # Logs in to target A (its session gives up 5 s after losing its connection).
@@ -342,10 +379,12 @@ device_removed() {
 		echo 0 >"$np/iser"
 }
 
+# Reloaded with budget=0: each completion pass drains its queue to empty.
 reload() {
-	rmmod risert && ! rstorage_loaded risert && rstorage_insmod risert &&
+	rmmod risert && ! rstorage_loaded risert && rstorage_insmod risert budget=0 &&
+		[ "$(cat /sys/module/risert/parameters/budget)" = 0 ] &&
 		rdma link add rxe0 type rxe netdev veth1 && echo 1 >"$np/iser" &&
-		[ "$(rstat portals_up)" = 1 ] && session_io "reloaded risert" 2 &&
+		[ "$(rstat portals_up)" = 1 ] && session_io "reloaded risert, budget=0" 2 &&
 		echo 0 >"$np/iser" && all_freed && rmmod risert
 }
 
@@ -393,13 +432,14 @@ rstorage_case "10 more discoveries, every connection drained and freed" discover
 rstorage_case "malformed and out-of-order PDUs from a userspace peer: dropped or disconnected, all freed" malformed
 rstorage_case "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
 rstorage_case "InitialR2T=No: unsolicited Data-Out PDUs, fio verify=crc32c" unsolicited
+rstorage_case "ImmediateData=No: write data by RDMA READ, 1 MiB I/O, fio verify=crc32c" no_immediate
 rstorage_case "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
 rstorage_case "NOP-Out pings and a LUN reset (task management) on a live session, then verified I/O" tmf_nop
 rstorage_case "logout while fio runs: no hang, connection drained and freed" logout_under_io
 rstorage_case "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
 rstorage_case "20 portal disable/enable cycles, one listener each" cycles
 rstorage_case "RDMA device removed under a live session with fio running: no hang, all freed" device_removed
-rstorage_case "risert unloads, reloads and serves a verified session" reload
+rstorage_case "risert unloads, reloads with budget=0 and serves a verified session" reload
 rstorage_case "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left and rejoined the polling set" adaptive
 
 # Tear down, best effort.

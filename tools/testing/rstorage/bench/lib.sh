@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Guest library of the benchmarks, sourced by bench/KIND-guest.sh. It loads
+# the selftests' helpers (rstorage_insmod, rstorage_rmmod, iser_lib.sh, aoe_lib.sh) from
+# the installed kselftest target (with aoe_lib.sh) and runs the rounds the same way for every
+# kind of device:
+#
+#   - the rounds are a multiple of the number of drivers, and the order of the
+#     drivers rotates by one each round, so that every driver takes every
+#     place in the order equally often;
+#   - after a driver is loaded: bench_up (the kind's set-up, which waits for
+#     the devices), `udevadm settle`, then a warm-up run of every workload
+#     that is not recorded;
+#   - every run writes one JSON line; a run that fails, or every run of a
+#     driver that did not come up, writes a line with "failed": true, so the
+#     table shows it instead of dropping it;
+#   - the same instrumentation for every driver: bench_events (the kind's
+#     count of interrupts or completion-queue events, empty for none) is read
+#     before and after each run, and bench_run_begin/bench_run_end (tracing
+#     switches) run around every run, whichever the driver.
+#
+# The kind's script sets:
+#   BENCH_DRIVERS      the drivers, the C baseline first ("c")
+#   BENCH_WORKLOADS    RW-BS names: randread-4k, randwrite-4k, seqread-128k,
+#                      seqwrite-128k
+#   BENCH_TARGETS      target counts to run each workload on (e.g. "1 8")
+# and defines:
+#   bench_load DRIVER     load the driver's module(s) and bring up its devices
+#   bench_unload DRIVER   take them down and unload
+#   bench_devs            print the device nodes, in target order
+# and may define bench_events DRIVER, bench_run_begin DRIVER and
+# bench_run_end DRIVER.
+#
+# Usage of the kind's script: KIND-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR [PROFILE]
+#   PROFILE=1 samples every run with `perf record -a -e cpu-clock` and writes
+#   the top of its profile next to OUTPUT as profile-DRIVER-WORKLOAD-TARGETS-rROUND.txt.
+
+bench_moddir=$1 bench_out=$2 bench_rounds=$3 bench_secs=$4 bench_ksft=$5 bench_profile=${6:-0}
+export RSTORAGE_MODDIR=$bench_moddir
+# shellcheck source=../../selftests/drivers/rstorage/lib.sh
+. "$bench_ksft/drivers/rstorage/lib.sh"
+# shellcheck source=../../selftests/drivers/rstorage/iser_lib.sh
+. "$bench_ksft/drivers/rstorage/iser_lib.sh"
+# shellcheck source=../../selftests/drivers/rstorage/aoe_lib.sh
+. "$bench_ksft/drivers/rstorage/aoe_lib.sh"
+bench_work=/tmp/rstorage-bench
+mkdir -p "$bench_work"
+
+bench_events() { :; }
+bench_run_begin() { :; }
+bench_run_end() { :; }
+
+# bench_fio WORKLOAD TARGETS SECONDS JSON: one fio run of WORKLOAD on the first
+# TARGETS devices, its JSON output in JSON; fio runs under the command in the
+# array bench_wrap, if any (the profiler).
+bench_wrap=()
+bench_fio() {
+	local rw=${1%-*} bs=${1##*-} args=() d
+	case $rw in
+	seqread) rw=read ;;
+	seqwrite) rw=write ;;
+	esac
+	for d in $(bench_devs | head -n "$2"); do
+		args+=(--name="${d##*/}" --filename="$d")
+	done
+	[ "${#args[@]}" = "$((2 * $2))" ] || return 1
+	"${bench_wrap[@]}" fio --output-format=json --ioengine=libaio --direct=1 --iodepth=16 --rw="$rw" --bs="$bs" \
+		--time_based --runtime="$3" --ramp_time=1 --group_reporting "${args[@]}" >"$4" 2>/dev/null
+}
+
+# bench_record DRIVER ROUND WORKLOAD TARGETS EVENTS|"" [JSON]: one line of
+# OUTPUT; without JSON (or with a JSON fio did not finish) the run is failed.
+bench_record() {
+	python3 - "$@" >>"$bench_out" <<'PY'
+import json, sys
+drv, rnd, wl, nt, ev = sys.argv[1:6]
+row = {"driver": drv, "round": int(rnd), "workload": wl, "targets": int(nt)}
+try:
+    job = json.load(open(sys.argv[6]))["jobs"][0]
+    j = job["write"] if "write" in wl else job["read"]
+    ios = j["total_ios"]
+    if not ios:
+        raise ValueError("no I/O")
+    row.update(iops=j["iops"], bw_kib=j["bw"], ios=ios,
+               irqs_per_io=int(ev) / ios if ev else None)
+except (IndexError, KeyError, OSError, ValueError):
+    row["failed"] = True
+print(json.dumps(row))
+PY
+}
+
+# bench_run DRIVER ROUND WORKLOAD TARGETS
+bench_run() {
+	local drv=$1 round=$2 wl=$3 nt=$4 e0 e1 ev= json=$bench_work/fio.json
+	rm -f "$json"
+	[ "$bench_profile" = 1 ] && bench_wrap=(perf record -q -a -e cpu-clock -o "$bench_work/perf.data" --)
+	bench_run_begin "$drv"
+	e0=$(bench_events "$drv")
+	if bench_fio "$wl" "$nt" "$bench_secs" "$json"; then
+		e1=$(bench_events "$drv")
+		[ -n "$e0" ] && ev=$((e1 - e0))
+	else
+		echo "run $drv $wl $nt failed"
+		rm -f "$json"
+	fi
+	bench_wrap=()
+	bench_run_end "$drv"
+	bench_record "$drv" "$round" "$wl" "$nt" "$ev" "$json"
+	if [ "$bench_profile" = 1 ] && [ -f "$bench_work/perf.data" ]; then
+		{ perf report -i "$bench_work/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -15
+		  echo
+		  perf report -i "$bench_work/perf.data" --no-children --sort sym --stdio 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -60; } \
+			>"$(dirname "$bench_out")/profile-$drv-$wl-$nt-r$round.txt"
+		rm -f "$bench_work/perf.data"
+	fi
+}
+
+# bench_main: the rounds (see the top of this file).
+bench_main() {
+	local n=${#BENCH_DRIVERS[@]} r k drv wl nt up
+	local rounds=$(((bench_rounds + n - 1) / n * n))
+	[ "$rounds" = "$bench_rounds" ] ||
+		echo "[bench] $bench_rounds rounds rounded up to $rounds, a multiple of the $n drivers"
+	: >"$bench_out"
+	for r in $(seq "$rounds"); do
+		for k in $(seq 0 $((n - 1))); do
+			drv=${BENCH_DRIVERS[$(((k + r) % n))]}
+			up=1
+			if bench_load "$drv"; then
+				udevadm settle
+				for wl in $BENCH_WORKLOADS; do
+					bench_fio "$wl" "${BENCH_TARGETS##* }" 2 "$bench_work/warmup.json" ||
+						{ echo "warm-up $drv $wl failed"; up=0; }
+				done
+			else
+				echo "load $drv failed"
+				up=0
+			fi
+			for wl in $BENCH_WORKLOADS; do
+				for nt in $BENCH_TARGETS; do
+					if [ "$up" = 1 ]; then
+						bench_run "$drv" "$r" "$wl" "$nt"
+					else
+						bench_record "$drv" "$r" "$wl" "$nt" ""
+					fi
+				done
+			done
+			bench_unload "$drv" || { echo "unload $drv failed: the rounds stop here"; return 1; }
+			echo "round $r/$rounds: $drv done"
+		done
+	done
+}
