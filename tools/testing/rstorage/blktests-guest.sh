@@ -9,7 +9,8 @@
 #   vscsi  target 0, LUN 0 of the 8-target (2-queue) virtio-scsi controller of vscsi.sh
 #          (rvirtio_scsi, virtio_scsi)
 #   aoe    a vblade target e0.0 on a veth pair (raoe, aoe)
-#   iser   a LIO ramdisk LUN served over rdma_rxe (risert, ib_isert), logged
+#   iser   a LIO file-backed LUN (on tmpfs, with UNMAP) served over rdma_rxe
+#          (risert, ib_isert), logged
 #          in with the kernel's iSER initiator
 #
 # Every device case is QUICK or TIMED: a quick run (-q, BLKTESTS_QUICK
@@ -80,7 +81,8 @@ aoe_down() {
 
 # --- iSER ---
 iser_prepare() {
-	iser_rxe_up && iser_lio_up 32768 && iser_initiator_up && iser_autoload off
+	mount -t tmpfs -o size=160m blkt "$work" && iser_rxe_up &&
+		iser_lio_up 32768 "$work/lun0" && iser_initiator_up && iser_autoload off
 }
 iser_up() {
 	case $1 in

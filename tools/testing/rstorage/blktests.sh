@@ -75,4 +75,5 @@ if [ "$mode" = both ]; then
 	say "table: Documentation/rstorage/blktests.inc"
 	exit "$rc"
 fi
-python3 "$here/blktests-report.py" "$out" --results
+rm -f "$out/table.inc"
+python3 "$here/blktests-report.py" "$out" --results --table "$out/table.inc"

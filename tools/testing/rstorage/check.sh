@@ -188,6 +188,10 @@ if [ -n "${BLKTESTS:-}" ]; then
 		n=$((n + 1))
 	done < <(bash "$here/blktests.sh" "$obj" "$moddir" "$results" "$BLKTESTS" ours 2>"$results/blktests.log")
 	[ "$n" -gt 0 ] || extra+=(--result "fail:blktests (no result; see $results/blktests.log)")
+	if [ -f "$results/blktests/table.inc" ]; then
+		say "blktests: case x device (pass / FAIL / not run [reason])"
+		grep -v '^\.\. ' "$results/blktests/table.inc" | sed 's/^/  /'
+	fi
 else
 	extra+=(--result "skip:blktests (BLKTESTS=<blktests checkout> not given)")
 fi

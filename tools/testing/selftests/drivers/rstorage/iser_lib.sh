@@ -18,16 +18,26 @@ iser_rxe_up() {
 		modprobe rdma_rxe && rdma link add rxe0 type rxe netdev veth1
 }
 
-# iser_lio_up PAGES: the target, with a ramdisk LUN of PAGES 4 KiB pages and
-# the portal (iser still off), open to any initiator.
+# iser_lio_up PAGES [FILE]: the target, with a LUN of PAGES 4 KiB pages and
+# the portal (iser still off), open to any initiator. The LUN is a ramdisk,
+# or with FILE a file-backed LUN (fileio) that supports UNMAP (emulate_tpu),
+# so that the initiator's disk takes discards.
 iser_lio_up() {
+	local bs=rd_mcp_0/ram0
+	[ -n "${2:-}" ] && bs=fileio_0/file0
 	modprobe configfs 2>/dev/null
 	mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
-	mkdir -p "$iser_cfs/core/rd_mcp_0/ram0" || return 1
-	echo "rd_pages=$1" >"$iser_cfs/core/rd_mcp_0/ram0/control" &&
-		echo 1 >"$iser_cfs/core/rd_mcp_0/ram0/enable" &&
+	mkdir -p "$iser_cfs/core/$bs" || return 1
+	if [ -n "${2:-}" ]; then
+		echo "fd_dev_name=$2,fd_dev_size=$(($1 * 4096))" >"$iser_cfs/core/$bs/control" &&
+			echo 1 >"$iser_cfs/core/$bs/enable" &&
+			echo 1 >"$iser_cfs/core/$bs/attrib/emulate_tpu"
+	else
+		echo "rd_pages=$1" >"$iser_cfs/core/$bs/control" &&
+			echo 1 >"$iser_cfs/core/$bs/enable"
+	fi &&
 		mkdir -p "$iser_tpg/lun/lun_0" &&
-		ln -s "$iser_cfs/core/rd_mcp_0/ram0" "$iser_tpg/lun/lun_0/ram0" &&
+		ln -s "$iser_cfs/core/$bs" "$iser_tpg/lun/lun_0/${bs#*/}" &&
 		mkdir "$iser_np" &&
 		echo 0 >"$iser_tpg/attrib/authentication" &&
 		echo 1 >"$iser_tpg/attrib/generate_node_acls" &&
@@ -98,9 +108,10 @@ iser_teardown() {
 	iser_logout
 	echo 0 >"$iser_np/iser" 2>/dev/null
 	echo 0 >"$iser_tpg/enable" 2>/dev/null
-	rm -f "$iser_tpg/lun/lun_0/ram0"
+	rm -f "$iser_tpg/lun/lun_0/ram0" "$iser_tpg/lun/lun_0/file0"
 	rmdir "$iser_tpg/lun/lun_0" "$iser_np" "$iser_tpg" "$iser_cfs/iscsi/$iser_iqn" \
-		"$iser_cfs/core/rd_mcp_0/ram0" "$iser_cfs/core/rd_mcp_0" 2>/dev/null
+		"$iser_cfs/core/rd_mcp_0/ram0" "$iser_cfs/core/rd_mcp_0" \
+		"$iser_cfs/core/fileio_0/file0" "$iser_cfs/core/fileio_0" 2>/dev/null
 	rdma link delete rxe0 2>/dev/null
 	ip link del veth0 2>/dev/null
 	iser_autoload on

@@ -214,31 +214,55 @@ time.sleep(600)' $((avail - 160)) "$work/hog.ready" &
 rstorage_case "fio under memory pressure: data verified" pressure
 
 # 12: the transmit reserve carries frames when allocations fail: failslab,
-# limited to the transmit thread (task filter), fails a quarter of its slab
+# limited to the transmit thread (task filter) and, where the slab allows it,
+# to the socket buffers' head cache (cache filter), fails a quarter of those
 # allocations (sleeping ones too) while fio writes and verifies; the data must
 # verify and the reserve must have been used.
 failslab_tx() { # 1|0
-	local f=/sys/kernel/debug/failslab pid
+	local f=/sys/kernel/debug/failslab c=/sys/kernel/slab/skbuff_head_cache/failslab pid
 	pid=$(pgrep -x raoe_tx) || return 1
 	if [ "$1" = 1 ]; then
+		if echo 1 >"$c" 2>/dev/null; then
+			echo Y >"$f/cache-filter"
+		else
+			echo N >"$f/cache-filter"
+		fi
+		ktap_print_msg "failslab: task raoe_tx, cache filter $(cat "$f/cache-filter")"
 		echo N >"$f/ignore-gfp-wait" && echo 0 >"$f/verbose" && echo Y >"$f/task-filter" &&
 			echo 0 >"$f/space" && echo 1 >"$f/interval" && echo -1 >"$f/times" &&
 			echo 25 >"$f/probability" && echo 1 >"/proc/$pid/make-it-fail"
 	else
 		echo 0 >"/proc/$pid/make-it-fail"
 		echo 0 >"$f/probability"
+		echo 0 >"$c" 2>/dev/null
+		return 0
 	fi
 }
 tx_reserve() {
-	local before after rc
+	local before after rc pid i
 	if [ ! -d /sys/kernel/debug/failslab ]; then
 		ktap_print_msg "no /sys/kernel/debug/failslab (CONFIG_FAILSLAB, CONFIG_FAULT_INJECTION_DEBUG_FS)"
 		return "$KSFT_SKIP"
 	fi
 	before=$(grep -o 'reserve_used [0-9]*' "$stats" | cut -d' ' -f2)
 	failslab_tx 1 || { failslab_tx 0; ktap_print_msg "failslab set-up failed"; return 1; }
-	FIO_SIZE=8m fio_verify reserve "e0.5 e0.6"
-	rc=$?
+	# Bounded: frames that are never sent would hold fio until the
+	# program's time limit.
+	FIO_SIZE=8m fio_verify reserve "e0.5 e0.6" &
+	pid=$!
+	for i in $(seq 300); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		ktap_print_msg "fio did not finish in 300 s"
+		pkill -x fio
+		wait "$pid"
+		rc=1
+	else
+		wait "$pid"
+		rc=$?
+	fi
 	failslab_tx 0
 	after=$(grep -o 'reserve_used [0-9]*' "$stats" | cut -d' ' -f2)
 	ktap_print_msg "reserved buffers used: $((after - before)); transmit errors: $(grep -o 'xmit_errors [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}')"
