@@ -20,8 +20,9 @@ iser_rxe_up() {
 
 # iser_lio_up PAGES [FILE]: the target, with a LUN of PAGES 4 KiB pages and
 # the portal (iser still off), open to any initiator. The LUN is a ramdisk,
-# or with FILE a file-backed LUN (fileio) that supports UNMAP (emulate_tpu),
-# so that the initiator's disk takes discards.
+# or with FILE a file-backed LUN (fileio) that supports UNMAP and WRITE SAME
+# with UNMAP (emulate_tpu, emulate_tpws; the initiator's sd discards with
+# WRITE SAME(16) of up to 65535 blocks here), so that its disk takes discards.
 iser_lio_up() {
 	local bs=rd_mcp_0/ram0
 	[ -n "${2:-}" ] && bs=fileio_0/file0
@@ -31,7 +32,9 @@ iser_lio_up() {
 	if [ -n "${2:-}" ]; then
 		echo "fd_dev_name=$2,fd_dev_size=$(($1 * 4096))" >"$iser_cfs/core/$bs/control" &&
 			echo 1 >"$iser_cfs/core/$bs/enable" &&
-			echo 1 >"$iser_cfs/core/$bs/attrib/emulate_tpu"
+			echo 1 >"$iser_cfs/core/$bs/attrib/emulate_tpu" &&
+			echo 1 >"$iser_cfs/core/$bs/attrib/emulate_tpws" &&
+			echo 65535 >"$iser_cfs/core/$bs/attrib/max_write_same_len"
 	else
 		echo "rd_pages=$1" >"$iser_cfs/core/$bs/control" &&
 			echo 1 >"$iser_cfs/core/$bs/enable"
