@@ -22,7 +22,7 @@
 #
 # Usage: bench.sh KIND KERNEL_OBJ MODULE_DIR RESULTS_DIR
 # Environment: BENCH_ROUNDS (default: each driver twice in each place of the
-# order; rounded up to a multiple of the number of drivers), BENCH_SECONDS per
+# order; rounded up to a multiple of the number of drivers, as lib.sh does), BENCH_SECONDS per
 # run (default 5), BENCH_PROFILE=1 to sample every run with perf (profile-*.txt
 # in RESULTS_DIR; the sampling costs IOPS, so the tables are left as they are).
 set -euo pipefail
@@ -54,6 +54,7 @@ iser)
 	exit 2 ;;
 esac
 rounds=${BENCH_ROUNDS:-$((2 * drivers))}
+rounds=$(((rounds + drivers - 1) / drivers * drivers))
 raw=$results/bench-$kind.jsonl
 echo "[bench] $kind: $rounds rounds x $drivers drivers, ${secs}s per run (log: $results/bench-$kind.console)"
 rstorage_kselftest_install "$(readlink -f "$obj/source")" "$results" ||
