@@ -73,4 +73,9 @@ doc=$project/Documentation/rstorage/$name-bench
 cp "$raw" "$doc.jsonl"
 "$(rstorage_plot_python)" "$here/report.py" "$doc.jsonl" "$doc.inc" "$doc.png"
 echo "[bench] $kind: Documentation/rstorage/$name-bench.{inc,png,jsonl}"
+failed=$(grep -c '"failed": true' "$raw" || true)
+if [ "$failed" -gt 0 ]; then
+	echo "[bench] $kind: $failed of $(wc -l <"$raw") runs failed (the table's \"Failed runs\" column; see $results/bench-$kind.console)"
+	rc=1
+fi
 exit "$rc"

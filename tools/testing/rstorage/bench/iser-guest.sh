@@ -23,7 +23,6 @@ set -u
 BENCH_DRIVERS=(c rust rust-nobatch rust-adaptive)
 BENCH_WORKLOADS="randread-4k randwrite-4k"
 BENCH_TARGETS=1
-iser_iqn=iqn.2026-11.org.rstorage:bench
 tr=/sys/kernel/tracing
 : >"$bench_work/c-cqs"
 
