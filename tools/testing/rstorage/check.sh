@@ -153,6 +153,17 @@ else
 	extra+=(--result "fail:harness/a test program that ran fewer cases than planned makes the run fail")
 fi
 
+# The per-case display reads the VM's console, where a test's line can cut a
+# kernel message ("[   4# ok 8 ..."): that case must still be shown as run.
+cut=$(printf '%s\n' '# selftests: drivers/rstorage: cut.sh' '# TAP version 13' '# 1..2' \
+	'# ok 1 first' '[   4# ok 2 second' '0.123456] a kernel message' \
+	'ok 1 selftests: drivers/rstorage: cut.sh' | python3 "$here/ktap.py" --progress)
+if grep -qx '  ok cut/second' <<<"$cut" && ! grep -q 'not ok' <<<"$cut"; then
+	extra+=(--result "ok:harness/a case whose line cut a kernel message on the console is shown as run")
+else
+	extra+=(--result "fail:harness/a case whose line cut a kernel message on the console is shown as run")
+fi
+
 # The VM runner's time limit holds when the guest prints nothing: a stand-in
 # for virtme-ng that prints one line and then hangs silently must be killed
 # at the limit (3 s), with the timeout status (no VM needed).

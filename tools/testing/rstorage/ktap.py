@@ -138,9 +138,18 @@ def parse(lines, source):
     yield from close_plans(-1)
 
 
+# The start of a kernel message that the console cut off when a test's line
+# came through in the middle of it ("[   4# ok 8 ..."): the test's line is
+# what follows.
+CUT_TIMESTAMP = re.compile(r"^\[\s*[\d.]*(?=# )")
+
+
 def progress(source):
-    """Prints each case of standard input's run as it completes."""
-    for status, name, reason in parse(sys.stdin, source):
+    """Prints each case of standard input's run as it completes. The input
+    is the VM's console, where kernel messages share the line discipline
+    with the tests' output (the counted results come from the TAP file)."""
+    lines = (CUT_TIMESTAMP.sub("", line) for line in sys.stdin)
+    for status, name, reason in parse(lines, source):
         word = {"ok": "ok", "fail": "not ok", "skip": "ok"}[status]
         note = f" # SKIP {reason}" if status == "skip" else (f" # {reason}" if status == "fail" and reason else "")
         note = note.rstrip()
