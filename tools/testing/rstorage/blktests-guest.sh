@@ -72,12 +72,7 @@ aoe_prepare() {
 aoe_up() {
 	aoe_load "$1" && aoe_wait_devs 1 && dev=/dev/etherd/e0.0
 }
-aoe_down() {
-	case $1 in
-	rust) rstorage_rmmod raoe ;;
-	c) rstorage_rmmod aoe ;;
-	esac
-}
+aoe_down() { aoe_unload "$1"; }
 
 # --- iSER ---
 iser_prepare() {

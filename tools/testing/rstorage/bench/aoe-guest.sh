@@ -28,8 +28,8 @@ bench_load() {
 
 bench_unload() {
 	case $1 in
-	c) rstorage_rmmod aoe ;;
-	*) rstorage_rmmod raoe ;;
+	c) aoe_unload c ;;
+	*) aoe_unload rust ;;
 	esac
 }
 

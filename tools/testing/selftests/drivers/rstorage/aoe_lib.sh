@@ -34,6 +34,15 @@ aoe_load() {
 	esac
 }
 
+# aoe_unload DRIVER: unloads the driver aoe_load DRIVER loaded.
+aoe_unload() {
+	case $1 in
+	c) rstorage_rmmod aoe ;;
+	rust) rstorage_rmmod raoe ;;
+	*) return 1 ;;
+	esac
+}
+
 # aoe_devs: the etherd disks of shelf 0, in slot order (e0.0 e0.1 ...).
 aoe_devs() {
 	ls -d /sys/block/etherd\!e0.* 2>/dev/null | sed 's/.*!//' | sort -t. -k2,2n
