@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
 #include <linux/blk-mq.h>
-#include <linux/cpumask.h>
 #include <scsi/scsi_cmnd.h>
 #include <scsi/scsi_host.h>
 
@@ -33,11 +32,6 @@ __rust_helper void *rust_helper_shost_priv(struct Scsi_Host *shost)
 __rust_helper u16 rust_helper_blk_mq_unique_tag_to_hwq(u32 unique_tag)
 {
 	return blk_mq_unique_tag_to_hwq(unique_tag);
-}
-
-__rust_helper bool rust_helper_cpu_online(unsigned int cpu)
-{
-	return cpu_online(cpu);
 }
 
 __rust_helper struct Scsi_Host *rust_helper_dev_to_shost(struct device *dev)

@@ -53,3 +53,8 @@ __rust_helper bool rust_helper_virt_addr_valid(const void *addr)
 {
 	return virt_addr_valid(addr);
 }
+
+__rust_helper u64 rust_helper_virtio_cread64(struct virtio_device *vdev, unsigned int offset)
+{
+	return virtio_cread64(vdev, offset);
+}

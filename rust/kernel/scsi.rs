@@ -7,20 +7,37 @@
 //! [`HostOps::queuecommand`] as an [`OwnedCommand`]: the driver owns it until it calls
 //! [`OwnedCommand::done`] (`scsi_done()`). Error handling callbacks get a borrowed [`Command`].
 //!
+//! # Rules enforced by the types
+//!
+//! - **The driver's per-command data is reached only through an owned command**
+//!   ([`OwnedCommand::priv_mut`]). While a command sits in the device, no [`OwnedCommand`] exists
+//!   (it became the device's token), so nothing reads the response the device is writing; a
+//!   borrowed [`Command`] (error handling) has no accessor for that data.
+//! - **Error handling cannot give back a command the driver still holds.** The abstraction
+//!   records when `queuecommand` hands a command over and when the driver gives it back
+//!   (completion or "host busy"); an abort or reset handler that answers
+//!   [`EhResult::Success`] for a command the driver still holds is answered `FAILED` to the
+//!   midlayer, which then escalates, instead of reusing a command whose late completion would
+//!   complete it twice.
+//!
 //! C headers: [`include/scsi/scsi_host.h`](srctree/include/scsi/scsi_host.h),
 //! [`include/scsi/scsi_cmnd.h`](srctree/include/scsi/scsi_cmnd.h) and
 //! [`include/scsi/scsi_device.h`](srctree/include/scsi/scsi_device.h).
 
 mod cmnd;
+mod device;
 mod host;
 
 pub use cmnd::{
     Command,
     CommandBuffers,
-    DataDirection,
     HostByte,
     OwnedCommand,
     SENSE_BUFFERSIZE, //
+};
+pub use device::{
+    Completed,
+    Device, //
 };
 pub use host::{
     EhResult,
@@ -28,7 +45,9 @@ pub use host::{
     HostOps,
     HostRef,
     Limits,
+    QueueKind,
     QueueMap,
+    QueueMaps,
     Target,
     TimeoutAction, //
 };

@@ -4,7 +4,7 @@
 //!
 //! A virtio driver declares the device IDs and feature bits it supports with a [`Driver`]
 //! implementation; the virtio core calls [`Driver::probe`] for each matching device. The driver
-//! then reads the device's configuration space ([`Device::cread32`] and friends), finds its
+//! then reads the device's configuration space ([`Device::cread`] of a [`ConfigField`]), finds its
 //! virtqueues ([`virtqueue::Virtqueues::find`]) and sets the device ready ([`Device::ready`]).
 //!
 //! C headers: [`include/linux/virtio.h`](srctree/include/linux/virtio.h) and
@@ -86,10 +86,21 @@ impl<T: Driver + 'static> Adapter<T> {
         // INVARIANT: `vdev` is valid for the duration of `probe_callback()`.
         let vdev = unsafe { &*vdev.cast::<Device<device::CoreInternal<'_>>>() };
 
+        // The binding starts: the driver's `priv` field is ours, and whatever an earlier driver
+        // of the device left there (C drivers do not clear it) means nothing.
+        // SAFETY: `vdev` is valid; nobody else uses `priv` while a driver binds.
+        unsafe { (*vdev.as_raw()).priv_ = core::ptr::null_mut() };
+
         from_result(|| {
             let data = T::probe(vdev);
 
-            vdev.as_ref().set_drvdata(data)?;
+            if let Err(e) = vdev.as_ref().set_drvdata(data) {
+                // The binding failed: its virtqueues go with it.
+                // SAFETY: `vdev` is valid and held by the core for the probe, in process
+                // context; the failed probe left nothing that uses its queues.
+                unsafe { virtqueue::release_binding(vdev.as_raw()) };
+                return Err(e);
+            }
             Ok(0)
         })
     }
@@ -107,6 +118,11 @@ impl<T: Driver + 'static> Adapter<T> {
         let data = unsafe { vdev.as_ref().drvdata_borrow::<T::Data<'_>>() };
 
         T::unbind(vdev, data);
+
+        // The binding ends: its virtqueues are torn down (the core requires the device to be
+        // reset when `remove` returns); references the driver still holds see them gone.
+        // SAFETY: `vdev` is valid and held by the core for the remove, in process context.
+        unsafe { virtqueue::release_binding(vdev.as_raw()) };
     }
 }
 
@@ -224,6 +240,129 @@ impl<Ctx: device::DeviceContext> Device<Ctx> {
     }
 }
 
+/// A value of the configuration space: an unsigned integer of 8, 16, 32 or 64 bits.
+///
+/// Sealed: the configuration space is read only in these widths.
+pub trait ConfigValue: Copy + private::Sealed {
+    #[doc(hidden)]
+    const SIZE: usize;
+
+    /// Reads the value at `offset` (`virtio_cread*()`).
+    ///
+    /// # Safety
+    ///
+    /// `dev` must be a valid device whose transport implements `config->get`, and `offset` plus
+    /// [`Self::SIZE`] must be within its configuration space.
+    #[doc(hidden)]
+    unsafe fn read(dev: *mut bindings::virtio_device, offset: u32) -> Self;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+}
+
+macro_rules! impl_config_value {
+    ($($t:ty => $read:ident),*) => {$(
+        impl ConfigValue for $t {
+            const SIZE: usize = core::mem::size_of::<$t>();
+
+            unsafe fn read(dev: *mut bindings::virtio_device, offset: u32) -> Self {
+                // SAFETY: Guaranteed by the caller.
+                unsafe { bindings::$read(dev, offset) }
+            }
+        }
+    )*};
+}
+
+impl_config_value!(
+    u8 => virtio_cread8,
+    u16 => virtio_cread16,
+    u32 => virtio_cread32,
+    u64 => virtio_cread64
+);
+
+/// A field of type `V` of the configuration space whose layout is `C` (the device type's
+/// `struct virtio_*_config`), made with [`virtio_config_field!`](crate::virtio_config_field).
+///
+/// # Invariants
+///
+/// `offset + size_of::<V>() <= size_of::<C>()`: a field lies within the configuration space
+/// declared by `C`, which is checked when the field is made (at compile time for a constant).
+///
+/// # Examples
+///
+/// ```no_run
+/// use kernel::virtio::{ConfigField, Device};
+/// use kernel::{device::Core, prelude::*, virtio_config_field};
+///
+/// #[repr(C)]
+/// struct BlkConfig {
+///     capacity: u64,
+///     size_max: u32,
+/// }
+///
+/// const CAPACITY: ConfigField<BlkConfig, u64> = virtio_config_field!(BlkConfig, capacity, u64);
+///
+/// fn capacity(dev: &Device<Core<'_>>) -> Result<u64> {
+///     dev.cread(CAPACITY)
+/// }
+/// ```
+///
+/// A field outside the declared layout does not compile:
+///
+/// ```compile_fail
+/// use kernel::virtio::ConfigField;
+/// #[repr(C)]
+/// struct Small {
+///     a: u16,
+/// }
+/// const BAD: ConfigField<Small, u32> = ConfigField::new(0); // 4 bytes in a 2-byte space
+/// ```
+pub struct ConfigField<C, V: ConfigValue> {
+    offset: u32,
+    _p: PhantomData<fn() -> (C, V)>,
+}
+
+impl<C, V: ConfigValue> Clone for ConfigField<C, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C, V: ConfigValue> Copy for ConfigField<C, V> {}
+
+impl<C, V: ConfigValue> ConfigField<C, V> {
+    /// Makes the field of `V` at byte `offset` of layout `C`; evaluating it with an offset out
+    /// of `C` fails (a compile error in a constant).
+    pub const fn new(offset: usize) -> Self {
+        assert!(
+            offset + V::SIZE <= core::mem::size_of::<C>(),
+            "configuration field out of bounds"
+        );
+        // INVARIANT: Checked above.
+        Self {
+            offset: offset as u32,
+            _p: PhantomData,
+        }
+    }
+}
+
+/// Makes the [`ConfigField`] of field `$field` (of type `$ty`) of configuration layout `$c`.
+#[macro_export]
+macro_rules! virtio_config_field {
+    ($c:ty, $field:ident, $ty:ty) => {{
+        const F: $crate::virtio::ConfigField<$c, $ty> =
+            $crate::virtio::ConfigField::new(::core::mem::offset_of!($c, $field));
+        // The field has the type given.
+        const _: fn(&$c) -> &$ty = |c| &c.$field;
+        F
+    }};
+}
+
 impl Device<device::Core<'_>> {
     fn config_get_ok(&self) -> Result {
         // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device` whose
@@ -236,36 +375,27 @@ impl Device<device::Core<'_>> {
         Ok(())
     }
 
-    /// Reads an 8-bit field at byte `offset` of the configuration space (`virtio_cread8()`).
-    pub fn cread8(&self, offset: u32) -> Result<u8> {
+    /// Reads a field of the configuration space (`virtio_cread8/16/32/64()`).
+    ///
+    /// The field lies within the configuration layout `C` by the invariant of [`ConfigField`];
+    /// the device's configuration space has that layout (the virtio specification fixes it per
+    /// device type).
+    pub fn cread<C, V: ConfigValue>(&self, field: ConfigField<C, V>) -> Result<V> {
         self.config_get_ok()?;
-        // SAFETY: `self.as_raw()` is valid and its transport implements `config->get`; the
-        // transport checks the offset against the size of the configuration space.
-        Ok(unsafe { bindings::virtio_cread8(self.as_raw(), offset) })
+        // SAFETY: `self.as_raw()` is valid and its transport implements `config->get` (checked
+        // above); the field lies within the configuration space (invariant of `ConfigField`).
+        Ok(unsafe { V::read(self.as_raw(), field.offset) })
     }
 
-    /// Reads a 16-bit field at byte `offset` of the configuration space (`virtio_cread16()`).
-    pub fn cread16(&self, offset: u32) -> Result<u16> {
-        self.config_get_ok()?;
-        // SAFETY: As in `cread8()`.
-        Ok(unsafe { bindings::virtio_cread16(self.as_raw(), offset) })
-    }
-
-    /// Reads a 32-bit field at byte `offset` of the configuration space (`virtio_cread32()`).
-    pub fn cread32(&self, offset: u32) -> Result<u32> {
-        self.config_get_ok()?;
-        // SAFETY: As in `cread8()`.
-        Ok(unsafe { bindings::virtio_cread32(self.as_raw(), offset) })
-    }
-
-    /// Writes a 32-bit field at byte `offset` of the configuration space (`virtio_cwrite32()`).
-    pub fn cwrite32(&self, offset: u32, value: u32) -> Result {
+    /// Writes a 32-bit field of the configuration space (`virtio_cwrite32()`).
+    pub fn cwrite32<C>(&self, field: ConfigField<C, u32>, value: u32) -> Result {
         // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`.
         if unsafe { (*(*self.as_raw()).config).set }.is_none() {
             return Err(EINVAL);
         }
-        // SAFETY: `self.as_raw()` is valid and its transport implements `config->set`.
-        unsafe { bindings::virtio_cwrite32(self.as_raw(), offset, value) };
+        // SAFETY: `self.as_raw()` is valid and its transport implements `config->set`; the field
+        // is within the configuration space (invariant of `ConfigField`).
+        unsafe { bindings::virtio_cwrite32(self.as_raw(), field.offset, value) };
         Ok(())
     }
 

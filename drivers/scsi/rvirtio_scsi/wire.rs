@@ -17,16 +17,43 @@ pub(crate) const TMF_REQ_SIZE: usize = 4 + 4 + 8 + 8;
 /// `struct virtio_scsi_event`: event, lun[8], reason.
 pub(crate) const EVENT_SIZE: usize = 4 + 8 + 4;
 
-/// Configuration space offsets (`struct virtio_scsi_config`).
+/// The configuration space of a virtio-scsi device (`struct virtio_scsi_config`).
+#[repr(C)]
+pub(crate) struct Config {
+    num_queues: u32,
+    seg_max: u32,
+    max_sectors: u32,
+    cmd_per_lun: u32,
+    event_info_size: u32,
+    sense_size: u32,
+    cdb_size: u32,
+    max_channel: u16,
+    max_target: u16,
+    max_lun: u32,
+}
+
+/// Fields of [`Config`] the driver reads or writes.
 pub(crate) mod config {
-    pub(crate) const NUM_QUEUES: u32 = 0;
-    pub(crate) const SEG_MAX: u32 = 4;
-    pub(crate) const MAX_SECTORS: u32 = 8;
-    pub(crate) const CMD_PER_LUN: u32 = 12;
-    pub(crate) const SENSE_SIZE: u32 = 20;
-    pub(crate) const CDB_SIZE: u32 = 24;
-    pub(crate) const MAX_TARGET: u32 = 30;
-    pub(crate) const MAX_LUN: u32 = 32;
+    use super::Config;
+    use kernel::{
+        virtio::ConfigField,
+        virtio_config_field, //
+    };
+
+    pub(crate) const NUM_QUEUES: ConfigField<Config, u32> =
+        virtio_config_field!(Config, num_queues, u32);
+    pub(crate) const SEG_MAX: ConfigField<Config, u32> = virtio_config_field!(Config, seg_max, u32);
+    pub(crate) const MAX_SECTORS: ConfigField<Config, u32> =
+        virtio_config_field!(Config, max_sectors, u32);
+    pub(crate) const CMD_PER_LUN: ConfigField<Config, u32> =
+        virtio_config_field!(Config, cmd_per_lun, u32);
+    pub(crate) const SENSE_SIZE: ConfigField<Config, u32> =
+        virtio_config_field!(Config, sense_size, u32);
+    pub(crate) const CDB_SIZE: ConfigField<Config, u32> =
+        virtio_config_field!(Config, cdb_size, u32);
+    pub(crate) const MAX_TARGET: ConfigField<Config, u16> =
+        virtio_config_field!(Config, max_target, u16);
+    pub(crate) const MAX_LUN: ConfigField<Config, u32> = virtio_config_field!(Config, max_lun, u32);
 }
 
 /// Feature bits.
@@ -59,6 +86,9 @@ pub(crate) const T_EVENTS_MISSED: u32 = 0x8000_0000;
 pub(crate) const EVT_RESET_RESCAN: u32 = 1;
 pub(crate) const EVT_RESET_REMOVED: u32 = 2;
 
+/// Operation code of INQUIRY.
+pub(crate) const INQUIRY: u8 = 0x12;
+
 /// SAM status `RESERVATION CONFLICT`.
 pub(crate) const SAM_STAT_RESERVATION_CONFLICT: u8 = 0x18;
 
@@ -83,7 +113,7 @@ pub(crate) fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Builds a command request header.
+/// Builds a command request header; the CDB is copied once, from the command into the header.
 pub(crate) fn cmd_req(out: &mut [u8; CMD_REQ_SIZE], target: u32, lun: u64, tag: u64, cdb: &[u8]) {
     encode_lun(&mut out[0..8], target, lun);
     out[8..16].copy_from_slice(&tag.to_le_bytes());

@@ -6,7 +6,13 @@
 
 use crate::{
     bindings,
+    dma::DataDirection,
     prelude::*,
+    sync::atomic::{
+        Acquire,
+        Atomic,
+        Release, //
+    },
     types::{
         ForeignOwnable,
         Opaque, //
@@ -17,19 +23,6 @@ use core::{
     mem::ManuallyDrop,
     ptr::NonNull, //
 };
-
-/// The direction of a command's data transfer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataDirection {
-    /// No data.
-    None,
-    /// Data goes to the device (a write).
-    ToDevice,
-    /// Data comes from the device (a read).
-    FromDevice,
-    /// Both directions (not issued by the block layer).
-    Bidirectional,
-}
 
 /// The host byte of a command's result (`DID_*`), how the transport fared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,15 +47,54 @@ pub enum HostByte {
 /// Size of the sense buffer of a command (`SCSI_SENSE_BUFFERSIZE`).
 pub const SENSE_BUFFERSIZE: usize = bindings::SCSI_SENSE_BUFFERSIZE as usize;
 
+/// The private area of a command (`scsi_cmd_priv()`): the abstraction's record of who owns
+/// the command, then the driver's data.
+///
+/// # Invariants
+///
+/// `with_driver` is `true` from the moment `queuecommand` hands the command to the driver until
+/// the driver gives it back (completion, or "host busy"); it is set back to `false` before
+/// `scsi_done()` is called, never after.
+#[repr(C)]
+pub(crate) struct Slot<T> {
+    with_driver: Atomic<bool>,
+    data: T,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new(data: T) -> Self {
+        Self {
+            with_driver: Atomic::new(false),
+            data,
+        }
+    }
+}
+
 /// A SCSI command, borrowed.
 ///
 /// `T` is the driver's per-command private data (`scsi_cmd_priv()`), see
 /// [`HostOps::CmdPriv`](super::HostOps::CmdPriv).
 ///
+/// A borrowed command gives no access to the driver's private data: while it is borrowed (in
+/// error handling, say) the command may sit in the device, which writes its response into that
+/// data. Only an [`OwnedCommand`], which exists while the device does not hold the command,
+/// reaches it.
+///
+/// # Examples
+///
+/// A borrowed command has no accessor for the driver's data; this does not compile:
+///
+/// ```compile_fail
+/// use kernel::scsi::Command;
+/// fn peek(cmd: &Command<[u8; 8]>) -> u8 {
+///     cmd.priv_data()[0] // error: no method named `priv_data`
+/// }
+/// ```
+///
 /// # Invariants
 ///
 /// `self.0` is a valid `struct scsi_cmnd` of a host whose template has `cmd_size` equal to
-/// `size_of::<T>()` and whose private area holds an initialised `T`.
+/// `size_of::<Slot<T>>()` and whose private area holds an initialised `Slot<T>`.
 #[repr(transparent)]
 pub struct Command<T>(Opaque<bindings::scsi_cmnd>, PhantomData<T>);
 
@@ -108,6 +140,23 @@ impl<T> Command<T> {
             bindings::dma_data_direction::DMA_BIDIRECTIONAL => DataDirection::Bidirectional,
             _ => DataDirection::None,
         }
+    }
+
+    fn slot(&self) -> *mut Slot<T> {
+        // SAFETY: By the type invariant the command is valid and its private area is a `Slot<T>`.
+        unsafe { bindings::scsi_cmd_priv(self.as_raw()) }.cast::<Slot<T>>()
+    }
+
+    fn with_driver(&self) -> &Atomic<bool> {
+        // SAFETY: The slot is valid and initialised (type invariant); `with_driver` is only
+        // accessed atomically.
+        unsafe { &(*self.slot()).with_driver }
+    }
+
+    /// Returns whether the driver holds the command (given by `queuecommand`, not yet given
+    /// back).
+    pub(crate) fn is_with_driver(&self) -> bool {
+        self.with_driver().load(Acquire)
     }
 
     /// Returns the length of the data transfer in bytes (`scsi_bufflen()`).
@@ -161,21 +210,6 @@ impl<T> Command<T> {
         // SAFETY: By the type invariant the command is valid.
         unsafe { (*self.as_raw()).flags & bindings::SCMD_LAST as i32 != 0 }
     }
-
-    /// Returns whether hardware queue `hwq` of the command's host serves at least one online
-    /// CPU in the host's default queue map.
-    pub fn queue_has_online_cpu(&self, hwq: u32) -> bool {
-        // SAFETY: The host of a valid command's device is valid.
-        let shost = unsafe { (*self.sdev()).host };
-        super::host::queue_has_online_cpu(shost, hwq)
-    }
-
-    /// Returns the driver's private data of the command.
-    pub fn priv_data(&self) -> &T {
-        // SAFETY: By the type invariant the private area holds an initialised `T`, which is only
-        // mutated through `OwnedCommand::priv_mut`, which cannot coexist with this borrow.
-        unsafe { &*bindings::scsi_cmd_priv(self.as_raw()).cast::<T>() }
-    }
 }
 
 /// A SCSI command owned by the low-level driver, from `queuecommand` until `scsi_done()`.
@@ -205,17 +239,44 @@ impl<T: 'static> OwnedCommand<T> {
         Self(unsafe { NonNull::new_unchecked(ptr.cast()) })
     }
 
-    /// Gives the command back to the midlayer without completing it.
+    /// Takes ownership of a command that `queuecommand` hands to the driver.
+    ///
+    /// # Safety
+    ///
+    /// As [`OwnedCommand::from_raw`], for a command the midlayer is handing to the driver.
+    pub(crate) unsafe fn accept(ptr: *mut bindings::scsi_cmnd) -> Self {
+        // SAFETY: Guaranteed by the caller.
+        let cmd = unsafe { Self::from_raw(ptr) };
+        // INVARIANT: The command is with the driver from now on.
+        cmd.with_driver().store(true, Release);
+        cmd
+    }
+
+    /// Gives the command back to the midlayer without completing it (host busy).
     pub(crate) fn into_raw(self) -> *mut bindings::scsi_cmnd {
         let me = ManuallyDrop::new(self);
+        // INVARIANT: Given back to the midlayer.
+        me.with_driver().store(false, Release);
         me.as_raw()
+    }
+
+    /// Returns the command, borrowed, together with the driver's private data for writing:
+    /// to build a request from the CDB without copying it first.
+    pub fn split_mut(&mut self) -> (&Command<T>, &mut T) {
+        // SAFETY: By the type invariant the command is valid; a `Command` gives no access to the
+        // private data, so the two borrows do not overlap.
+        let cmd = unsafe { self.0.as_ref() };
+        // SAFETY: As in `priv_mut`.
+        let data = unsafe { &mut (*self.slot()).data };
+        (cmd, data)
     }
 
     /// Returns the driver's private data for writing.
     pub fn priv_mut(&mut self) -> &mut T {
-        // SAFETY: By the type invariant the command is owned by `self`; its private area holds an
-        // initialised `T` and no other reference to it exists while `self` is borrowed mutably.
-        unsafe { &mut *bindings::scsi_cmd_priv(self.as_raw()).cast::<T>() }
+        // SAFETY: By the type invariant the command is owned by `self`, so the device does not
+        // hold it; its private area holds an initialised `Slot<T>`, and no other reference to
+        // the data exists while `self` is borrowed mutably (a borrowed `Command` gives none).
+        unsafe { &mut (*self.slot()).data }
     }
 
     /// Sets the result: SCSI status byte `status` and host byte `host`.
@@ -234,24 +295,41 @@ impl<T: 'static> OwnedCommand<T> {
         unsafe { bindings::scsi_set_resid(self.as_raw(), resid) };
     }
 
+    /// Copies the sense data that `sense` finds in the driver's private data (the device's
+    /// response, say) into the command's sense buffer, once; returns the bytes copied.
+    pub fn set_sense_from(&mut self, sense: impl FnOnce(&T) -> &[u8]) -> usize {
+        let (_, data) = self.split_mut();
+        let sense: *const [u8] = sense(data);
+        // SAFETY: `sense` points into the private data, owned by `self` and not changed until
+        // this returns; it does not overlap the sense buffer.
+        self.copy_sense(unsafe { &*sense })
+    }
+
     /// Copies sense data into the command's sense buffer; returns the bytes copied.
     pub fn set_sense(&mut self, sense: &[u8]) -> usize {
-        let n = sense.len().min(SENSE_BUFFERSIZE);
-        // SAFETY: The command is owned by `self`; `sense_buffer` holds `SENSE_BUFFERSIZE` bytes.
-        unsafe {
-            let buf = (*self.as_raw()).sense_buffer;
-            if buf.is_null() {
-                return 0;
-            }
-            core::ptr::copy_nonoverlapping(sense.as_ptr(), buf, n);
+        self.copy_sense(sense)
+    }
+
+    fn copy_sense(&self, sense: &[u8]) -> usize {
+        // SAFETY: The command is owned by `self`.
+        let buf = unsafe { (*self.as_raw()).sense_buffer };
+        if buf.is_null() {
+            return 0;
         }
+        let n = sense.len().min(SENSE_BUFFERSIZE);
+        // SAFETY: `sense_buffer` holds `SENSE_BUFFERSIZE` bytes, owned with the command by
+        // `self` and not referenced elsewhere; `sense` does not overlap it.
+        unsafe { core::ptr::copy_nonoverlapping(sense.as_ptr(), buf, n) };
         n
     }
 
     /// Completes the command (`scsi_done()`).
     pub fn done(self) {
         let raw = self.into_raw();
-        // SAFETY: The command was owned by `self`, which is consumed.
+        // SAFETY: The command was owned by `self`, which is consumed. After a timeout the
+        // midlayer ignores the call (the command is marked complete), so a late completion
+        // racing error handling only tests a bit of the command, whose memory lives as long
+        // as the host.
         unsafe { bindings::scsi_done(raw) };
     }
 }
@@ -267,11 +345,12 @@ impl<T: 'static> core::ops::Deref for OwnedCommand<T> {
 
 impl<T: 'static> Drop for OwnedCommand<T> {
     fn drop(&mut self) {
+        // SAFETY: The command is owned by `self`.
+        unsafe { bindings::set_host_byte(self.as_raw(), HostByte::Error as u8 as c_char) };
+        // INVARIANT: Given back before `scsi_done()`.
+        self.with_driver().store(false, Release);
         // SAFETY: The command is owned by `self` and is completed here, once.
-        unsafe {
-            bindings::set_host_byte(self.as_raw(), HostByte::Error as u8 as c_char);
-            bindings::scsi_done(self.as_raw());
-        }
+        unsafe { bindings::scsi_done(self.as_raw()) };
     }
 }
 
@@ -279,6 +358,7 @@ impl<T: 'static> Drop for OwnedCommand<T> {
 // `from_foreign` takes back; the pointer is aligned like `struct scsi_cmnd`.
 unsafe impl<T: 'static> ForeignOwnable for OwnedCommand<T> {
     const FOREIGN_ALIGN: usize = core::mem::align_of::<bindings::scsi_cmnd>();
+    // A borrowed command gives no access to the private data, which the device may be writing.
     type Borrowed<'a> = &'a Command<T>;
     type BorrowedMut<'a> = &'a Command<T>;
 

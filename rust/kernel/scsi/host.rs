@@ -6,7 +6,8 @@
 
 use super::cmnd::{
     Command,
-    OwnedCommand, //
+    OwnedCommand,
+    Slot, //
 };
 use crate::{
     bindings,
@@ -17,6 +18,11 @@ use crate::{
     },
     prelude::*,
     sync::{
+        atomic::{
+            Acquire,
+            Atomic,
+            Release, //
+        },
         Arc,
         ArcBorrow, //
     },
@@ -32,6 +38,9 @@ use core::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EhResult {
     /// The command (or device) is dealt with; the driver no longer owns the command.
+    ///
+    /// For a command the driver still holds (not completed, not given back), the abstraction
+    /// answers `FAILED` instead: the midlayer must not reuse it.
     Success,
     /// The step failed; the midlayer escalates to the next one.
     Failed,
@@ -66,26 +75,95 @@ impl Target {
     }
 }
 
-/// The hardware-queue map of a host (`struct blk_mq_queue_map`), given to
+/// The kinds of hardware queues of a host (`enum hctx_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum QueueKind {
+    /// All I/O not otherwise accounted for (`HCTX_TYPE_DEFAULT`).
+    Default = bindings::hctx_type_HCTX_TYPE_DEFAULT,
+    /// Reads only (`HCTX_TYPE_READ`).
+    Read = bindings::hctx_type_HCTX_TYPE_READ,
+    /// Polled I/O, without interrupts (`HCTX_TYPE_POLL`): completed by
+    /// [`HostOps::mq_poll`].
+    Poll = bindings::hctx_type_HCTX_TYPE_POLL,
+}
+
+/// The hardware-queue maps of a host, one per [`QueueKind`] in use, given to
 /// [`HostOps::map_queues`].
-pub struct QueueMap<'a> {
+pub struct QueueMaps<'a> {
     shost: NonNull<bindings::Scsi_Host>,
+    _p: PhantomData<&'a mut bindings::Scsi_Host>,
+}
+
+impl QueueMaps<'_> {
+    /// Returns the map of `kind`, `None` if the host has no such map (see
+    /// [`Limits::nr_poll_queues`]).
+    pub fn get(&mut self, kind: QueueKind) -> Option<QueueMap<'_>> {
+        let shost = self.shost.as_ptr();
+        // SAFETY: `shost` is valid while `map_queues` runs.
+        let (nr_maps, nr_hw_queues) = unsafe { ((*shost).tag_set.nr_maps, (*shost).nr_hw_queues) };
+        if kind as u32 >= nr_maps {
+            return None;
+        }
+        // SAFETY: `kind` is below `nr_maps`, at most `HCTX_MAX_TYPES`.
+        let map = unsafe { &raw mut (*shost).tag_set.map[kind as usize] };
+        Some(QueueMap {
+            // SAFETY: A field of a valid host, hence not null.
+            map: unsafe { NonNull::new_unchecked(map) },
+            nr_hw_queues,
+            _p: PhantomData,
+        })
+    }
+}
+
+/// One hardware-queue map of a host (`struct blk_mq_queue_map`).
+///
+/// # Invariants
+///
+/// `map` is a map of a host whose `map_queues` runs, for the borrow `'a`; the host has
+/// `nr_hw_queues` hardware queues.
+pub struct QueueMap<'a> {
+    map: NonNull<bindings::blk_mq_queue_map>,
+    nr_hw_queues: u32,
     _p: PhantomData<&'a mut bindings::Scsi_Host>,
 }
 
 impl QueueMap<'_> {
     fn map(&self) -> *mut bindings::blk_mq_queue_map {
-        // SAFETY: `shost` is valid while `map_queues` runs; the default map is the first.
-        unsafe { &raw mut (*self.shost.as_ptr()).tag_set.map[0] }
+        self.map.as_ptr()
     }
 
     /// Returns the number of hardware queues to map.
     pub fn nr_queues(&self) -> u32 {
-        // SAFETY: The map is valid.
+        // SAFETY: The map is valid (type invariant).
         unsafe { (*self.map()).nr_queues }
     }
 
-    /// Spreads the hardware queues over the possible CPUs (`blk_mq_map_queues()`).
+    /// Returns the index of the first hardware queue of the map.
+    pub fn queue_offset(&self) -> u32 {
+        // SAFETY: The map is valid (type invariant).
+        unsafe { (*self.map()).queue_offset }
+    }
+
+    /// Gives the map `nr` hardware queues from `offset` on; fails with `EINVAL` if they are not
+    /// all queues of the host.
+    pub fn set_queues(&mut self, nr: u32, offset: u32) -> Result {
+        if offset
+            .checked_add(nr)
+            .is_none_or(|end| end > self.nr_hw_queues)
+        {
+            return Err(EINVAL);
+        }
+        // SAFETY: The map is valid and being updated by its owner, the block layer, which calls
+        // us for that.
+        unsafe {
+            (*self.map()).nr_queues = nr;
+            (*self.map()).queue_offset = offset;
+        }
+        Ok(())
+    }
+
+    /// Spreads the map's hardware queues over the possible CPUs (`blk_mq_map_queues()`).
     pub fn map_queues(&mut self) {
         // SAFETY: The map is valid and being updated by its owner, the block layer, which calls
         // us for that.
@@ -99,7 +177,8 @@ impl QueueMap<'_> {
         unsafe { bindings::blk_mq_map_hw_queues(self.map(), dev.as_raw(), offset) }
     }
 
-    /// Returns the hardware queue that CPU `cpu` maps to, `None` for an impossible CPU.
+    /// Returns the hardware queue (an index among all of the host's) that CPU `cpu` maps to,
+    /// `None` for an impossible CPU.
     pub fn queue_for_cpu(&self, cpu: u32) -> Option<u32> {
         if cpu >= crate::cpu::nr_cpu_ids() {
             return None;
@@ -109,17 +188,20 @@ impl QueueMap<'_> {
     }
 }
 
-/// Returns whether hardware queue `hwq` of `shost`'s default map serves an online CPU.
-pub(super) fn queue_has_online_cpu(shost: *mut bindings::Scsi_Host, hwq: u32) -> bool {
-    // SAFETY: `shost` is a valid host with mapped queues.
-    let map = unsafe { &raw const (*shost).tag_set.map[0] };
-    for cpu in 0..crate::cpu::nr_cpu_ids() {
-        // SAFETY: `mq_map` has `nr_cpu_ids` entries; `cpu_online()` reads a cpumask.
-        if unsafe { *(*map).mq_map.add(cpu as usize) == hwq && bindings::cpu_online(cpu) } {
-            return true;
-        }
-    }
-    false
+/// Returns the slot of the host data pointer in the private area of a host.
+///
+/// The slot is read by every callback and cleared by [`Host`]'s drop, hence atomic.
+///
+/// # Safety
+///
+/// `shost` must be a host allocated by [`Host::alloc`] (with a pointer-sized private area),
+/// valid for `'a`.
+unsafe fn host_data_slot<'a>(shost: *mut bindings::Scsi_Host) -> &'a Atomic<*mut c_void> {
+    // SAFETY: `shost` is valid.
+    let slot = unsafe { bindings::shost_priv(shost) }.cast::<*mut c_void>();
+    // SAFETY: The private area is pointer-sized and aligned (`shost_priv()` is aligned for any
+    // type), valid for `'a`, and only accessed atomically through this function.
+    unsafe { Atomic::from_ptr(slot) }
 }
 
 /// The operations of a SCSI low-level driver: the callbacks of its `struct scsi_host_template`.
@@ -138,6 +220,15 @@ pub trait HostOps: Sized + 'static {
     /// The name of the driver under `/proc/scsi` (`proc_name`).
     const PROC_NAME: &'static CStr;
 
+    /// Whether the midlayer lowers a device's queue depth when the device reports that its
+    /// task set is full (`track_queue_depth`).
+    const TRACK_QUEUE_DEPTH: bool = false;
+
+    /// Whether the midlayer reads the VPD pages of devices that claim only SPC-2
+    /// (`BLIST_TRY_VPD_PAGES`, set when a device is created): for virtual devices whose limits
+    /// come from the host side through those pages.
+    const TRY_VPD_PAGES: bool = false;
+
     /// Queues a command (`queuecommand`). Returning the command (`Err`) tells the midlayer that
     /// the host is busy and the command must be retried later (`SCSI_MLQUEUE_HOST_BUSY`).
     fn queuecommand(
@@ -152,7 +243,13 @@ pub trait HostOps: Sized + 'static {
     }
 
     /// Maps CPUs to hardware queues (`map_queues`).
-    fn map_queues(_host: ArcBorrow<'_, Self::HostData>, _map: &mut QueueMap<'_>) {
+    fn map_queues(_host: ArcBorrow<'_, Self::HostData>, _maps: &mut QueueMaps<'_>) {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Polls hardware queue `hwq`, one of the [`QueueKind::Poll`] queues, for completions
+    /// (`mq_poll`); returns how many commands it completed.
+    fn mq_poll(_host: ArcBorrow<'_, Self::HostData>, _hwq: u16) -> u32 {
         build_error!(crate::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -202,17 +299,28 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         t.name = T::NAME.as_ptr().cast();
         t.proc_name = T::PROC_NAME.as_ptr().cast();
         t.this_id = -1;
-        t.cmd_size = core::mem::size_of::<T::CmdPriv>() as u32;
+        t.cmd_size = core::mem::size_of::<Slot<T::CmdPriv>>() as u32;
         t.dma_boundary = u32::MAX as c_ulong;
         t.queuecommand = Some(Self::queuecommand_callback);
         t.init_cmd_priv = Some(Self::init_cmd_priv_callback);
         t.exit_cmd_priv = Some(Self::exit_cmd_priv_callback);
         t.change_queue_depth = Some(Self::change_queue_depth_callback);
+        if T::TRACK_QUEUE_DEPTH {
+            // `track_queue_depth` is bit 1 of the template's first bit-field unit, all of whose
+            // other bits are 0 here; `Host::alloc` checks it with the generated accessor.
+            t._bitfield_1 = bindings::__BindgenBitfieldUnit::new([1 << 1, 0]);
+        }
+        if T::TRY_VPD_PAGES {
+            t.sdev_init = Some(Self::sdev_init_callback);
+        }
         if T::HAS_COMMIT_RQS {
             t.commit_rqs = Some(Self::commit_rqs_callback);
         }
         if T::HAS_MAP_QUEUES {
             t.map_queues = Some(Self::map_queues_callback);
+        }
+        if T::HAS_MQ_POLL {
+            t.mq_poll = Some(Self::mq_poll_callback);
         }
         if T::HAS_EH_ABORT_HANDLER {
             t.eh_abort_handler = Some(Self::eh_abort_callback);
@@ -235,7 +343,8 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
     fn get() -> &'static bindings::scsi_host_template {
         const {
             assert!(
-                core::mem::align_of::<T::CmdPriv>() <= core::mem::align_of::<bindings::scsi_cmnd>()
+                core::mem::align_of::<Slot<T::CmdPriv>>()
+                    <= core::mem::align_of::<bindings::scsi_cmnd>()
             )
         };
         &Self::TEMPLATE
@@ -248,8 +357,8 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
     /// `shost` must be a host allocated by [`Host::alloc`] with `T`, and the returned borrow must
     /// end before the host data is taken back by [`Host`]'s drop.
     unsafe fn data<'a>(shost: *mut bindings::Scsi_Host) -> Option<ArcBorrow<'a, T::HostData>> {
-        // SAFETY: `shost_priv()` of a host allocated by `Host::alloc` holds a pointer.
-        let ptr = unsafe { *bindings::shost_priv(shost).cast::<*mut c_void>() };
+        // SAFETY: `shost` is a host allocated by `Host::alloc`.
+        let ptr = unsafe { host_data_slot(shost) }.load(Acquire);
         if ptr.is_null() {
             return None;
         }
@@ -274,8 +383,8 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
             return bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY;
         };
         // SAFETY: The midlayer hands `cmd` to the driver here; its private area holds a
-        // `T::CmdPriv` (initialised by `init_cmd_priv_callback`).
-        let cmd = unsafe { OwnedCommand::from_raw(cmd) };
+        // `Slot<T::CmdPriv>` (initialised by `init_cmd_priv_callback`).
+        let cmd = unsafe { OwnedCommand::accept(cmd) };
         match T::queuecommand(data, cmd) {
             Ok(()) => 0,
             Err(cmd) => {
@@ -296,12 +405,20 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
     extern "C" fn map_queues_callback(shost: *mut bindings::Scsi_Host) {
         // SAFETY: The midlayer calls this with a host of ours.
         if let Some(data) = unsafe { Self::data(shost) } {
-            let mut map = QueueMap {
+            let mut maps = QueueMaps {
                 // SAFETY: `shost` is valid, hence not null.
                 shost: unsafe { NonNull::new_unchecked(shost) },
                 _p: PhantomData,
             };
-            T::map_queues(data, &mut map);
+            T::map_queues(data, &mut maps);
+        }
+    }
+
+    extern "C" fn mq_poll_callback(shost: *mut bindings::Scsi_Host, queue_num: c_uint) -> c_int {
+        // SAFETY: The midlayer calls this with a host of ours.
+        match unsafe { Self::data(shost) } {
+            Some(data) => T::mq_poll(data, queue_num as u16).min(i32::MAX as u32) as c_int,
+            None => 0,
         }
     }
 
@@ -309,13 +426,11 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         _shost: *mut bindings::Scsi_Host,
         cmd: *mut bindings::scsi_cmnd,
     ) -> c_int {
-        // SAFETY: The private area of a new command of ours has room for a `T::CmdPriv`, aligned
-        // (checked in `get()`).
-        unsafe {
-            bindings::scsi_cmd_priv(cmd)
-                .cast::<T::CmdPriv>()
-                .write(T::CmdPriv::default())
-        };
+        // SAFETY: `cmd` is a new command of ours.
+        let slot = unsafe { bindings::scsi_cmd_priv(cmd) }.cast::<Slot<T::CmdPriv>>();
+        // SAFETY: The private area of a new command of ours has room for a `Slot<T::CmdPriv>`,
+        // aligned (checked in `get()`).
+        unsafe { slot.write(Slot::new(T::CmdPriv::default())) };
         0
     }
 
@@ -323,9 +438,17 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         _shost: *mut bindings::Scsi_Host,
         cmd: *mut bindings::scsi_cmnd,
     ) -> c_int {
+        // SAFETY: `cmd` is a command of ours being freed.
+        let slot = unsafe { bindings::scsi_cmd_priv(cmd) }.cast::<Slot<T::CmdPriv>>();
         // SAFETY: The private area was initialised by `init_cmd_priv_callback` and the command
         // is being freed.
-        unsafe { core::ptr::drop_in_place(bindings::scsi_cmd_priv(cmd).cast::<T::CmdPriv>()) };
+        unsafe { core::ptr::drop_in_place(slot) };
+        0
+    }
+
+    extern "C" fn sdev_init_callback(sdev: *mut bindings::scsi_device) -> c_int {
+        // SAFETY: The midlayer calls this with a new device of ours, before it is scanned.
+        unsafe { (*sdev).sdev_bflags = bindings::BLIST_TRY_VPD_PAGES };
         0
     }
 
@@ -340,10 +463,14 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         }
     }
 
-    fn eh_result(r: EhResult) -> c_int {
+    /// Answers the midlayer for `cmd`: `SUCCESS` only if the driver said so and no longer holds
+    /// the command.
+    fn eh_result(r: EhResult, cmd: &Command<T::CmdPriv>) -> c_int {
         match r {
-            EhResult::Success => bindings::scsi_disposition_SUCCESS as c_int,
-            EhResult::Failed => bindings::scsi_disposition_FAILED as c_int,
+            EhResult::Success if !cmd.is_with_driver() => {
+                bindings::scsi_disposition_SUCCESS as c_int
+            }
+            _ => bindings::scsi_disposition_FAILED as c_int,
         }
     }
 
@@ -351,8 +478,8 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         // SAFETY: The midlayer calls this with a valid command of ours.
         let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
         match data {
-            Some(data) => Self::eh_result(T::eh_abort_handler(data, cmd)),
-            None => Self::eh_result(EhResult::Failed),
+            Some(data) => Self::eh_result(T::eh_abort_handler(data, cmd), cmd),
+            None => Self::eh_result(EhResult::Failed, cmd),
         }
     }
 
@@ -360,8 +487,8 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         // SAFETY: The midlayer calls this with a valid command of ours.
         let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
         match data {
-            Some(data) => Self::eh_result(T::eh_device_reset_handler(data, cmd)),
-            None => Self::eh_result(EhResult::Failed),
+            Some(data) => Self::eh_result(T::eh_device_reset_handler(data, cmd), cmd),
+            None => Self::eh_result(EhResult::Failed, cmd),
         }
     }
 
@@ -419,8 +546,12 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
 /// The limits of a host, set before it is added.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Number of hardware (blk-mq) queues.
+    /// Number of hardware (blk-mq) queues, poll queues included.
     pub nr_hw_queues: u32,
+    /// How many of the hardware queues are poll queues ([`QueueKind::Poll`]); with poll
+    /// queues the host has the three queue maps (default, read, poll) to fill in
+    /// [`HostOps::map_queues`], otherwise only the default map.
+    pub nr_poll_queues: u32,
     /// Commands in flight per hardware queue.
     pub can_queue: i32,
     /// Default queue depth of a device.
@@ -480,6 +611,23 @@ impl HostRef {
                 u64::MAX,
                 bindings::scsi_scan_mode_SCSI_SCAN_RESCAN,
             )
+        }
+    }
+
+    /// Calls `f` for every device of the host (`shost_for_each_device()`); `f` may sleep and
+    /// may remove the device.
+    pub fn for_each_device(&self, mut f: impl FnMut(&super::Device)) {
+        let mut sdev = core::ptr::null_mut();
+        loop {
+            // SAFETY: By the type invariant the host is valid; `sdev` is null or the device the
+            // previous call returned, whose reference this call puts.
+            sdev = unsafe { bindings::__scsi_iterate_devices(self.as_raw(), sdev) };
+            if sdev.is_null() {
+                return;
+            }
+            // SAFETY: `__scsi_iterate_devices()` returned `sdev` with a reference held until the
+            // next call.
+            f(unsafe { super::Device::from_raw(sdev) });
         }
     }
 
@@ -558,17 +706,27 @@ impl<T: HostOps> Host<T> {
     /// Allocates a host for the operations `T` of module `M` (`scsi_host_alloc()`).
     pub fn alloc<M: ModuleMetadata>(data: Arc<T::HostData>, limits: &Limits) -> Result<Self> {
         let template = Template::<T, M>::get();
+        if template.track_queue_depth() != u32::from(T::TRACK_QUEUE_DEPTH) {
+            pr_err!("scsi: host template bit-field layout changed\n");
+            return Err(EINVAL);
+        }
         // SAFETY: `template` is valid for the lifetime of the module, which outlives the host
         // (the template's `module` pins the module while the host's devices are in use).
         let shost = unsafe {
             bindings::scsi_host_alloc(template, core::mem::size_of::<*mut c_void>() as c_int)
         };
         let shost = NonNull::new(shost).ok_or(ENOMEM)?;
-        // SAFETY: `shost` is a new host with a pointer-sized private area.
+        // SAFETY: `shost` is a new host with a pointer-sized private area, ours.
+        unsafe { host_data_slot(shost.as_ptr()) }.store(data.into_foreign(), Release);
+        // SAFETY: `shost` is a new host, not yet added: nobody else reads these fields.
         unsafe {
             let s = shost.as_ptr();
-            *bindings::shost_priv(s).cast::<*mut c_void>() = data.into_foreign();
             (*s).nr_hw_queues = limits.nr_hw_queues;
+            (*s).nr_maps = if limits.nr_poll_queues > 0 {
+                bindings::hctx_type_HCTX_MAX_TYPES
+            } else {
+                1
+            };
             (*s).can_queue = limits.can_queue;
             (*s).cmd_per_lun = limits.cmd_per_lun;
             (*s).sg_tablesize = limits.sg_tablesize;
@@ -617,12 +775,10 @@ impl<T: HostOps> Drop for Host<T> {
             // SAFETY: The host was added; after this no new command reaches the driver.
             unsafe { bindings::scsi_remove_host(shost) };
         }
-        // SAFETY: By the type invariant the private area holds the pointer of an
-        // `Arc<T::HostData>`; it is cleared first so callbacks see no data from now on.
-        let data = unsafe {
-            let slot = bindings::shost_priv(shost).cast::<*mut c_void>();
-            core::mem::replace(&mut *slot, core::ptr::null_mut())
-        };
+        // By the type invariant the private area holds the pointer of an `Arc<T::HostData>`; it
+        // is cleared first so callbacks see no data from now on.
+        // SAFETY: `shost` was allocated by `Host::alloc`.
+        let data = unsafe { host_data_slot(shost) }.xchg(core::ptr::null_mut(), Acquire);
         if !data.is_null() {
             // SAFETY: `data` came from `Arc::into_foreign` in `alloc`.
             drop(unsafe { <Arc<T::HostData> as ForeignOwnable>::from_foreign(data) });

@@ -2,49 +2,70 @@
 
 //! Virtqueues: the rings a virtio driver shares with its device.
 //!
-//! [`Virtqueues::find`] asks the transport for a device's queues (`virtio_find_vqs()`) and routes
-//! every queue's interrupt to a [`Handler`]. Each queue sits behind its own IRQ-safe spinlock, as
-//! the C API requires external serialisation of `virtqueue_add_sgs()`, `virtqueue_get_buf()` and
-//! the callback enabling functions; [`Virtqueues::notify`] is the one operation made outside the
-//! lock, as in C drivers.
+//! [`Virtqueues::find`] asks the transport for a device's queues (`virtio_find_vqs()`), hands
+//! them to the driver as typed [`Queue`]s and routes every queue's interrupt to a [`Handler`].
 //!
 //! Buffers are passed to the device by handing it a *token*, a value that owns the memory the
 //! device reads and writes ([`DeviceBuffers`]); the device owns the token until
-//! [`Virtqueue::get_buf`] returns it. Dropping [`Virtqueues`] resets the device, deletes the
-//! queues and drops the tokens the device still held.
+//! [`QueueGuard::get_buf`] returns it.
+//!
+//! # Rules enforced by the types
+//!
+//! - **A queue holds one type of token.** A [`Queue<T>`] only accepts and returns `T`; there is no
+//!   queue index to get wrong and no run-time type check: putting a token of another type in a
+//!   queue does not compile (see [`Queue`]).
+//! - **Exclusive access under the queue's lock.** The C API requires `virtqueue_add_sgs()`,
+//!   `virtqueue_get_buf()` and the callback enabling functions to be serialised; they are
+//!   methods of [`QueueGuard`], which holds the queue's IRQ-safe spinlock. Allocations made while
+//!   it is held are atomic: [`QueueGuard::add`] takes no allocation flags and always uses
+//!   `GFP_ATOMIC`.
+//! - **One set per binding.** A device's queues are found at most once per binding:
+//!   [`Virtqueues::find`] fails with `EBUSY` if the device already has a set.
+//! - **No use after unbind.** The set is tied to the binding, as device resources are
+//!   (devres): the virtio bus abstraction tears it down when the driver's `unbind` returns (or
+//!   when probe fails): it resets the device, gives back the tokens the device still held,
+//!   deletes the queues and marks every [`Queue`] gone. References that outlive the binding
+//!   (an [`Arc<Virtqueues>`] kept by a work item, say) stay memory-safe: every operation on a
+//!   gone queue fails with `ENODEV` or does nothing, and the last drop of such a reference does
+//!   not touch the device, so it may happen in any context.
 //!
 //! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h)
 
 use super::Device;
 use crate::{
-    alloc::Flags,
     bindings,
     cpumask::Cpumask,
     device,
     error::to_result,
-    new_spinlock_irq,
+    new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
         aref::ARef,
         Arc,
+        Mutex,
         SpinLockIrq,
         SpinLockIrqGuard, //
     },
     types::ForeignOwnable,
 };
 use core::{
-    any::TypeId,
     marker::PhantomData,
-    ptr::{self, NonNull},
+    ptr::{
+        self,
+        NonNull, //
+    },
 };
 
 /// Most scatter-gather entries (headers plus data chains) a token may describe.
 pub const MAX_SGS: usize = 8;
 
-/// Receives the interrupts of a set of virtqueues.
+/// Receives the interrupts of a device's virtqueues.
 pub trait Handler: Send + Sync + Sized + 'static {
-    /// Called, usually in interrupt context, when the device has used buffers of queue `index`
-    /// (`vq_callback_t`).
+    /// The driver's typed queues, built by the `build` function of [`Virtqueues::find`].
+    type Queues: Send + Sync + 'static;
+
+    /// Called, usually in interrupt context, when the device has used buffers of the queue
+    /// found at position `index` (`vq_callback_t`).
     fn callback(&self, vqs: &Virtqueues<Self>, index: usize);
 }
 
@@ -60,7 +81,7 @@ pub struct QueueInfo {
 #[derive(Clone, Copy)]
 pub enum Affinity {
     /// The transport picks the interrupt layout; affinity may be set with
-    /// [`Virtqueues::set_affinity`] and the interrupts move when CPUs go offline.
+    /// [`Queue::set_affinity`] and the interrupts move when CPUs go offline.
     Unmanaged,
     /// Kernel-managed affinity (`struct irq_affinity`): the queues after the first
     /// `pre_vectors` are spread over all CPUs and a queue's interrupt is shut down when all of
@@ -162,8 +183,9 @@ impl<'a> SgList<'a> {
 /// - Every buffer `describe` adds to the list stays valid, at the same address, from the call
 ///   to `describe` until [`ForeignOwnable::from_foreign`] is called on the pointer that
 ///   `into_foreign` returned for this value.
-/// - Buffers added as writable are not accessed by anything but the device during that time.
-pub unsafe trait DeviceBuffers: ForeignOwnable + 'static {
+/// - Buffers added as writable are not accessed by anything but the device during that time
+///   (in particular, no reference to them can be obtained through the foreign pointer).
+pub unsafe trait DeviceBuffers: ForeignOwnable + Send + 'static {
     /// Describes the buffers: first those the device reads, then those it writes.
     fn describe<'a>(&'a mut self, sg: &mut SgList<'a>) -> Result;
 }
@@ -176,7 +198,8 @@ pub trait Exchange: Send + 'static {
 }
 
 // SAFETY: The buffers are borrowed from the boxed value, which does not move while the box is in
-// foreign hands, and the box is the only owner of its contents.
+// foreign hands, and the box is the only owner of its contents: nothing can reach them until
+// `from_foreign` gives the box back.
 unsafe impl<T: Exchange> DeviceBuffers for KBox<T> {
     fn describe<'a>(&'a mut self, sg: &mut SgList<'a>) -> Result {
         let (req, resp) = (**self).buffers();
@@ -190,51 +213,143 @@ unsafe impl<T: Exchange> DeviceBuffers for KBox<T> {
     }
 }
 
-/// One virtqueue, reached through the lock of [`Virtqueues::lock`].
+/// Drops a token the device gave back or never took.
 ///
-/// # Invariants
+/// # Safety
 ///
-/// `vq` is a valid `struct virtqueue` of the device, until [`Virtqueues`] is dropped. All tokens
-/// in the queue are of the type whose [`TypeId`] is in `token` and are dropped with `drop_token`.
-pub struct Virtqueue {
-    vq: NonNull<bindings::virtqueue>,
-    token: Option<(TypeId, unsafe fn(*mut c_void))>,
-}
-
-// SAFETY: A virtqueue may be used from any thread; exclusive access is given by the lock around it.
-unsafe impl Send for Virtqueue {}
-
+/// `ptr` must come from `T::into_foreign` and must not be used again: the caller gives up the
+/// token, whose buffers the device no longer accesses.
 unsafe fn drop_token<T: ForeignOwnable>(ptr: *mut c_void) {
     // SAFETY: By the safety requirements, `ptr` came from `T::into_foreign` and is given up.
     drop(unsafe { T::from_foreign(ptr) });
 }
 
-impl Virtqueue {
-    fn as_raw(&self) -> *mut bindings::virtqueue {
-        self.vq.as_ptr()
-    }
+/// The state of a queue behind its lock.
+///
+/// # Invariants
+///
+/// While `vq` is `Some`, it is a valid `struct virtqueue` of the device and every token in it
+/// came from `into_foreign` of the token type of the [`Queue`] that owns this state.
+struct RawQueue {
+    vq: Option<NonNull<bindings::virtqueue>>,
+}
 
-    fn check_token<T: DeviceBuffers>(&mut self) -> Result {
-        let id = TypeId::of::<T>();
-        match self.token {
-            None => {
-                self.token = Some((id, drop_token::<T>));
-                Ok(())
-            }
-            Some((t, _)) if t == id => Ok(()),
-            Some(_) => Err(EINVAL),
+// SAFETY: A virtqueue may be used from any thread; exclusive access is given by the lock around
+// it.
+unsafe impl Send for RawQueue {}
+
+/// The shared part of a queue: its lock, and a mutex for operations that may sleep.
+#[pin_data]
+struct QueueCore {
+    #[pin]
+    ring: SpinLockIrq<RawQueue>,
+    /// Held by [`Queue::set_affinity`] and by the teardown, which may sleep.
+    #[pin]
+    config: Mutex<()>,
+    index: usize,
+}
+
+/// A virtqueue whose tokens are of type `T`.
+///
+/// Created by [`Virtqueues::find`]; the device interrupts for it through [`Handler::callback`].
+///
+/// # Examples
+///
+/// A queue only takes its own token type; this does not compile:
+///
+/// ```compile_fail
+/// use kernel::virtio::virtqueue::{Exchange, Queue};
+/// # use kernel::prelude::*;
+/// struct Request([u8; 16]);
+/// struct Event([u8; 16]);
+/// # impl Exchange for Request { fn buffers(&mut self) -> (&[u8], &mut [u8]) { (&self.0, &mut []) } }
+/// # impl Exchange for Event { fn buffers(&mut self) -> (&[u8], &mut [u8]) { (&[], &mut self.0) } }
+/// fn post(q: &Queue<KBox<Request>>, ev: KBox<Event>) {
+///     let _ = q.lock().add(ev); // error: expected `KBox<Request>`, found `KBox<Event>`
+/// }
+/// ```
+///
+/// Adding, kicking and taking buffers back:
+///
+/// ```no_run
+/// use kernel::virtio::virtqueue::{Exchange, Queue};
+/// # use kernel::prelude::*;
+/// struct Request {
+///     req: [u8; 16],
+///     resp: [u8; 4],
+/// }
+/// impl Exchange for Request {
+///     fn buffers(&mut self) -> (&[u8], &mut [u8]) {
+///         (&self.req, &mut self.resp)
+///     }
+/// }
+///
+/// fn submit(q: &Queue<KBox<Request>>, r: KBox<Request>) -> Result {
+///     let mut vq = q.lock();
+///     vq.add(r).map_err(|(e, _r)| e)?;
+///     // Notifies the device after dropping the lock.
+///     vq.kick();
+///     Ok(())
+/// }
+///
+/// fn complete(q: &Queue<KBox<Request>>) {
+///     let mut vq = q.lock();
+///     while let Some((r, _written)) = vq.get_buf() {
+///         pr_info!("response {:?}\n", r.resp);
+///     }
+/// }
+/// ```
+pub struct Queue<T: DeviceBuffers> {
+    core: Arc<QueueCore>,
+    _p: PhantomData<fn(T) -> T>,
+}
+
+impl<T: DeviceBuffers> Queue<T> {
+    /// Locks the queue for adding or taking buffers.
+    pub fn lock(&self) -> QueueGuard<'_, T> {
+        QueueGuard {
+            ring: self.core.ring.lock(),
+            _p: PhantomData,
         }
     }
 
-    /// Exposes the buffers of `data` to the device (`virtqueue_add_sgs()`).
+    /// Returns the position of the queue among the device's queues, as passed to
+    /// [`Handler::callback`].
+    pub fn index(&self) -> usize {
+        self.core.index
+    }
+
+    /// Hints the CPUs that should take the queue's interrupt (`virtqueue_set_affinity()`).
+    /// Meaningful with [`Affinity::Unmanaged`]. May sleep.
+    ///
+    /// Fails with `ENODEV` once the device is unbound.
+    pub fn set_affinity(&self, mask: &Cpumask) -> Result {
+        let _config = self.core.config.lock();
+        let Some(vq) = self.core.ring.lock().vq else {
+            return Err(ENODEV);
+        };
+        // SAFETY: The queue is valid: the teardown, which deletes it, holds `config` while it
+        // marks the queue gone, and we hold `config` and saw it live. `mask` is a valid cpumask.
+        to_result(unsafe { bindings::virtqueue_set_affinity(vq.as_ptr(), mask.as_raw()) })
+    }
+}
+
+/// A locked [`Queue`].
+pub struct QueueGuard<'a, T: DeviceBuffers> {
+    ring: SpinLockIrqGuard<'a, RawQueue>,
+    _p: PhantomData<fn(T) -> T>,
+}
+
+impl<T: DeviceBuffers> QueueGuard<'_, T> {
+    /// Exposes the buffers of `data` to the device (`virtqueue_add_sgs()`, `GFP_ATOMIC`).
     ///
     /// On failure `data` is given back with the error: `ENOSPC` when the ring is full, `EIO`
-    /// when the device is broken, `EINVAL` when `data` is not the queue's token type or its
-    /// buffers cannot be described.
-    pub fn add_sgs<T: DeviceBuffers>(&mut self, mut data: T, gfp: Flags) -> Result<(), (Error, T)> {
-        if let Err(e) = self.check_token::<T>() {
-            return Err((e, data));
-        }
+    /// when the device is broken, `ENODEV` when the device is unbound, `EINVAL` or `E2BIG` when
+    /// the buffers of `data` cannot be described.
+    pub fn add(&mut self, mut data: T) -> Result<(), (Error, T)> {
+        let Some(vq) = self.ring.vq else {
+            return Err((ENODEV, data));
+        };
         let mut sg = SgList::new();
         if let Err(e) = data.describe(&mut sg) {
             return Err((e, data));
@@ -260,92 +375,175 @@ impl Virtqueue {
             };
         }
         let token = data.into_foreign();
-        // SAFETY: By the type invariant `self.as_raw()` is valid; the lock around `self` gives the
-        // exclusive access the function requires; `heads[..len]` are terminated scatterlists of
-        // memory owned by `token` (the `DeviceBuffers` contract) and `out` of them are readable.
+        // SAFETY: By the invariant of `RawQueue` `vq` is valid; the lock gives the exclusive
+        // access the function requires; `heads[..len]` are terminated scatterlists of memory
+        // owned by `token` (the `DeviceBuffers` contract) and `out` of them are readable. The
+        // lock is an IRQ-disabling spinlock, hence `GFP_ATOMIC`.
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
-                self.as_raw(),
+                vq.as_ptr(),
                 heads.as_mut_ptr(),
                 out as u32,
                 (len - out) as u32,
                 token,
-                gfp.as_raw(),
+                GFP_ATOMIC.as_raw(),
             )
         };
         if ret != 0 {
             // SAFETY: The device did not take `token`, so it is still owned here.
             return Err((Error::from_errno(ret), unsafe { T::from_foreign(token) }));
         }
+        // INVARIANT: The token in the queue came from `T::into_foreign`.
         Ok(())
     }
 
     /// Takes back a token the device has used, with the number of bytes it wrote
     /// (`virtqueue_get_buf()`).
     ///
-    /// Returns `None` when no used buffer is pending or `T` is not the queue's token type.
-    pub fn get_buf<T: DeviceBuffers>(&mut self) -> Option<(T, u32)> {
-        match self.token {
-            Some((t, _)) if t == TypeId::of::<T>() => {}
-            _ => return None,
-        }
+    /// Returns `None` when no used buffer is pending or the device is unbound.
+    pub fn get_buf(&mut self) -> Option<(T, u32)> {
+        let vq = self.ring.vq?;
         let mut len = 0u32;
-        // SAFETY: `self.as_raw()` is valid and the lock gives exclusive access.
-        let token = unsafe { bindings::virtqueue_get_buf(self.as_raw(), &mut len) };
+        // SAFETY: `vq` is valid (invariant of `RawQueue`) and the lock gives exclusive access.
+        let token = unsafe { bindings::virtqueue_get_buf(vq.as_ptr(), &mut len) };
         if token.is_null() {
             return None;
         }
-        // SAFETY: Every token in the queue came from `T::into_foreign` (type checked above and by
-        // `add_sgs`), and the device has given this one back.
+        // SAFETY: Every token in the queue came from `T::into_foreign` (invariant of
+        // `RawQueue`), and the device has given this one back.
         Some((unsafe { T::from_foreign(token) }, len))
     }
 
-    /// Prepares a notification of the device; returns whether it is needed
-    /// (`virtqueue_kick_prepare()`). Call [`Virtqueues::notify`] after dropping the lock.
-    pub fn kick_prepare(&mut self) -> bool {
-        // SAFETY: `self.as_raw()` is valid and the lock gives exclusive access.
-        unsafe { bindings::virtqueue_kick_prepare(self.as_raw()) }
+    /// Notifies the device of the buffers added since the last notification, if it wants to be
+    /// notified (`virtqueue_kick_prepare()` under the lock, then `virtqueue_notify()` after
+    /// dropping it, as C drivers do).
+    ///
+    /// Returns `false` if the device is broken or unbound.
+    pub fn kick(self) -> bool {
+        let Some(vq) = self.ring.vq else {
+            return false;
+        };
+        // SAFETY: `vq` is valid and the lock gives exclusive access.
+        let needed = unsafe { bindings::virtqueue_kick_prepare(vq.as_ptr()) };
+        // The teardown marks the queue gone under the lock, then waits for an RCU grace period
+        // before deleting it: a read-side section entered before dropping the lock keeps `vq`
+        // valid until it ends.
+        let rcu = crate::sync::rcu::read_lock();
+        drop(self);
+        let ok = if needed {
+            // SAFETY: `vq` is valid until `rcu` is dropped, see above; `virtqueue_notify()`
+            // needs no lock.
+            unsafe { bindings::virtqueue_notify(vq.as_ptr()) }
+        } else {
+            true
+        };
+        drop(rcu);
+        ok
     }
 
     /// Asks the device not to interrupt for used buffers (`virtqueue_disable_cb()`).
     pub fn disable_cb(&mut self) {
-        // SAFETY: `self.as_raw()` is valid and the lock gives exclusive access.
-        unsafe { bindings::virtqueue_disable_cb(self.as_raw()) }
+        if let Some(vq) = self.ring.vq {
+            // SAFETY: `vq` is valid and the lock gives exclusive access.
+            unsafe { bindings::virtqueue_disable_cb(vq.as_ptr()) }
+        }
     }
 
     /// Re-enables interrupts; returns `false` if used buffers arrived meanwhile, which the
-    /// caller must then process (`virtqueue_enable_cb()`).
+    /// caller must then process (`virtqueue_enable_cb()`). Returns `true` once the device is
+    /// unbound (nothing will arrive).
     pub fn enable_cb(&mut self) -> bool {
-        // SAFETY: `self.as_raw()` is valid and the lock gives exclusive access.
-        unsafe { bindings::virtqueue_enable_cb(self.as_raw()) }
+        match self.ring.vq {
+            // SAFETY: `vq` is valid and the lock gives exclusive access.
+            Some(vq) => unsafe { bindings::virtqueue_enable_cb(vq.as_ptr()) },
+            None => true,
+        }
     }
 
-    /// Returns the number of free descriptors.
+    /// Returns the number of free descriptors (0 once the device is unbound).
     pub fn num_free(&self) -> u32 {
-        // SAFETY: `self.as_raw()` is valid.
-        unsafe { (*self.as_raw()).num_free }
+        match self.ring.vq {
+            // SAFETY: `vq` is valid and the lock gives exclusive access.
+            Some(vq) => unsafe { (*vq.as_ptr()).num_free },
+            None => 0,
+        }
+    }
+
+    /// Returns the number of descriptors of the ring (`virtqueue_get_vring_size()`; 0 once the
+    /// device is unbound).
+    pub fn vring_size(&self) -> u32 {
+        match self.ring.vq {
+            // SAFETY: `vq` is valid.
+            Some(vq) => unsafe { bindings::virtqueue_get_vring_size(vq.as_ptr()) },
+            None => 0,
+        }
     }
 }
 
-/// The virtqueues of a device, with the handler their callbacks reach.
+/// The queues found by [`Virtqueues::find`], handed out in order as typed [`Queue`]s by the
+/// driver's `build` function.
+pub struct Found {
+    cores: KVec<Arc<QueueCore>>,
+    /// The drop function of each queue's token type, set when the queue is taken.
+    drops: KVec<Option<unsafe fn(*mut c_void)>>,
+    next: usize,
+}
+
+impl Found {
+    /// Takes the next queue, whose tokens will be of type `T`; fails with `EINVAL` when all
+    /// queues are taken.
+    pub fn next<T: DeviceBuffers>(&mut self) -> Result<Queue<T>> {
+        let core = self.cores.get(self.next).ok_or(EINVAL)?.clone();
+        self.drops[self.next] = Some(drop_token::<T>);
+        self.next += 1;
+        Ok(Queue {
+            core,
+            _p: PhantomData,
+        })
+    }
+
+    /// Takes the next `n` queues, all with tokens of type `T`.
+    pub fn next_n<T: DeviceBuffers>(&mut self, n: usize) -> Result<KVec<Queue<T>>> {
+        let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            v.push(self.next()?, GFP_KERNEL)?;
+        }
+        Ok(v)
+    }
+
+    /// Returns the number of queues not taken yet.
+    pub fn remaining(&self) -> usize {
+        self.cores.len() - self.next
+    }
+}
+
+/// The virtqueues of a bound device, with the handler their callbacks reach.
 ///
 /// # Invariants
 ///
-/// - `queues[i]` holds the `i`-th queue found for `dev`; the `priv` of `dev` points to `self`
-///   (the driver's field of `struct virtio_device`; the queues' own `priv` belongs to the
-///   transport).
-/// - The queues exist until `self` is dropped.
+/// - `release` is [`Self::release_binding`]; it is the first field, so that the bus abstraction
+///   can call it through the device's `priv` pointer without knowing `H`.
+/// - While the device's `priv` is not null, it holds a reference to `self` from
+///   `Arc::into_raw`, and the queues in `cores` are live (found, not deleted) unless marked
+///   gone. `priv` is cleared only by the teardown, after the queues are deleted.
+/// - `raw[i]` is the queue of `cores[i]`; `drops[i]` is the drop function of its token type.
+#[repr(C)]
 pub struct Virtqueues<H: Handler> {
+    release: unsafe fn(*mut bindings::virtio_device),
     dev: ARef<Device>,
     raw: KVec<NonNull<bindings::virtqueue>>,
-    queues: KVec<Pin<KBox<SpinLockIrq<Virtqueue>>>>,
+    cores: KVec<Arc<QueueCore>>,
+    drops: KVec<Option<unsafe fn(*mut c_void)>>,
+    queues: H::Queues,
     handler: Arc<H>,
 }
 
-// SAFETY: The raw queue pointers are only used under the per-queue locks or with functions that
-// the C API allows concurrently (`virtqueue_notify()`, `virtqueue_get_vring_size()`).
+// SAFETY: The raw queue pointers in `raw` are only used by the teardown, which runs once, in
+// process context, after every other user of the queues is shut out; everything else is `Send`
+// (`H`, `H::Queues` and the queue cores).
 unsafe impl<H: Handler> Send for Virtqueues<H> {}
-// SAFETY: As above.
+// SAFETY: `&Virtqueues` gives access to `H`, `H::Queues` (both `Sync`) and to the queues through
+// their locks; `raw` is not reachable through it.
 unsafe impl<H: Handler> Sync for Virtqueues<H> {}
 
 impl<H: Handler> Virtqueues<H> {
@@ -353,11 +551,12 @@ impl<H: Handler> Virtqueues<H> {
         // SAFETY: The virtio core calls this with a valid queue of ours, whose device is valid.
         let (set, index) = unsafe { ((*(*vq).vdev).priv_.cast::<Self>(), (*vq).index) };
         if set.is_null() {
-            // The device used a buffer before any was added: nothing to do.
+            // The queues are being set up or torn down: nothing to do.
             return;
         }
-        // SAFETY: The device's `priv` points to the `Virtqueues` that owns the queue, which
-        // resets the device (so no callback runs any more) before it is freed.
+        // SAFETY: This callback is only installed by `find` for `H`, which sets the device's
+        // `priv` to a reference to a `Virtqueues<H>`; the teardown resets the device (so no
+        // callback runs any more) before dropping that reference.
         let set = unsafe { &*set };
         H::callback(&set.handler, set, index as usize);
     }
@@ -365,14 +564,25 @@ impl<H: Handler> Virtqueues<H> {
     /// Finds the device's queues (`virtio_find_vqs()`), one per element of `info`, and routes
     /// their interrupts to `handler`.
     ///
-    /// The set takes the driver's `priv` field of the device, so a driver finds its queues once
-    /// per probe.
+    /// `build` takes the found queues in order with [`Found::next`], giving each its token
+    /// type, and returns the driver's [`Handler::Queues`]; every queue must be taken.
+    ///
+    /// A device has one set of queues per binding: a second call fails with `EBUSY`. The set is
+    /// torn down by the bus abstraction when the driver is unbound (see the module
+    /// documentation).
     pub fn find(
         dev: &Device<device::Core<'_>>,
         info: &[QueueInfo],
         affinity: Affinity,
         handler: Arc<H>,
+        build: impl FnOnce(&mut Found) -> Result<H::Queues>,
     ) -> Result<Arc<Self>> {
+        // SAFETY: `priv` is the driver's field, cleared by the bus abstraction when the binding
+        // starts and only set by `find`; a `Core` context means probe or remove runs, which the
+        // driver core serialises, so nobody writes it concurrently.
+        if !unsafe { (*dev.as_raw()).priv_ }.is_null() {
+            return Err(EBUSY);
+        }
         let n = info.len();
         let mut raw_info = KVec::with_capacity(n, GFP_KERNEL)?;
         for q in info {
@@ -409,74 +619,135 @@ impl<H: Handler> Virtqueues<H> {
                 desc_ptr,
             )
         })?;
-
         let dev: ARef<Device> = (&**dev).into();
-        let del = |dev: &Device| {
-            // SAFETY: The queues were found above and are not used by anyone else yet.
-            unsafe { Self::delete(dev, true) };
-        };
+        let set = Self::assemble(&dev, &vqs, handler, build).inspect_err(|_| {
+            // SAFETY: The queues were found above; nothing uses them (the device is not ready,
+            // and the `priv` that callbacks read is still null).
+            unsafe { Self::delete(&dev) };
+        })?;
+        // INVARIANT: `priv` holds a reference to the set, whose queues are live.
+        let me = Arc::into_raw(set.clone()).cast_mut().cast::<c_void>();
+        // SAFETY: `priv` is the driver's; no buffer is in the queues yet, so no callback reads it
+        // concurrently.
+        unsafe { (*dev.as_raw()).priv_ = me };
+        Ok(set)
+    }
 
-        let mut raw = KVec::with_capacity(n, GFP_KERNEL).inspect_err(|_| del(&dev))?;
-        let mut queues = KVec::with_capacity(n, GFP_KERNEL).inspect_err(|_| del(&dev))?;
-        for vq in vqs.iter() {
-            let Some(vq) = NonNull::new(*vq) else {
-                del(&dev);
-                return Err(EINVAL);
-            };
-            raw.push(vq, GFP_KERNEL).inspect_err(|_| del(&dev))?;
-            let q = KBox::pin_init(
-                new_spinlock_irq!(Virtqueue { vq, token: None }, "virtqueue"),
+    fn assemble(
+        dev: &ARef<Device>,
+        vqs: &[*mut bindings::virtqueue],
+        handler: Arc<H>,
+        build: impl FnOnce(&mut Found) -> Result<H::Queues>,
+    ) -> Result<Arc<Self>> {
+        let mut raw = KVec::with_capacity(vqs.len(), GFP_KERNEL)?;
+        let mut cores = KVec::with_capacity(vqs.len(), GFP_KERNEL)?;
+        let mut drops = KVec::with_capacity(vqs.len(), GFP_KERNEL)?;
+        for (index, vq) in vqs.iter().enumerate() {
+            let vq = NonNull::new(*vq).ok_or(EINVAL)?;
+            raw.push(vq, GFP_KERNEL)?;
+            // INVARIANT: `vq` was just found and holds no token.
+            let core = Arc::pin_init(
+                pin_init!(QueueCore {
+                    ring <- new_spinlock_irq!(RawQueue { vq: Some(vq) }, "virtqueue"),
+                    config <- new_mutex!((), "virtqueue::config"),
+                    index,
+                }),
                 GFP_KERNEL,
-            )
-            .inspect_err(|_| del(&dev))?;
-            queues.push(q, GFP_KERNEL).inspect_err(|_| del(&dev))?;
+            )?;
+            cores.push(core, GFP_KERNEL)?;
+            drops.push(None, GFP_KERNEL)?;
         }
-        let set = Arc::new(
+        let mut found = Found {
+            cores,
+            drops,
+            next: 0,
+        };
+        let queues = build(&mut found)?;
+        if found.remaining() != 0 {
+            return Err(EINVAL);
+        }
+        Ok(Arc::new(
             Self {
+                release: Self::release_binding,
                 dev: dev.clone(),
                 raw,
+                cores: found.cores,
+                drops: found.drops,
                 queues,
                 handler,
             },
             GFP_KERNEL,
-        )
-        .inspect_err(|_| del(&dev))?;
-        let me: *const Self = &*set;
-        // SAFETY: `priv` of a virtio device is the driver's; no buffer is in the queues yet, so
-        // no callback reads it concurrently.
-        // INVARIANT: the device's `priv` points to the set that owns its queues.
-        unsafe { (*set.dev.as_raw()).priv_ = me.cast_mut().cast() };
-        Ok(set)
+        )?)
     }
 
-    /// Deletes the device's queues, first resetting the device if `reset`.
+    /// Resets the device and deletes its queues.
     ///
     /// # Safety
     ///
-    /// The queues of `dev` must have been found, the device must be reset (or `reset` true),
-    /// and the queues must not be used afterwards.
-    unsafe fn delete(dev: &Device, reset: bool) {
-        if reset {
-            // SAFETY: `dev` is valid; resetting stops the device from using any queue and waits
-            // for running callbacks.
-            unsafe { bindings::virtio_reset_device(dev.as_raw()) };
-        }
+    /// The queues of `dev` must have been found, and must not be used afterwards.
+    unsafe fn delete(dev: &Device) {
+        // SAFETY: `dev` is valid; resetting stops the device from using any queue and waits for
+        // running callbacks.
+        unsafe { bindings::virtio_reset_device(dev.as_raw()) };
         // SAFETY: `config` is set by the transport, which implements `del_vqs`.
-        unsafe {
-            if let Some(del_vqs) = (*(*dev.as_raw()).config).del_vqs {
-                del_vqs(dev.as_raw());
+        if let Some(del_vqs) = unsafe { (*(*dev.as_raw()).config).del_vqs } {
+            // SAFETY: The queues were found and the device is reset.
+            unsafe { del_vqs(dev.as_raw()) };
+        }
+    }
+
+    /// Tears down the set of `vdev`: the device's binding ends.
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be a valid device whose `priv` holds a reference to a `Virtqueues<H>` (type
+    /// invariant), called in process context by the bus abstraction while it holds the device
+    /// (probe failure or remove), once.
+    unsafe fn release_binding(vdev: *mut bindings::virtio_device) {
+        // SAFETY: By the safety requirements `priv` holds a reference from `Arc::into_raw`.
+        let set = unsafe { Arc::from_raw((*vdev).priv_.cast::<Self>()) };
+        // Mark every queue gone: from now on no operation reaches the device's rings. Taking
+        // `config` waits for a running `set_affinity`.
+        for core in set.cores.iter() {
+            let _config = core.config.lock();
+            core.ring.lock().vq = None;
+        }
+        // Wait for the notifications started before the queues were marked gone (`kick`).
+        // SAFETY: Called in process context (safety requirements).
+        unsafe { bindings::synchronize_rcu() };
+        // SAFETY: `vdev` is valid; resetting stops the device from using any queue and waits for
+        // running callbacks.
+        unsafe { bindings::virtio_reset_device(vdev) };
+        // The device is reset: the tokens it still held are ours again.
+        for (vq, drop_token) in set.raw.iter().zip(set.drops.iter()) {
+            let Some(drop_token) = drop_token else {
+                continue;
+            };
+            loop {
+                // SAFETY: The queue is valid (not deleted yet) and the device no longer uses it.
+                let token = unsafe { bindings::virtqueue_detach_unused_buf(vq.as_ptr()) };
+                if token.is_null() {
+                    break;
+                }
+                // SAFETY: Every token of this queue came from `into_foreign` of the type whose
+                // drop function `Found::next` recorded (type invariant), and is given up here.
+                unsafe { drop_token(token) };
             }
         }
+        // SAFETY: `config` is set by the transport, which implements `del_vqs`.
+        if let Some(del_vqs) = unsafe { (*(*vdev).config).del_vqs } {
+            // SAFETY: The queues are marked gone and the device is reset.
+            unsafe { del_vqs(vdev) };
+        }
+        // INVARIANT: The queues are deleted; `priv` is cleared and its reference dropped.
+        // SAFETY: No callback runs any more; the field is the driver's.
+        unsafe { (*vdev).priv_ = ptr::null_mut() };
+        drop(set);
     }
 
-    /// Returns the number of queues.
-    pub fn len(&self) -> usize {
-        self.queues.len()
-    }
-
-    /// Returns `true` if there are no queues.
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
+    /// Returns the driver's typed queues.
+    pub fn queues(&self) -> &H::Queues {
+        &self.queues
     }
 
     /// Returns the handler the callbacks reach.
@@ -484,59 +755,34 @@ impl<H: Handler> Virtqueues<H> {
         &self.handler
     }
 
-    /// Locks queue `index` for adding or taking buffers.
-    pub fn lock(&self, index: usize) -> SpinLockIrqGuard<'_, Virtqueue> {
-        self.queues[index].lock()
+    /// Returns the number of queues.
+    pub fn len(&self) -> usize {
+        self.cores.len()
     }
 
-    /// Notifies the device of new buffers in queue `index`, after [`Virtqueue::kick_prepare`]
-    /// returned `true` (`virtqueue_notify()`). Returns `false` if the device is broken.
-    pub fn notify(&self, index: usize) -> bool {
-        // SAFETY: By the type invariant the queue is valid; `virtqueue_notify()` needs no lock.
-        unsafe { bindings::virtqueue_notify(self.raw[index].as_ptr()) }
-    }
-
-    /// Returns the number of descriptors of queue `index` (`virtqueue_get_vring_size()`).
-    pub fn vring_size(&self, index: usize) -> u32 {
-        // SAFETY: By the type invariant the queue is valid.
-        unsafe { bindings::virtqueue_get_vring_size(self.raw[index].as_ptr()) }
-    }
-
-    /// Hints the CPUs that should take the interrupts of queue `index`
-    /// (`virtqueue_set_affinity()`). Meaningful with [`Affinity::Unmanaged`].
-    pub fn set_affinity(&self, index: usize, mask: &Cpumask) -> Result {
-        // SAFETY: By the type invariant the queue is valid; `mask` is a valid cpumask.
-        to_result(unsafe {
-            bindings::virtqueue_set_affinity(self.raw[index].as_ptr(), mask.as_raw())
-        })
+    /// Returns `true` if there are no queues.
+    pub fn is_empty(&self) -> bool {
+        self.cores.is_empty()
     }
 }
 
-impl<H: Handler> Drop for Virtqueues<H> {
-    fn drop(&mut self) {
-        // SAFETY: `self.dev` is valid; resetting stops the device from using any queue and waits
-        // for running callbacks.
-        unsafe { bindings::virtio_reset_device(self.dev.as_raw()) };
-        // The device is reset: the tokens it still held are ours again.
-        for (vq, q) in self.raw.iter().zip(self.queues.iter()) {
-            let Some((_, drop_token)) = q.lock().token else {
-                continue;
-            };
-            loop {
-                // SAFETY: The queue is valid and the device no longer uses it.
-                let token = unsafe { bindings::virtqueue_detach_unused_buf(vq.as_ptr()) };
-                if token.is_null() {
-                    break;
-                }
-                // SAFETY: Every token of this queue came from `into_foreign` of the type whose
-                // drop function was recorded by `add_sgs`.
-                unsafe { drop_token(token) };
-            }
-        }
-        // SAFETY: The queues are unused from now on (type invariant: they live as long as
-        // `self`); `del_vqs` is implemented by every transport.
-        unsafe { Self::delete(&self.dev, false) };
-        // SAFETY: No callback runs any more; the field is the driver's.
-        unsafe { (*self.dev.as_raw()).priv_ = ptr::null_mut() };
+/// Tears down the virtqueue set of `vdev`, if it has one; called by the bus abstraction when the
+/// binding ends.
+///
+/// # Safety
+///
+/// `vdev` must be a valid device held by the caller, in process context, at the end of probe
+/// (on failure) or remove, with no other thread using its `priv`.
+pub(super) unsafe fn release_binding(vdev: *mut bindings::virtio_device) {
+    // SAFETY: `vdev` is valid.
+    let set = unsafe { (*vdev).priv_ };
+    if set.is_null() {
+        return;
     }
+    // SAFETY: A non-null `priv` points to a `Virtqueues<H>` for some `H` (only `find` sets it),
+    // whose first field (`repr(C)`) is its `release` function.
+    let release = unsafe { *set.cast::<unsafe fn(*mut bindings::virtio_device)>() };
+    // SAFETY: `release` is `Virtqueues::<H>::release_binding` for the set's `H`; the other
+    // requirements are ours.
+    unsafe { release(vdev) };
 }

@@ -22,14 +22,16 @@
 # The kind's script sets:
 #   BENCH_DRIVERS      the drivers, the C baseline first ("c")
 #   BENCH_WORKLOADS    RW-BS names: randread-4k, randwrite-4k, seqread-128k,
-#                      seqwrite-128k
+#                      seqwrite-128k; pollread-4k is randread-4k as polled
+#                      I/O (io_uring, --hipri)
 #   BENCH_TARGETS      target counts to run each workload on (e.g. "1 8")
 # and defines:
 #   bench_load DRIVER     load the driver's module(s) and bring up its devices
 #   bench_unload DRIVER   take them down and unload
 #   bench_devs            print the device nodes, in target order
-# and may define bench_events DRIVER, bench_run_begin DRIVER and
-# bench_run_end DRIVER.
+# and may define bench_events DRIVER, bench_run_begin DRIVER,
+# bench_run_end DRIVER and bench_workloads DRIVER (the workloads of one
+# driver; default: BENCH_WORKLOADS).
 #
 # Usage of the kind's script: KIND-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR [PROFILE]
 #   PROFILE=1 samples every run with `perf record -a -e cpu-clock` and writes
@@ -47,6 +49,7 @@ bench_work=/tmp/rstorage-bench
 mkdir -p "$bench_work"
 
 bench_events() { :; }
+bench_workloads() { echo "$BENCH_WORKLOADS"; }
 bench_run_begin() { :; }
 bench_run_end() { :; }
 
@@ -55,16 +58,17 @@ bench_run_end() { :; }
 # array bench_wrap, if any (the profiler).
 bench_wrap=()
 bench_fio() {
-	local rw=${1%-*} bs=${1##*-} args=() d
+	local rw=${1%-*} bs=${1##*-} args=() d engine=(--ioengine=libaio)
 	case $rw in
 	seqread) rw=read ;;
 	seqwrite) rw=write ;;
+	pollread) rw=randread engine=(--ioengine=io_uring --hipri) ;;
 	esac
 	for d in $(bench_devs | head -n "$2"); do
 		args+=(--name="${d##*/}" --filename="$d")
 	done
 	[ "${#args[@]}" = "$((2 * $2))" ] || return 1
-	"${bench_wrap[@]}" fio --output-format=json --ioengine=libaio --direct=1 --iodepth=16 --rw="$rw" --bs="$bs" \
+	"${bench_wrap[@]}" fio --output-format=json "${engine[@]}" --direct=1 --iodepth=16 --rw="$rw" --bs="$bs" \
 		--time_based --runtime="$3" --ramp_time=1 --group_reporting "${args[@]}" >"$4" 2>/dev/null
 }
 
@@ -130,7 +134,7 @@ bench_main() {
 			up=1
 			if bench_load "$drv"; then
 				udevadm settle
-				for wl in $BENCH_WORKLOADS; do
+				for wl in $(bench_workloads "$drv"); do
 					bench_fio "$wl" "${BENCH_TARGETS##* }" 2 "$bench_work/warmup.json" ||
 						{ echo "warm-up $drv $wl failed"; up=0; }
 				done
@@ -138,7 +142,7 @@ bench_main() {
 				echo "load $drv failed"
 				up=0
 			fi
-			for wl in $BENCH_WORKLOADS; do
+			for wl in $(bench_workloads "$drv"); do
 				for nt in $BENCH_TARGETS; do
 					if [ "$up" = 1 ]; then
 						bench_run "$drv" "$r" "$wl" "$nt"

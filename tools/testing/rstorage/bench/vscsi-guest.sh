@@ -3,15 +3,24 @@
 #
 # Guest side of the virtio-scsi benchmark (see bench.sh): the C virtio_scsi
 # and rvirtio_scsi with per-target and with mq steering, on the same 8 null-co
-# disks of one 2-queue controller. Counts the interrupts of the request
+# disks of one 2-queue controller; and polled I/O with one of the two queues a
+# poll queue (c-poll: virtio_scsi virtscsi_poll_queues=1, rust-poll:
+# rvirtio_scsi poll_queues=1). Counts the interrupts of the request
 # queues (/proc/interrupts) for every driver alike. The rounds: bench/lib.sh.
 #
 # Usage: vscsi-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR [PROFILE]
 set -u
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
-BENCH_DRIVERS=(c rust-per-target rust-mq)
-BENCH_WORKLOADS="randread-4k seqread-128k"
+BENCH_DRIVERS=(c rust-per-target rust-mq c-poll rust-poll)
+BENCH_WORKLOADS="randread-4k randwrite-4k seqread-128k seqwrite-128k"
+
+bench_workloads() {
+	case $1 in
+	*-poll) echo pollread-4k ;;
+	*) echo "$BENCH_WORKLOADS" ;;
+	esac
+}
 BENCH_TARGETS="1 8"
 
 bench_devs() { # the disks of the 8-target controller, in target order
@@ -26,6 +35,8 @@ bench_load() {
 	c) modprobe virtio_scsi ;;
 	rust-per-target) rstorage_insmod rvirtio_scsi steering=1 ;;
 	rust-mq) rstorage_insmod rvirtio_scsi steering=0 ;;
+	c-poll) modprobe virtio_scsi virtscsi_poll_queues=1 ;;
+	rust-poll) rstorage_insmod rvirtio_scsi steering=0 poll_queues=1 ;;
 	esac || return 1
 	local i
 	for i in $(seq 60); do
@@ -37,7 +48,7 @@ bench_load() {
 
 bench_unload() {
 	case $1 in
-	c) rstorage_rmmod virtio_scsi ;;
+	c | c-*) rstorage_rmmod virtio_scsi ;;
 	*) rstorage_rmmod rvirtio_scsi ;;
 	esac
 }

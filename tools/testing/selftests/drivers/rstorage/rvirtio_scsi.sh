@@ -14,7 +14,7 @@ err_sector=${RSTORAGE_VSCSI_ERR_SECTOR:-4096}
 
 ktap_print_header
 rstorage_require fio
-ktap_set_plan 22
+ktap_set_plan 25
 
 # Hosts of rvirtio_scsi (host numbers).
 our_hosts() {
@@ -188,7 +188,19 @@ rstorage_case "hot-plug (QMP device_add): the disk appears and passes fio verify
 rstorage_case "hot-unplug (QMP device_del): the disk disappears" hotplug_del
 grep '^tmf' "$stats" | sed 's/^/# /'
 
-# 11: CPUs go offline and online during verified I/O.
+# 11-12: CPUs go offline and online during verified I/O; afterwards every
+# request queue's interrupt is back on the CPUs of its queue (per-target mode
+# does not use managed interrupts: an interrupt whose CPUs went offline moved
+# to another CPU, and the driver's CPU hotplug callback moves it back).
+request_irq_affinity() {
+	local d irq
+	for d in /sys/bus/virtio/drivers/rvirtio_scsi/virtio*; do
+		for irq in $(awk -v n="${d##*/}-request" '$NF == n { sub(":", "", $1); print $1 }' /proc/interrupts); do
+			echo "$irq:$(cat "/proc/irq/$irq/smp_affinity_list")"
+		done
+	done
+}
+affinity_before=$(request_irq_affinity)
 hotplug() {
 	local i c
 	for i in 1 2 3; do
@@ -210,6 +222,16 @@ hotplug_io() {
 	[ "$hp" = 0 ] && [ "$rc" = 0 ] && [ "$(cat /sys/devices/system/cpu/online)" = 0-3 ]
 }
 rstorage_case "CPUs offlined and onlined during fio verify" hotplug_io
+affinity_restored() {
+	local after
+	after=$(request_irq_affinity)
+	ktap_print_msg "request IRQ affinity before:" $affinity_before
+	ktap_print_msg "request IRQ affinity after: " $after
+	# Only meaningful if some queue's interrupt was bound to part of the CPUs.
+	grep -qv ':0-3$' <<<"$affinity_before" && [ "$after" = "$affinity_before" ]
+}
+rstorage_case "request-queue interrupts are back on their queues' CPUs after CPU hotplug" \
+	affinity_restored
 
 # 12-13: an injected medium error reaches the application as EIO, without a hang.
 err=$(disks_of rvirtio_scsi err)
@@ -304,7 +326,36 @@ no_abort() {
 }
 rstorage_case "timeout_abort=0: a timed-out command keeps its timer, is not aborted, completes" no_abort
 
-# 21-22: the C driver takes the devices back.
+# 22-23: poll queues. With poll_queues=1 the last request queue of the hosts
+# with more than one has no interrupt; polled I/O (io_uring --hipri) goes
+# there and is completed by the block layer's polling (mq_poll), data verified.
+poll_disk=
+poll_load() {
+	local d s
+	unload && rstorage_insmod rvirtio_scsi poll_queues=1 &&
+		wait_disks rvirtio_scsi $((disks_expected + 1)) || return 1
+	for d in $(disks_of rvirtio_scsi data); do
+		s=$(stats_of "$d")
+		[ "$(grep -c '^queue ' "$s")" = 4 ] && { poll_disk=$d; break; }
+	done
+	ktap_print_msg "disk of the 4-queue host: $poll_disk, io_poll $(cat "/sys/block/$poll_disk/queue/io_poll" 2>/dev/null)"
+	[ -n "$poll_disk" ] && [ "$(cat "/sys/block/$poll_disk/queue/io_poll")" = 1 ]
+}
+rstorage_case "poll_queues=1: the disks of a 4-queue host support polled I/O" poll_load
+polled_io() {
+	local s sub comp irq
+	[ -n "$poll_disk" ] || return 1
+	s=$(stats_of "$poll_disk")
+	rstorage_fio_verify polled 16m "/dev/$poll_disk" -- --ioengine=io_uring --hipri || return 1
+	sub=$(stat_field "$s" "queue 3:" submitted)
+	comp=$(stat_field "$s" "queue 3:" completed)
+	irq=$(stat_field "$s" "queue 3:" interrupts)
+	ktap_print_msg "poll queue: submitted $sub completed $comp interrupts $irq"
+	[ "$sub" -gt 0 ] && [ "$comp" = "$sub" ] && [ "$irq" = 0 ]
+}
+rstorage_case "polled fio verify=crc32c completes on the poll queue, without interrupts" polled_io
+
+# 24-25: the C driver takes the devices back.
 unload
 rstorage_case "rvirtio_scsi unloads" test ! -d /sys/module/rvirtio_scsi
 c_back() {
