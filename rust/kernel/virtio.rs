@@ -66,6 +66,8 @@ unsafe impl<T: Driver + 'static> driver::RegistrationOps for Adapter<T> {
             (*drv).feature_table_size = T::FEATURES.len() as u32;
             (*drv).probe = Some(Self::probe_callback);
             (*drv).remove = Some(Self::remove_callback);
+            (*drv).reset_prepare = Some(Self::reset_prepare_callback);
+            (*drv).reset_done = Some(Self::reset_done_callback);
         }
 
         // SAFETY: `vdrv` is guaranteed to be a valid `DriverType`.
@@ -103,6 +105,18 @@ impl<T: Driver + 'static> Adapter<T> {
             }
             Ok(0)
         })
+    }
+
+    extern "C" fn reset_prepare_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: The virtio core calls this for a bound device of ours, in process context,
+        // from `virtqueue::Virtqueues::reset` (device locked) or from its transport's reset
+        // (transport device locked, which excludes the transport's remove).
+        unsafe { virtqueue::reset_prepare(vdev) }
+    }
+
+    extern "C" fn reset_done_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: As in `reset_prepare_callback`.
+        unsafe { virtqueue::reset_done(vdev) }
     }
 
     extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {

@@ -92,6 +92,14 @@ pub(crate) struct Completions {
     /// The request queue of each CPU (`nr_cpu_ids` entries), recorded by `map_queues`.
     pub(crate) cpu_queue: KVec<Atomic<u32>>,
     pub(crate) tmfs: Atomic<u64>,
+    pub(crate) host_resets: Atomic<u64>,
+    /// A task management function got no answer, and none came since (reset by an answer or a
+    /// device reset).
+    pub(crate) control_stuck: Atomic<bool>,
+    /// Liveness probes (QUERY TASK) of timed-out commands, and those the device answered
+    /// without knowing the command.
+    pub(crate) probes: Atomic<u64>,
+    pub(crate) probes_lost: Atomic<u64>,
     pub(crate) events_handled: Atomic<u64>,
     /// Full rescans after lost events, and the devices they found gone.
     pub(crate) rescans: Atomic<u64>,
@@ -305,6 +313,10 @@ impl WorkItem<DRAIN_WORK> for Completions {
 
 impl Handler for Completions {
     type Queues = Queues;
+
+    fn reset_done(&self, vqs: &Virtqueues<Self>) {
+        crate::error_handling::reset_done(self, vqs);
+    }
 
     fn callback(&self, vqs: &Virtqueues<Self>, index: usize) {
         match index {

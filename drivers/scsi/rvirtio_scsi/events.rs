@@ -16,6 +16,7 @@ use crate::{
     wire,
 };
 use kernel::{
+    alloc::Flags,
     prelude::*,
     scsi::{
         HostByte,
@@ -198,14 +199,12 @@ impl WorkItem<EVENT_WORK> for Completions {
     }
 }
 
-/// Posts the event buffers; called at probe, before the device is ready.
-pub(crate) fn post_buffers(vqs: &Virtqueues<Completions>) -> Result {
-    let mut bufs = KVec::with_capacity(EVENT_BUFS, GFP_KERNEL)?;
+/// Posts the event buffers; called at probe and after a device reset, before the device is
+/// ready.
+pub(crate) fn post_buffers(vqs: &Virtqueues<Completions>, flags: Flags) -> Result {
+    let mut bufs = KVec::with_capacity(EVENT_BUFS, flags)?;
     for _ in 0..EVENT_BUFS {
-        bufs.push(
-            KBox::new(EventBuf([0; wire::EVENT_SIZE]), GFP_KERNEL)?,
-            GFP_KERNEL,
-        )?;
+        bufs.push(KBox::new(EventBuf([0; wire::EVENT_SIZE]), flags)?, flags)?;
     }
     let mut vq = vqs.queues().event.lock();
     for buf in bufs.drain_all() {

@@ -65,7 +65,11 @@ impl HostOps for RVirtioScsiOps {
         error_handling::device_reset(&host, cmd)
     }
 
-    fn eh_timed_out(_host: ArcBorrow<'_, Shared>, _cmd: &Command<Cmd>) -> TimeoutAction {
-        error_handling::timed_out(module_parameters::timeout_abort.value())
+    fn eh_host_reset_handler(host: ArcBorrow<'_, Shared>, _cmd: &Command<Cmd>) -> EhResult {
+        error_handling::host_reset(&host)
+    }
+
+    fn eh_timed_out(host: ArcBorrow<'_, Shared>, cmd: &Command<Cmd>) -> TimeoutAction {
+        error_handling::timed_out(&host, cmd, module_parameters::timeout_abort.value())
     }
 }

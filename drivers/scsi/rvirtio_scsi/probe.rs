@@ -126,7 +126,7 @@ impl Parts {
         let (Some(vqs), Some(host)) = (&self.vqs, &self.host) else {
             return Err(ENODEV);
         };
-        events::post_buffers(vqs)?;
+        events::post_buffers(vqs, GFP_KERNEL)?;
         host.scan();
         Ok(())
     }
@@ -174,6 +174,10 @@ fn completions(
             targets: target_queues,
             cpu_queue,
             tmfs: Atomic::new(0),
+            host_resets: Atomic::new(0),
+            probes: Atomic::new(0),
+            probes_lost: Atomic::new(0),
+            control_stuck: Atomic::new(false),
             events_handled: Atomic::new(0),
             rescans: Atomic::new(0),
             hotunplug_removed: Atomic::new(0),

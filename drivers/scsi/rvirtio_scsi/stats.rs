@@ -107,8 +107,12 @@ pub(crate) fn write(c: &Arc<Completions>, f: &mut core::fmt::Formatter<'_>) -> c
     writeln!(f, "violations {}", sum(|s| &s.violations))?;
     writeln!(
         f,
-        "tmf: {} events: {} rescans: {} removed_after_rescan: {}",
+        "tmf: {} probes: {} probes_lost: {} host_resets: {} events: {} rescans: {} \
+         removed_after_rescan: {}",
         c.tmfs.load(Relaxed),
+        c.probes.load(Relaxed),
+        c.probes_lost.load(Relaxed),
+        c.host_resets.load(Relaxed),
         c.events_handled.load(Relaxed),
         c.rescans.load(Relaxed),
         c.hotunplug_removed.load(Relaxed)

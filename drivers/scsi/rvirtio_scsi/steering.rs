@@ -14,8 +14,9 @@
 //! - [`TargetQueue::acquire`] reads the word and installs `(queue, count + 1)` with a
 //!   compare-and-exchange; on failure (a concurrent acquire or release) it retries with the
 //!   new value. The queue is the current one unless the count is 0.
-//! - [`TargetQueue::release`] subtracts one from the count; it cannot borrow from the queue
-//!   bits because the count of a target with a request in flight is at least 1.
+//! - [`TargetQueue::release`] subtracts one from the count; it never borrows from the queue
+//!   bits: the count of a target with a request in flight is at least 1, and a release that
+//!   finds 0 (the count was forgotten after a device reset) does nothing.
 //!
 //! Offline CPUs: a queue whose CPUs are all offline is never chosen. The 0 -> 1 choice is the
 //! queue blk-mq picked for the submitting CPU, which is online. A busy target whose queue lost
@@ -79,8 +80,26 @@ impl TargetQueue {
     }
 
     /// Counts the completion of a request acquired with [`TargetQueue::acquire`].
+    ///
+    /// Does nothing if the count is already 0 ([`TargetQueue::forget`] ran since the acquire),
+    /// so that the queue bits are never borrowed from.
     pub(crate) fn release(&self) {
-        self.0.fetch_sub(1u64, Full);
+        let mut old = self.0.load(Relaxed);
+        while old & COUNT_MASK != 0 {
+            match self.0.cmpxchg(old, old - 1, Full) {
+                Ok(_) => return,
+                Err(seen) => old = seen,
+            }
+        }
+    }
+
+    /// Forgets the requests in flight: after a device reset, which gave none of them back
+    /// through the completion path.
+    pub(crate) fn forget(&self) {
+        let mut old = self.0.load(Relaxed);
+        while let Err(seen) = self.0.cmpxchg(old, old & !COUNT_MASK, Full) {
+            old = seen;
+        }
     }
 
     /// Returns the number of requests in flight and their queue.
@@ -125,6 +144,20 @@ mod tests {
         assert_eq!(t.acquire(0, |q| q != 1), (0, Decision::Resteer));
         assert_eq!(t.acquire(1, |q| q != 1), (0, Decision::Stay));
         assert_eq!(t.snapshot(), (3, 0));
+    }
+
+    #[test]
+    fn forget_keeps_queue_and_late_release_is_harmless() {
+        let t = TargetQueue::new();
+        t.acquire(2, |_| true);
+        t.acquire(2, |_| true);
+        t.forget();
+        assert_eq!(t.snapshot(), (0, 2));
+        // The requests' late releases must not borrow from the queue bits.
+        t.release();
+        t.release();
+        assert_eq!(t.snapshot(), (0, 2));
+        assert_eq!(t.acquire(1, |_| true), (1, Decision::Idle));
     }
 
     #[test]

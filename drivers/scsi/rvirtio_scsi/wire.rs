@@ -78,6 +78,7 @@ pub(crate) mod response {
 pub(crate) const T_TMF: u32 = 0;
 pub(crate) const TMF_ABORT_TASK: u32 = 0;
 pub(crate) const TMF_LOGICAL_UNIT_RESET: u32 = 5;
+pub(crate) const TMF_QUERY_TASK: u32 = 6;
 
 /// Events.
 pub(crate) const T_TRANSPORT_RESET: u32 = 1;

@@ -270,6 +270,16 @@ pub trait HostOps: Sized + 'static {
         build_error!(crate::error::VTABLE_DEFAULT_ERROR)
     }
 
+    /// Resets the host adapter (`eh_host_reset_handler`), the last step of error handling:
+    /// every command the driver holds must be given back (completed) before it answers
+    /// [`EhResult::Success`].
+    fn eh_host_reset_handler(
+        _host: ArcBorrow<'_, Self::HostData>,
+        _cmd: &Command<Self::CmdPriv>,
+    ) -> EhResult {
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
     /// Decides what happens to a command that timed out (`eh_timed_out`).
     fn eh_timed_out(
         _host: ArcBorrow<'_, Self::HostData>,
@@ -327,6 +337,9 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         }
         if T::HAS_EH_DEVICE_RESET_HANDLER {
             t.eh_device_reset_handler = Some(Self::eh_device_reset_callback);
+        }
+        if T::HAS_EH_HOST_RESET_HANDLER {
+            t.eh_host_reset_handler = Some(Self::eh_host_reset_callback);
         }
         if T::HAS_EH_TIMED_OUT {
             t.eh_timed_out = Some(Self::eh_timed_out_callback);
@@ -488,6 +501,15 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
         match data {
             Some(data) => Self::eh_result(T::eh_device_reset_handler(data, cmd), cmd),
+            None => Self::eh_result(EhResult::Failed, cmd),
+        }
+    }
+
+    extern "C" fn eh_host_reset_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
+        // SAFETY: The midlayer calls this with a valid command of ours.
+        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
+        match data {
+            Some(data) => Self::eh_result(T::eh_host_reset_handler(data, cmd), cmd),
             None => Self::eh_result(EhResult::Failed, cmd),
         }
     }

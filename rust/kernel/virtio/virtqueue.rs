@@ -21,6 +21,9 @@
 //!   `GFP_ATOMIC`.
 //! - **One set per binding.** A device's queues are found at most once per binding:
 //!   [`Virtqueues::find`] fails with `EBUSY` if the device already has a set.
+//! - **Reset in place.** [`Virtqueues::reset`] resets the device and finds its queues again
+//!   behind the same [`Queue`]s (for error recovery); the tokens the device held are dropped,
+//!   and operations fail with `EBUSY` while it runs.
 //! - **No use after unbind.** The set is tied to the binding, as device resources are
 //!   (devres): the virtio bus abstraction tears it down when the driver's `unbind` returns (or
 //!   when probe fails): it resets the device, gives back the tokens the device still held,
@@ -59,6 +62,9 @@ use core::{
 /// Most scatter-gather entries (headers plus data chains) a token may describe.
 pub const MAX_SGS: usize = 8;
 
+/// Tries of the device lock by [`Virtqueues::reset`], 10 ms apart.
+const RESET_LOCK_TRIES: u32 = 100;
+
 /// Receives the interrupts of a device's virtqueues.
 pub trait Handler: Send + Sync + Sized + 'static {
     /// The driver's typed queues, built by the `build` function of [`Virtqueues::find`].
@@ -67,6 +73,14 @@ pub trait Handler: Send + Sync + Sized + 'static {
     /// Called, usually in interrupt context, when the device has used buffers of the queue
     /// found at position `index` (`vq_callback_t`).
     fn callback(&self, vqs: &Virtqueues<Self>, index: usize);
+
+    /// Called after a device reset ([`Virtqueues::reset`], or a reset by the transport) found
+    /// the queues again, before the device is set ready: the queues are empty, and buffers the
+    /// device must always have (event buffers, say) are posted again here. It must not reset
+    /// the device.
+    fn reset_done(&self, vqs: &Virtqueues<Self>) {
+        let _ = vqs;
+    }
 }
 
 /// How one queue is set up by [`Virtqueues::find`].
@@ -229,9 +243,22 @@ unsafe fn drop_token<T: ForeignOwnable>(ptr: *mut c_void) {
 /// # Invariants
 ///
 /// While `vq` is `Some`, it is a valid `struct virtqueue` of the device and every token in it
-/// came from `into_foreign` of the token type of the [`Queue`] that owns this state.
+/// came from `into_foreign` of the token type of the [`Queue`] that owns this state. While it is
+/// `None`, `resetting` tells whether the queue comes back (device reset) or not (unbound).
 struct RawQueue {
     vq: Option<NonNull<bindings::virtqueue>>,
+    resetting: bool,
+}
+
+impl RawQueue {
+    /// The error of an operation on a queue that is not usable.
+    fn unusable(&self) -> Error {
+        if self.resetting {
+            EBUSY
+        } else {
+            ENODEV
+        }
+    }
 }
 
 // SAFETY: A virtqueue may be used from any thread; exclusive access is given by the lock around
@@ -325,8 +352,9 @@ impl<T: DeviceBuffers> Queue<T> {
     /// Fails with `ENODEV` once the device is unbound.
     pub fn set_affinity(&self, mask: &Cpumask) -> Result {
         let _config = self.core.config.lock();
-        let Some(vq) = self.core.ring.lock().vq else {
-            return Err(ENODEV);
+        let vq = {
+            let ring = self.core.ring.lock();
+            ring.vq.ok_or_else(|| ring.unusable())?
         };
         // SAFETY: The queue is valid: the teardown, which deletes it, holds `config` while it
         // marks the queue gone, and we hold `config` and saw it live. `mask` is a valid cpumask.
@@ -344,11 +372,12 @@ impl<T: DeviceBuffers> QueueGuard<'_, T> {
     /// Exposes the buffers of `data` to the device (`virtqueue_add_sgs()`, `GFP_ATOMIC`).
     ///
     /// On failure `data` is given back with the error: `ENOSPC` when the ring is full, `EIO`
-    /// when the device is broken, `ENODEV` when the device is unbound, `EINVAL` or `E2BIG` when
+    /// when the device is broken, `EBUSY` while the device is being reset
+    /// ([`Virtqueues::reset`]), `ENODEV` when the device is unbound, `EINVAL` or `E2BIG` when
     /// the buffers of `data` cannot be described.
     pub fn add(&mut self, mut data: T) -> Result<(), (Error, T)> {
         let Some(vq) = self.ring.vq else {
-            return Err((ENODEV, data));
+            return Err((self.ring.unusable(), data));
         };
         let mut sg = SgList::new();
         if let Err(e) = data.describe(&mut sg) {
@@ -418,7 +447,7 @@ impl<T: DeviceBuffers> QueueGuard<'_, T> {
     /// notified (`virtqueue_kick_prepare()` under the lock, then `virtqueue_notify()` after
     /// dropping it, as C drivers do).
     ///
-    /// Returns `false` if the device is broken or unbound.
+    /// Returns `false` if the device is broken, being reset or unbound.
     pub fn kick(self) -> bool {
         let Some(vq) = self.ring.vq else {
             return false;
@@ -517,33 +546,74 @@ impl Found {
     }
 }
 
+/// The operations of a set that the bus abstraction calls without knowing its handler type.
+pub(super) struct BindingOps {
+    /// The binding ends (see [`Virtqueues::release_binding`]).
+    pub(super) release: unsafe fn(*mut bindings::virtio_device),
+    /// The device is about to be reset: the queues go.
+    pub(super) reset_prepare: unsafe fn(*mut bindings::virtio_device) -> c_int,
+    /// The device was reset: the queues come back.
+    pub(super) reset_done: unsafe fn(*mut bindings::virtio_device) -> c_int,
+}
+
+/// Where a set is in its life.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The queues exist and are usable.
+    Live,
+    /// The device is being reset: the queues were deleted and will be found again.
+    Reset,
+    /// The binding ended: the queues were deleted for good.
+    Released,
+}
+
+/// The life of a set: its state and the raw queues, for the teardown and the reset.
+///
+/// # Invariants
+///
+/// In state [`State::Live`], `raw[i]` is the queue of the set's `cores[i]`, found and not
+/// deleted; in the other states the queues are deleted and `raw` is not used.
+struct Lifecycle {
+    phase: State,
+    raw: KVec<NonNull<bindings::virtqueue>>,
+}
+
+// SAFETY: The raw queue pointers are only used by the teardown and the reset, under the mutex
+// around `Lifecycle`, in process context.
+unsafe impl Send for Lifecycle {}
+
 /// The virtqueues of a bound device, with the handler their callbacks reach.
 ///
 /// # Invariants
 ///
-/// - `release` is [`Self::release_binding`]; it is the first field, so that the bus abstraction
-///   can call it through the device's `priv` pointer without knowing `H`.
+/// - `ops` is [`Self::OPS`]; it is the first field, so that the bus abstraction can reach the
+///   set's operations through the device's `priv` pointer without knowing `H`.
 /// - While the device's `priv` is not null, it holds a reference to `self` from
-///   `Arc::into_raw`, and the queues in `cores` are live (found, not deleted) unless marked
-///   gone. `priv` is cleared only by the teardown, after the queues are deleted.
-/// - `raw[i]` is the queue of `cores[i]`; `drops[i]` is the drop function of its token type.
+///   `Arc::into_raw`. `priv` is cleared only by the teardown, after the queues are deleted.
+/// - A queue core is usable (its `vq` is `Some`) only while the lifecycle state is
+///   [`State::Live`], and then its `vq` is `lifecycle.raw[i]`.
+/// - `drops[i]` is the drop function of the token type of the queue of `cores[i]`.
 #[repr(C)]
+#[pin_data]
 pub struct Virtqueues<H: Handler> {
-    release: unsafe fn(*mut bindings::virtio_device),
+    ops: &'static BindingOps,
     dev: ARef<Device>,
-    raw: KVec<NonNull<bindings::virtqueue>>,
     cores: KVec<Arc<QueueCore>>,
     drops: KVec<Option<unsafe fn(*mut c_void)>>,
+    /// What `find` was given, to find the queues again after a reset.
+    info: KVec<(&'static CStr, bool)>,
+    affinity: Affinity,
+    #[pin]
+    lifecycle: Mutex<Lifecycle>,
     queues: H::Queues,
     handler: Arc<H>,
 }
 
-// SAFETY: The raw queue pointers in `raw` are only used by the teardown, which runs once, in
-// process context, after every other user of the queues is shut out; everything else is `Send`
-// (`H`, `H::Queues` and the queue cores).
+// SAFETY: Every field is `Send` (`H` and `H::Queues` by the trait bounds, the queue cores by their
+// locks, `Lifecycle` above).
 unsafe impl<H: Handler> Send for Virtqueues<H> {}
-// SAFETY: `&Virtqueues` gives access to `H`, `H::Queues` (both `Sync`) and to the queues through
-// their locks; `raw` is not reachable through it.
+// SAFETY: `&Virtqueues` gives access to `H`, `H::Queues` (both `Sync`), to the queues through
+// their locks and to the lifecycle through its mutex.
 unsafe impl<H: Handler> Sync for Virtqueues<H> {}
 
 impl<H: Handler> Virtqueues<H> {
@@ -583,13 +653,46 @@ impl<H: Handler> Virtqueues<H> {
         if !unsafe { (*dev.as_raw()).priv_ }.is_null() {
             return Err(EBUSY);
         }
+        let mut saved = KVec::with_capacity(info.len(), GFP_KERNEL)?;
+        for q in info {
+            saved.push((q.name, q.callback), GFP_KERNEL)?;
+        }
+        // SAFETY: `dev` is being probed and has no queues (its `priv` is null).
+        let vqs = unsafe { Self::find_raw(dev.as_raw(), &saved, affinity) }?;
+        let dev: ARef<Device> = (&**dev).into();
+        let set =
+            Self::assemble(&dev, &vqs, saved, affinity, handler, build).inspect_err(|_| {
+                // SAFETY: The queues were found above; nothing uses them (the device is not ready,
+                // and the `priv` that callbacks read is still null).
+                unsafe { Self::delete(&dev) };
+            })?;
+        // INVARIANT: `priv` holds a reference to the set, whose queues are live.
+        let me = Arc::into_raw(set.clone()).cast_mut().cast::<c_void>();
+        // SAFETY: `priv` is the driver's; no buffer is in the queues yet, so no callback reads it
+        // concurrently.
+        unsafe { (*dev.as_raw()).priv_ = me };
+        Ok(set)
+    }
+
+    /// Finds the queues of `dev` (`virtio_find_vqs()`), one per element of `info` (name,
+    /// whether it interrupts), all routed to [`Self::callback`].
+    ///
+    /// # Safety
+    ///
+    /// `dev` must be a valid device without queues (being probed, or reset with its queues
+    /// deleted), in process context.
+    unsafe fn find_raw(
+        dev: *mut bindings::virtio_device,
+        info: &[(&'static CStr, bool)],
+        affinity: Affinity,
+    ) -> Result<KVec<*mut bindings::virtqueue>> {
         let n = info.len();
         let mut raw_info = KVec::with_capacity(n, GFP_KERNEL)?;
-        for q in info {
+        for (name, callback) in info {
             raw_info.push(
                 bindings::virtqueue_info {
-                    name: q.name.as_char_ptr(),
-                    callback: if q.callback {
+                    name: name.as_char_ptr(),
+                    callback: if *callback {
                         Some(Self::callback)
                     } else {
                         None
@@ -609,33 +712,25 @@ impl<H: Handler> Virtqueues<H> {
                 &mut desc as *mut _
             }
         };
-        // SAFETY: `dev` is being probed; `vqs` and `raw_info` have `n` elements each.
+        // SAFETY: `dev` is valid and has no queues (safety requirements); `vqs` and `raw_info`
+        // have `n` elements each.
         to_result(unsafe {
             bindings::virtio_find_vqs(
-                dev.as_raw(),
+                dev,
                 n as u32,
                 vqs.as_mut_ptr(),
                 raw_info.as_mut_ptr(),
                 desc_ptr,
             )
         })?;
-        let dev: ARef<Device> = (&**dev).into();
-        let set = Self::assemble(&dev, &vqs, handler, build).inspect_err(|_| {
-            // SAFETY: The queues were found above; nothing uses them (the device is not ready,
-            // and the `priv` that callbacks read is still null).
-            unsafe { Self::delete(&dev) };
-        })?;
-        // INVARIANT: `priv` holds a reference to the set, whose queues are live.
-        let me = Arc::into_raw(set.clone()).cast_mut().cast::<c_void>();
-        // SAFETY: `priv` is the driver's; no buffer is in the queues yet, so no callback reads it
-        // concurrently.
-        unsafe { (*dev.as_raw()).priv_ = me };
-        Ok(set)
+        Ok(vqs)
     }
 
     fn assemble(
         dev: &ARef<Device>,
         vqs: &[*mut bindings::virtqueue],
+        saved: KVec<(&'static CStr, bool)>,
+        affinity: Affinity,
         handler: Arc<H>,
         build: impl FnOnce(&mut Found) -> Result<H::Queues>,
     ) -> Result<Arc<Self>> {
@@ -648,7 +743,13 @@ impl<H: Handler> Virtqueues<H> {
             // INVARIANT: `vq` was just found and holds no token.
             let core = Arc::pin_init(
                 pin_init!(QueueCore {
-                    ring <- new_spinlock_irq!(RawQueue { vq: Some(vq) }, "virtqueue"),
+                    ring <- new_spinlock_irq!(
+                        RawQueue {
+                            vq: Some(vq),
+                            resetting: false,
+                        },
+                        "virtqueue"
+                    ),
                     config <- new_mutex!((), "virtqueue::config"),
                     index,
                 }),
@@ -666,19 +767,34 @@ impl<H: Handler> Virtqueues<H> {
         if found.remaining() != 0 {
             return Err(EINVAL);
         }
-        Ok(Arc::new(
-            Self {
-                release: Self::release_binding,
+        // INVARIANT: `ops` is `Self::OPS`; the queues are live and `raw` holds them in order.
+        Arc::pin_init(
+            try_pin_init!(Self {
+                ops: &Self::OPS,
                 dev: dev.clone(),
-                raw,
                 cores: found.cores,
                 drops: found.drops,
+                info: saved,
+                affinity,
+                lifecycle <- new_mutex!(
+                    Lifecycle {
+                        phase: State::Live,
+                        raw,
+                    },
+                    "virtqueues::lifecycle"
+                ),
                 queues,
                 handler,
-            },
+            }),
             GFP_KERNEL,
-        )?)
+        )
     }
+
+    const OPS: BindingOps = BindingOps {
+        release: Self::release_binding,
+        reset_prepare: Self::reset_prepare,
+        reset_done: Self::reset_done,
+    };
 
     /// Resets the device and deletes its queues.
     ///
@@ -696,6 +812,59 @@ impl<H: Handler> Virtqueues<H> {
         }
     }
 
+    /// Makes every queue unusable, resets the device, drops the tokens it still held and
+    /// deletes the queues; `resetting` tells the queues' users whether they come back.
+    ///
+    /// # Safety
+    ///
+    /// `life` must be the set's lifecycle in state [`State::Live`]; process context.
+    unsafe fn shut_down(&self, life: &mut Lifecycle, resetting: bool) {
+        // Mark every queue unusable: from now on no operation reaches the device's rings.
+        // Taking `config` waits for a running `set_affinity`.
+        for core in self.cores.iter() {
+            let _config = core.config.lock();
+            let mut ring = core.ring.lock();
+            ring.vq = None;
+            ring.resetting = resetting;
+        }
+        // Wait for the notifications started before the queues were marked (`kick`).
+        // SAFETY: Process context (safety requirements).
+        unsafe { bindings::synchronize_rcu() };
+        // SAFETY: The device is valid; resetting stops the device from using any queue and
+        // waits for running callbacks.
+        unsafe { bindings::virtio_reset_device(self.dev.as_raw()) };
+        // The device is reset: the tokens it still held are ours again.
+        for (vq, drop_token) in life.raw.iter().zip(self.drops.iter()) {
+            let Some(drop_token) = drop_token else {
+                continue;
+            };
+            loop {
+                // SAFETY: The queue is valid (state `Live`: not deleted yet) and the device no
+                // longer uses it.
+                let token = unsafe { bindings::virtqueue_detach_unused_buf(vq.as_ptr()) };
+                if token.is_null() {
+                    break;
+                }
+                // SAFETY: Every token of this queue came from `into_foreign` of the type whose
+                // drop function `Found::next` recorded (type invariant), and is given up here.
+                unsafe { drop_token(token) };
+            }
+        }
+        // SAFETY: The queues were found (state `Live`) and the device is reset.
+        unsafe { Self::delete(&self.dev) };
+    }
+
+    /// Returns the set that the device's `priv` points to, borrowed.
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be a valid device whose `priv` holds a reference to a `Virtqueues<H>`, kept
+    /// for `'a`.
+    unsafe fn from_device<'a>(vdev: *mut bindings::virtio_device) -> &'a Self {
+        // SAFETY: Guaranteed by the caller.
+        unsafe { &*(*vdev).priv_.cast::<Self>() }
+    }
+
     /// Tears down the set of `vdev`: the device's binding ends.
     ///
     /// # Safety
@@ -706,43 +875,144 @@ impl<H: Handler> Virtqueues<H> {
     unsafe fn release_binding(vdev: *mut bindings::virtio_device) {
         // SAFETY: By the safety requirements `priv` holds a reference from `Arc::into_raw`.
         let set = unsafe { Arc::from_raw((*vdev).priv_.cast::<Self>()) };
-        // Mark every queue gone: from now on no operation reaches the device's rings. Taking
-        // `config` waits for a running `set_affinity`.
-        for core in set.cores.iter() {
-            let _config = core.config.lock();
-            core.ring.lock().vq = None;
-        }
-        // Wait for the notifications started before the queues were marked gone (`kick`).
-        // SAFETY: Called in process context (safety requirements).
-        unsafe { bindings::synchronize_rcu() };
-        // SAFETY: `vdev` is valid; resetting stops the device from using any queue and waits for
-        // running callbacks.
-        unsafe { bindings::virtio_reset_device(vdev) };
-        // The device is reset: the tokens it still held are ours again.
-        for (vq, drop_token) in set.raw.iter().zip(set.drops.iter()) {
-            let Some(drop_token) = drop_token else {
-                continue;
-            };
-            loop {
-                // SAFETY: The queue is valid (not deleted yet) and the device no longer uses it.
-                let token = unsafe { bindings::virtqueue_detach_unused_buf(vq.as_ptr()) };
-                if token.is_null() {
-                    break;
+        {
+            let mut life = set.lifecycle.lock();
+            match life.phase {
+                // SAFETY: State `Live`, process context.
+                State::Live => unsafe { set.shut_down(&mut life, false) },
+                State::Reset => {
+                    // A reset that did not finish: the queues are deleted already. They are
+                    // not coming back.
+                    for core in set.cores.iter() {
+                        core.ring.lock().resetting = false;
+                    }
                 }
-                // SAFETY: Every token of this queue came from `into_foreign` of the type whose
-                // drop function `Found::next` recorded (type invariant), and is given up here.
-                unsafe { drop_token(token) };
+                State::Released => {}
             }
-        }
-        // SAFETY: `config` is set by the transport, which implements `del_vqs`.
-        if let Some(del_vqs) = unsafe { (*(*vdev).config).del_vqs } {
-            // SAFETY: The queues are marked gone and the device is reset.
-            unsafe { del_vqs(vdev) };
+            life.phase = State::Released;
         }
         // INVARIANT: The queues are deleted; `priv` is cleared and its reference dropped.
         // SAFETY: No callback runs any more; the field is the driver's.
         unsafe { (*vdev).priv_ = ptr::null_mut() };
         drop(set);
+    }
+
+    /// The device is about to be reset (`reset_prepare` of the driver).
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be a valid device whose `priv` holds a reference to a `Virtqueues<H>`, kept
+    /// during the call; process context.
+    unsafe fn reset_prepare(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: Guaranteed by the caller.
+        let set = unsafe { Self::from_device(vdev) };
+        let mut life = set.lifecycle.lock();
+        if life.phase == State::Live {
+            // SAFETY: State `Live`, process context.
+            unsafe { set.shut_down(&mut life, true) };
+            life.phase = State::Reset;
+        }
+        0
+    }
+
+    /// The device was reset and its features negotiated again (`reset_done` of the driver):
+    /// finds the queues again and gives them to the same [`Queue`]s.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::reset_prepare`].
+    unsafe fn reset_done(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: Guaranteed by the caller.
+        let set = unsafe { Self::from_device(vdev) };
+        let mut life = set.lifecycle.lock();
+        if life.phase != State::Reset {
+            return if life.phase == State::Live {
+                0
+            } else {
+                ENODEV.to_errno()
+            };
+        }
+        match set.find_again(&mut life) {
+            Ok(()) => {}
+            Err(e) => return e.to_errno(),
+        }
+        drop(life);
+        H::reset_done(&set.handler, set);
+        0
+    }
+
+    /// Finds the queues again after a reset and makes them usable.
+    fn find_again(&self, life: &mut Lifecycle) -> Result {
+        let n = self.info.len();
+        // SAFETY: The device was reset and its queues deleted (state `Reset`); process context.
+        let vqs = unsafe { Self::find_raw(self.dev.as_raw(), &self.info, self.affinity) }?;
+        let mut raw = KVec::with_capacity(n, GFP_KERNEL);
+        let all = vqs.iter().all(|vq| !vq.is_null());
+        let raw = match (&mut raw, all) {
+            (Ok(raw), true) => raw,
+            _ => {
+                // SAFETY: The queues were just found and are not used.
+                unsafe { Self::delete(&self.dev) };
+                return Err(ENOMEM);
+            }
+        };
+        for (vq, core) in vqs.iter().zip(self.cores.iter()) {
+            // SAFETY: Checked non-null above.
+            let vq = unsafe { NonNull::new_unchecked(*vq) };
+            // Capacity reserved above.
+            let _ = raw.push_within_capacity(vq);
+            let _config = core.config.lock();
+            let mut ring = core.ring.lock();
+            // INVARIANT: A new, empty queue of the device.
+            ring.vq = Some(vq);
+            ring.resetting = false;
+        }
+        // INVARIANT: The queues are live again and `raw` holds them in order.
+        life.raw = core::mem::take(raw);
+        life.phase = State::Live;
+        Ok(())
+    }
+
+    /// Resets the device and finds its queues again (`virtio_device_reset_prepare()`, then
+    /// `virtio_device_reset_done()`); for recovering a device that stopped answering.
+    ///
+    /// Every token the device held is dropped (a SCSI command is completed with an error,
+    /// say); while the reset runs, [`QueueGuard::add`] fails with `EBUSY`. When the queues are
+    /// back, [`Handler::reset_done`] runs, then the device is set ready again. Sleeps; must not
+    /// be called from [`Handler::reset_done`].
+    ///
+    /// The reset holds the device lock, so that no probe or remove (which change the binding)
+    /// runs meanwhile. A remove may be waiting for the caller (SCSI host removal waits for
+    /// error handling, say): the lock is only tried, for up to a second, and the reset fails
+    /// with `EBUSY` if it is not free.
+    pub fn reset(&self) -> Result {
+        let dev = self.dev.as_ref().as_raw();
+        let mut tries = 0;
+        // SAFETY: `dev` is a valid device (we hold a reference to it).
+        while unsafe { bindings::device_trylock(dev) } == 0 {
+            tries += 1;
+            if tries == RESET_LOCK_TRIES {
+                return Err(EBUSY);
+            }
+            crate::time::delay::fsleep(crate::time::Delta::from_millis(10));
+        }
+        let ret = self.reset_locked();
+        // SAFETY: Locked above.
+        unsafe { bindings::device_unlock(dev) };
+        ret
+    }
+
+    fn reset_locked(&self) -> Result {
+        if self.lifecycle.lock().phase == State::Released {
+            return Err(ENODEV);
+        }
+        // With the device locked and the binding not ended, the device's `priv` is this set,
+        // which the forwarders of the driver's `reset_prepare` and `reset_done` reach.
+        // SAFETY: The device is valid and bound to a driver that implements both callbacks
+        // (the virtio bus abstraction registers them).
+        to_result(unsafe { bindings::virtio_device_reset_prepare(self.dev.as_raw()) })?;
+        // SAFETY: As above.
+        to_result(unsafe { bindings::virtio_device_reset_done(self.dev.as_raw()) })
     }
 
     /// Returns the driver's typed queues.
@@ -766,23 +1036,65 @@ impl<H: Handler> Virtqueues<H> {
     }
 }
 
+/// Returns the operations of the virtqueue set of `vdev`, if it has one.
+///
+/// # Safety
+///
+/// `vdev` must be a valid device, with no other thread changing its `priv`.
+unsafe fn binding_ops(vdev: *mut bindings::virtio_device) -> Option<&'static BindingOps> {
+    // SAFETY: `vdev` is valid.
+    let set = unsafe { (*vdev).priv_ };
+    if set.is_null() {
+        return None;
+    }
+    // SAFETY: A non-null `priv` points to a `Virtqueues<H>` for some `H` (only `find` sets it,
+    // and the bus abstraction clears it when a binding starts), whose first field (`repr(C)`) is
+    // its operations.
+    Some(unsafe { *set.cast::<&'static BindingOps>() })
+}
+
 /// Tears down the virtqueue set of `vdev`, if it has one; called by the bus abstraction when the
 /// binding ends.
 ///
 /// # Safety
 ///
 /// `vdev` must be a valid device held by the caller, in process context, at the end of probe
-/// (on failure) or remove, with no other thread using its `priv`.
+/// (on failure) or remove, with no other thread changing its `priv`.
 pub(super) unsafe fn release_binding(vdev: *mut bindings::virtio_device) {
-    // SAFETY: `vdev` is valid.
-    let set = unsafe { (*vdev).priv_ };
-    if set.is_null() {
-        return;
+    // SAFETY: Guaranteed by the caller.
+    if let Some(ops) = unsafe { binding_ops(vdev) } {
+        // SAFETY: `ops` belongs to the set in `priv`; the other requirements are ours.
+        unsafe { (ops.release)(vdev) };
     }
-    // SAFETY: A non-null `priv` points to a `Virtqueues<H>` for some `H` (only `find` sets it),
-    // whose first field (`repr(C)`) is its `release` function.
-    let release = unsafe { *set.cast::<unsafe fn(*mut bindings::virtio_device)>() };
-    // SAFETY: `release` is `Virtqueues::<H>::release_binding` for the set's `H`; the other
-    // requirements are ours.
-    unsafe { release(vdev) };
+}
+
+/// Forwards the driver's `reset_prepare` to the virtqueue set of `vdev`.
+///
+/// # Safety
+///
+/// `vdev` must be a bound device whose driver's `reset_prepare` runs, in process context, with
+/// its probe and remove excluded: [`Virtqueues::reset`] holds the device lock; a transport that
+/// resets the device itself (PCI function reset) holds its own device's lock, which the
+/// transport's remove (which unbinds the driver) also takes.
+pub(super) unsafe fn reset_prepare(vdev: *mut bindings::virtio_device) -> c_int {
+    // SAFETY: `priv` changes only in probe and remove, excluded by the caller.
+    match unsafe { binding_ops(vdev) } {
+        // SAFETY: `ops` belongs to the set in `priv`, which holds a reference to it.
+        Some(ops) => unsafe { (ops.reset_prepare)(vdev) },
+        None => 0,
+    }
+}
+
+/// Forwards the driver's `reset_done` to the virtqueue set of `vdev`.
+///
+/// # Safety
+///
+/// As [`reset_prepare`].
+pub(super) unsafe fn reset_done(vdev: *mut bindings::virtio_device) -> c_int {
+    // SAFETY: As in `reset_prepare`.
+    match unsafe { binding_ops(vdev) } {
+        // SAFETY: As in `reset_prepare`.
+        Some(ops) => unsafe { (ops.reset_done)(vdev) },
+        None => 0,
+    }
 }

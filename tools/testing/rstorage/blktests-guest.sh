@@ -19,7 +19,7 @@
 # Usage: blktests-guest.sh KSELFTEST_DIR MODULE_DIR BLKTESTS_DIR OUT_DIR KIND DRIVER...
 #   DRIVER is rust or c; each run's ./check output goes to OUT_DIR/KIND-DRIVER.log
 #   and its results to OUT_DIR/KIND-DRIVER/. The cases are listed in OUT_DIR/cases,
-#   those left out (first word of each line) in OUT_DIR/exclude.
+#   those left out in OUT_DIR/exclude (see cases_for below).
 set -u
 ksft=$1
 export RSTORAGE_MODDIR=$2
@@ -95,9 +95,18 @@ iser_down() {
 	esac
 }
 
-mapfile -t cases < <(grep -vxFf <(cut -d' ' -f1 "$out/exclude" 2>/dev/null) "$out/cases")
+# cases_for DRIVER: the cases to run on this kind's device under DRIVER: all but
+# those left out in OUT_DIR/exclude, on lines "CASE reason" (left out on every
+# device) or "CASE@KIND-DRIVER[,KIND-DRIVER...] reason" (on those only).
+cases_for() {
+	local excl
+	excl=$(awk -v me="$kind-$1" '{ n = split($1, a, "@"); if (n == 1 || index("," a[2] ",", "," me ",")) print a[1] }' \
+		"$out/exclude" 2>/dev/null)
+	grep -vxFf <(printf '%s\n' $excl) "$out/cases"
+}
 [ "$(type -t "${kind}_prepare")" = function ] && { "${kind}_prepare" || echo "[blktests] $kind: set-up failed"; }
 for drv in "$@"; do
+	mapfile -t cases < <(cases_for "$drv")
 	log=$out/$kind-$drv.log
 	rm -rf "${out:?}/$kind-$drv" "$log"
 	if ! "${kind}_up" "$drv"; then

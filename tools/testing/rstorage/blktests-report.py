@@ -68,9 +68,11 @@ def main():
     try:
         with open(os.path.join(a.out, "exclude")) as f:
             for l in f:
-                case, _, why = l.strip().partition(" ")
+                # "CASE reason" or "CASE@KIND-DRV[,KIND-DRV...] reason"
+                spec, _, why = l.strip().partition(" ")
+                case, _, only = spec.partition("@")
                 if case:
-                    excluded[case] = why
+                    excluded[case] = (set(only.split(",")) if only else None, why)
     except FileNotFoundError:
         pass
     runs = {}
@@ -78,8 +80,9 @@ def main():
         kind, drv = os.path.basename(path)[:-4].split("-", 1)
         if kind in KINDS and drv in ("rust", "c"):
             runs[(kind, drv)] = parse(path)
-            for case, why in excluded.items():
-                runs[(kind, drv)].setdefault(case, ("not run", "", why))
+            for case, (only, why) in excluded.items():
+                if only is None or f"{kind}-{drv}" in only:
+                    runs[(kind, drv)].setdefault(case, ("not run", "", why))
 
     bad = []
     for (kind, drv), cases in sorted(runs.items()):

@@ -46,7 +46,7 @@ else
 fi
 # Cases left out, with the reason (blktests-report.py shows it as "not run").
 cat >"$out/exclude" <<'EXCLUDE'
-block/011 left out: on the virtio-scsi disk it stops the whole run, under the C virtio_scsi as under rvirtio_scsi (with the controller's PCI bus mastering toggled, the I/O in flight waits for the device without end; no progress in 5 minutes)
+block/011@vscsi-c left out under the C virtio_scsi: it stops the whole run (with the controller's PCI bus mastering toggled, the I/O in flight waits for the device without end, the C driver having no host reset; no progress in 5 minutes)
 EXCLUDE
 [ "${BLKTESTS_EXCLUDE:-1}" = 0 ] && : >"$out/exclude"
 # make blktests: the runs of the kinds not asked for this time stay (the

@@ -13,8 +13,8 @@ queues_expected=${RSTORAGE_VSCSI_QUEUES:-1 2 4}
 err_sector=${RSTORAGE_VSCSI_ERR_SECTOR:-4096}
 
 ktap_print_header
-rstorage_require fio
-ktap_set_plan 25
+rstorage_require fio setpci
+ktap_set_plan 27
 
 # Hosts of rvirtio_scsi (host numbers).
 our_hosts() {
@@ -355,7 +355,73 @@ polled_io() {
 }
 rstorage_case "polled fio verify=crc32c completes on the poll queue, without interrupts" polled_io
 
-# 24-25: the C driver takes the devices back.
+# 24-25: the controller stops during I/O: its PCI bus mastering is switched off
+# and on every 0.2 s while fio runs, as blktests block/011 does (QEMU's device
+# then stops answering; under the C driver the I/O waits without end). The
+# timed-out commands' liveness probe gets no answer, error handling escalates
+# to a host reset (device reset, queues found again), fio ends, and the disks
+# work again: fio verify afterwards.
+stopped_disks=() stopped_pdev=
+stopped_io() {
+	local d h s fio_pid t0 rc=0 resets
+	for d in $(disks_of rvirtio_scsi data); do
+		s=$(stats_of "$d")
+		[ "$(grep -c '^queue ' "$s")" = 2 ] && stopped_disks+=("$d")
+	done
+	[ "${#stopped_disks[@]}" -gt 0 ] || return 1
+	d=${stopped_disks[0]}
+	s=$(stats_of "$d")
+	stopped_pdev=$(readlink -f "/sys/block/$d/device" | sed -n 's#.*/\(0000:[0-9a-f:.]*\)/virtio[0-9]*/.*#\1#p')
+	[ -n "$stopped_pdev" ] || return 1
+	for h in "${stopped_disks[@]}"; do echo 5 >"/sys/block/$h/device/timeout"; done
+	fio --name=stopped --filename="/dev/$d" --ioengine=libaio --direct=1 --iodepth=16 \
+		--rw=randrw --bs=4k --size=64m --time_based --runtime=15 \
+		--ignore_error=EIO,ENXIO,ENODEV --output=/tmp/fio-stopped.log >/dev/null 2>&1 &
+	fio_pid=$!
+	t0=$(date +%s)
+	while kill -0 "$fio_pid" 2>/dev/null; do
+		if [ $(($(date +%s) - t0)) -gt 300 ]; then
+			ktap_print_msg "fio still running after 300 s: the I/O hangs"
+			kill -9 "$fio_pid"
+			rc=1
+			break
+		fi
+		setpci -s "$stopped_pdev" 4.w=0:4
+		sleep .2
+		setpci -s "$stopped_pdev" 4.w=4:4
+		sleep .2
+	done
+	setpci -s "$stopped_pdev" 4.w=4:4
+	wait "$fio_pid"
+	resets=$(grep '^tmf' "$s" | tr ' ' '\n' | grep -A1 -x 'host_resets:' | tail -n 1)
+	ktap_print_msg "$stopped_pdev ($d): fio ended after $(($(date +%s) - t0)) s; $(grep '^tmf' "$s")"
+	dmesg | grep -E "rvirtio_scsi: (host reset|abort|LUN reset|.*no answer)" | tail -n 4 | sed 's/^/# /'
+	[ "$rc" = 0 ] && [ "${resets:-0}" -gt 0 ]
+}
+rstorage_case "controller stopped during I/O (bus mastering toggled): error handling resets it, I/O ends" \
+	stopped_io
+# While bus mastering keeps being toggled, a reset can land in an "off"
+# window: the midlayer's check after error handling (TEST UNIT READY) then
+# fails and it takes the disk offline; as after blktests block/011, the
+# administrator sets such a disk running again (blktests removes and rescans
+# the PCI device). The device itself must work: fio verify on every disk.
+stopped_after() {
+	local d state offline=0 paths=()
+	for d in "${stopped_disks[@]}"; do
+		state=$(cat "/sys/block/$d/device/state")
+		if [ "$state" = offline ]; then
+			offline=$((offline + 1))
+			echo running >"/sys/block/$d/device/state"
+		fi
+		echo 30 >"/sys/block/$d/device/timeout"
+		paths+=("/dev/$d")
+	done
+	ktap_print_msg "${#stopped_disks[@]} disks, $offline offline after error handling (set running)"
+	rstorage_fio_verify stopped-after 16m "${paths[@]}"
+}
+rstorage_case "after the controller is re-enabled its disks pass fio verify" stopped_after
+
+# 26-27: the C driver takes the devices back.
 unload
 rstorage_case "rvirtio_scsi unloads" test ! -d /sys/module/rvirtio_scsi
 c_back() {
