@@ -307,6 +307,25 @@ pub struct Stats {
     pub joins: u64,
 }
 
+/// The pass counters as `passes N locks N budget_exhausted N rearms N post_arm_polls N
+/// post_arm N reruns N`, the form drivers print in their debugfs statistics.
+impl core::fmt::Display for Stats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "passes {} locks {} budget_exhausted {} rearms {} post_arm_polls {} post_arm {} \
+             reruns {}",
+            self.passes,
+            self.locks,
+            self.budget_exhausted,
+            self.rearms,
+            self.post_arm_polls,
+            self.post_arm,
+            self.reruns
+        )
+    }
+}
+
 /// Single-writer counters: only the owner of `RUNNING` writes them.
 struct Counters {
     passes: Atomic<u64>,

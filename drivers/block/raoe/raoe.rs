@@ -1635,18 +1635,11 @@ fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::R
         let s = c.batcher.stats();
         writeln!(
             f,
-            "thread {}: cpu {} completions {} passes {} locks {} budget_exhausted {} rearms {} \
-             post_arm_polls {} post_arm {} reruns {}",
+            "thread {}: cpu {} completions {} {}",
             i,
             c.cpu.as_u32(),
             l(&c.completed),
-            s.passes,
-            s.locks,
-            s.budget_exhausted,
-            s.rearms,
-            s.post_arm_polls,
-            s.post_arm,
-            s.reruns
+            s
         )?;
     }
     let devs = aoe.devs.lock();

@@ -122,21 +122,13 @@ pub(crate) fn write(c: &Arc<Completions>, f: &mut core::fmt::Formatter<'_>) -> c
         let st = &q.stats;
         writeln!(
             f,
-            "queue {i}: submitted {} completed {} steered_in {} busy {} interrupts {} \
-             passes {} locks {} budget_exhausted {} rearms {} post_arm_polls {} post_arm {} \
-             reruns {}",
+            "queue {i}: submitted {} completed {} steered_in {} busy {} interrupts {} {}",
             st.submitted.load(Relaxed),
             st.completed.load(Relaxed),
             st.steered_in.load(Relaxed),
             st.busy.load(Relaxed),
             st.interrupts.load(Relaxed),
-            s.passes,
-            s.locks,
-            s.budget_exhausted,
-            s.rearms,
-            s.post_arm_polls,
-            s.post_arm,
-            s.reruns
+            s
         )?;
     }
     for (t, tq) in c.targets.iter().enumerate() {

@@ -24,6 +24,7 @@ use crate::{
 use kernel::{
     prelude::*,
     scsi::{
+        Command,
         CommandBuffers,
         HostByte,
         OwnedCommand, //
@@ -129,10 +130,11 @@ pub(crate) fn queuecommand(
     mut cmd: OwnedCommand<Cmd>,
 ) -> Result<(), OwnedCommand<Cmd>> {
     let comp = &host.comp;
-    let hwq = usize::from(cmd.hw_queue());
+    let unique_tag = cmd.unique_tag();
+    let hwq = usize::from(Command::<Cmd>::hw_queue_of(unique_tag));
     let (queue, decision) = choose_queue(comp, &cmd, hwq as u32);
     let steered = decision.is_some();
-    let tag = u64::from(cmd.unique_tag());
+    let tag = u64::from(unique_tag);
     let last = cmd.is_last();
     let target = {
         let (c, data) = cmd.split_mut();

@@ -199,8 +199,13 @@ impl<T> Command<T> {
     /// Returns the hardware queue blk-mq chose for the command
     /// (`blk_mq_unique_tag_to_hwq()`).
     pub fn hw_queue(&self) -> u16 {
-        // SAFETY: Computes with a value.
-        unsafe { bindings::blk_mq_unique_tag_to_hwq(self.unique_tag()) }
+        Self::hw_queue_of(self.unique_tag())
+    }
+
+    /// Returns the hardware queue of a unique tag from [`Command::unique_tag`]
+    /// (`blk_mq_unique_tag_to_hwq()`): to get both with one call.
+    pub fn hw_queue_of(unique_tag: u32) -> u16 {
+        (unique_tag >> bindings::BLK_MQ_UNIQUE_TAG_BITS) as u16
     }
 
     /// Returns `true` if this is the last command of a batch; the driver then notifies the

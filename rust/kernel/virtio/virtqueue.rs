@@ -387,17 +387,20 @@ impl<T: DeviceBuffers> QueueGuard<'_, T> {
         if len == 0 {
             return Err((EINVAL, data));
         }
-        // The scatterlist entries for single buffers only need to live during the call.
-        // SAFETY: An all-zero `struct scatterlist` is valid.
-        let mut ones: [bindings::scatterlist; MAX_SGS] = unsafe { core::mem::zeroed() };
+        // The scatterlist entries for single buffers only need to live during the call; only
+        // those used are initialised (`sg_init_one()` clears its entry).
+        let mut ones =
+            [const { core::mem::MaybeUninit::<bindings::scatterlist>::uninit() }; MAX_SGS];
         let mut heads = [ptr::null_mut::<bindings::scatterlist>(); MAX_SGS];
         for i in 0..len {
             heads[i] = match entries[i] {
                 SgEntry::One(buf, l) => {
-                    // SAFETY: `ones[i]` is a valid scatterlist entry to initialise and `buf` is
-                    // `l` bytes in the linear map, as checked by `SgList::one()`.
-                    unsafe { bindings::sg_init_one(&mut ones[i], buf.cast(), l) };
-                    &mut ones[i]
+                    let one = ones[i].as_mut_ptr();
+                    // SAFETY: `one` is valid for writing a scatterlist entry, which
+                    // `sg_init_one()` initialises whole; `buf` is `l` bytes in the linear map, as
+                    // checked by `SgList::one()`.
+                    unsafe { bindings::sg_init_one(one, buf.cast(), l) };
+                    one
                 }
                 SgEntry::Chain(sgl) => sgl,
                 SgEntry::None => return Err((EINVAL, data)),

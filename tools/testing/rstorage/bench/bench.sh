@@ -21,7 +21,10 @@
 # plot (NAME-bench.inc, NAME-bench.png).
 #
 # Usage: bench.sh KIND KERNEL_OBJ MODULE_DIR RESULTS_DIR
-# Environment: BENCH_ROUNDS (default: each driver twice in each place of the
+# Environment: BENCH_ONLY_DRIVERS and BENCH_ONLY_WORKLOADS (space-separated
+# names: run only those of the kind's drivers and workloads, e.g. for a quick
+# profile: BENCH_PROFILE=1 BENCH_ONLY_DRIVERS="c rust-mq"
+# BENCH_ONLY_WORKLOADS=randread-4k), BENCH_ROUNDS (default: each driver twice in each place of the
 # order; rounded up to a multiple of the number of drivers, as lib.sh does), BENCH_SECONDS per
 # run (default 5), BENCH_PROFILE=1 to sample every run with perf (profile-*.txt
 # in RESULTS_DIR; the sampling costs IOPS, so the tables are left as they are).
@@ -37,7 +40,7 @@ profile=${BENCH_PROFILE:-0}
 vm=(--cpus 2)
 case $kind in
 vscsi)
-	name=rvirtio-scsi drivers=3
+	name=rvirtio-scsi drivers=5
 	opts=(-device virtio-scsi-pci,id=bench,num_queues=2)
 	for t in 0 1 2 3 4 5 6 7; do
 		opts+=(-drive "driver=null-co,size=4G,read-zeroes=on,if=none,id=null$t"
@@ -62,6 +65,7 @@ rstorage_kselftest_install "$(readlink -f "$obj/source")" "$results" ||
 rc=0
 python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-$kind.console" --status "$results/bench-$kind.status" "${vm[@]}" \
 	--rwdir "$results" --timeout 7200 --show-output -- \
+	env BENCH_ONLY_DRIVERS="${BENCH_ONLY_DRIVERS:-}" BENCH_ONLY_WORKLOADS="${BENCH_ONLY_WORKLOADS:-}" \
 	bash "$here/$kind-guest.sh" "$moddir" "$raw" "$rounds" "$secs" "$results/kselftest" "$profile" || rc=$?
 [ "$rc" = 0 ] || echo "[bench] $kind: the guest side failed (exit $rc); the runs it recorded follow"
 [ -s "$raw" ] || { echo "[bench] $kind: no runs recorded"; exit 1; }

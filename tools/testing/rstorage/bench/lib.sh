@@ -50,6 +50,13 @@ mkdir -p "$bench_work"
 
 bench_events() { :; }
 bench_workloads() { echo "$BENCH_WORKLOADS"; }
+# The workloads of DRIVER that BENCH_ONLY_WORKLOADS keeps.
+bench_kept_workloads() {
+	local wl
+	for wl in $(bench_workloads "$1"); do
+		bench_only "${BENCH_ONLY_WORKLOADS:-}" "$wl" && echo "$wl"
+	done
+}
 bench_run_begin() { :; }
 bench_run_end() { :; }
 
@@ -121,8 +128,18 @@ bench_run() {
 	fi
 }
 
+# bench_only LIST NAME: whether NAME is in LIST (an empty LIST holds every name).
+bench_only() {
+	[ -z "$1" ] || [[ " $1 " == *" $2 "* ]]
+}
+
 # bench_main: the rounds (see the top of this file).
 bench_main() {
+	local d kept=()
+	for d in "${BENCH_DRIVERS[@]}"; do
+		bench_only "${BENCH_ONLY_DRIVERS:-}" "$d" && kept+=("$d")
+	done
+	BENCH_DRIVERS=("${kept[@]}")
 	local n=${#BENCH_DRIVERS[@]} r k drv wl nt up
 	local rounds=$(((bench_rounds + n - 1) / n * n))
 	[ "$rounds" = "$bench_rounds" ] ||
@@ -134,7 +151,7 @@ bench_main() {
 			up=1
 			if bench_load "$drv"; then
 				udevadm settle
-				for wl in $(bench_workloads "$drv"); do
+				for wl in $(bench_kept_workloads "$drv"); do
 					bench_fio "$wl" "${BENCH_TARGETS##* }" 2 "$bench_work/warmup.json" ||
 						{ echo "warm-up $drv $wl failed"; up=0; }
 				done
@@ -142,7 +159,7 @@ bench_main() {
 				echo "load $drv failed"
 				up=0
 			fi
-			for wl in $(bench_workloads "$drv"); do
+			for wl in $(bench_kept_workloads "$drv"); do
 				for nt in $BENCH_TARGETS; do
 					if [ "$up" = 1 ]; then
 						bench_run "$drv" "$r" "$wl" "$nt"

@@ -14,7 +14,7 @@ err_sector=${RSTORAGE_VSCSI_ERR_SECTOR:-4096}
 
 ktap_print_header
 rstorage_require fio setpci
-ktap_set_plan 27
+ktap_set_plan 30
 
 # Hosts of rvirtio_scsi (host numbers).
 our_hosts() {
@@ -186,6 +186,31 @@ hotplug_del() {
 }
 rstorage_case "hot-plug (QMP device_add): the disk appears and passes fio verify" hotplug_add
 rstorage_case "hot-unplug (QMP device_del): the disk disappears" hotplug_del
+# The disk is unplugged while fio writes to it: fio ends (with errors), the
+# disk goes, nothing hangs.
+hotplug_del_busy() {
+	local d fio_pid i
+	hotplug_add >/dev/null || return 1
+	d=$(hp_dev)
+	fio --name=hpbusy --filename="/dev/$d" --ioengine=libaio --direct=1 --iodepth=16 \
+		--rw=randwrite --bs=4k --size=64m --time_based --runtime=60 \
+		--ignore_error=EIO,ENXIO,ENODEV >/dev/null 2>&1 &
+	fio_pid=$!
+	sleep 2
+	hotplug_del || { kill -9 "$fio_pid"; return 1; }
+	for i in $(seq 120); do
+		kill -0 "$fio_pid" 2>/dev/null || break
+		sleep 0.5
+	done
+	if kill -0 "$fio_pid" 2>/dev/null; then
+		ktap_print_msg "fio on the unplugged disk $d still runs after 60 s"
+		kill -9 "$fio_pid"
+		return 1
+	fi
+	wait "$fio_pid"
+	ktap_print_msg "fio on $d ended (exit $?) after its disk was unplugged"
+}
+rstorage_case "hot-unplug of a disk under fio: fio ends, the disk goes" hotplug_del_busy
 grep '^tmf' "$stats" | sed 's/^/# /'
 
 # 11-12: CPUs go offline and online during verified I/O; afterwards every
@@ -325,6 +350,46 @@ no_abort() {
 	[ "$held_rc" = 0 ] && [ "$held_tmf" = 0 ] && [ "$held_running" = 1 ]
 }
 rstorage_case "timeout_abort=0: a timed-out command keeps its timer, is not aborted, completes" no_abort
+
+# budget=1 ends every pass early while commands are left (the rest goes to the
+# drain work), budget=0 never does; data verified with both.
+exhausted() {
+	awk '/^queue/ { for (i = 1; i < NF; i++) if ($i == "budget_exhausted") s += $(i + 1) }
+		END { print s + 0 }' /sys/kernel/debug/rvirtio_scsi-host*/stats
+}
+budgets() {
+	local b ex rc=0
+	for b in 1 0; do
+		unload && rstorage_insmod rvirtio_scsi "budget=$b" &&
+			wait_disks rvirtio_scsi $((disks_expected + 1)) || return 1
+		fio_verify "budget$b" || return 1
+		ex=$(exhausted)
+		ktap_print_msg "budget=$b: passes that used their whole budget: $ex"
+		case $b in
+		1) [ "$ex" -gt 0 ] || rc=1 ;;
+		0) [ "$ex" = 0 ] || rc=1 ;;
+		esac
+	done
+	return "$rc"
+}
+rstorage_case "budget=1 and budget=0: fio verify passes, only budget 1 ends passes early" budgets
+
+# A disk held open pins the module: rmmod is refused, then allowed once it is
+# closed.
+open_rmmod() {
+	local d rc=0
+	d=$(disks_of rvirtio_scsi data | head -n 1)
+	exec 3<"/dev/$d" || return 1
+	if rmmod rvirtio_scsi 2>/dev/null; then
+		ktap_print_msg "rmmod succeeded with /dev/$d open"
+		rc=1
+	fi
+	exec 3<&-
+	[ "$rc" = 0 ] || return 1
+	unload && [ ! -d /sys/module/rvirtio_scsi ] &&
+		rstorage_insmod rvirtio_scsi && wait_disks rvirtio_scsi $((disks_expected + 1))
+}
+rstorage_case "rmmod while a disk is open is refused, allowed after close" open_rmmod
 
 # 22-23: poll queues. With poll_queues=1 the last request queue of the hosts
 # with more than one has no interrupt; polled I/O (io_uring --hipri) goes
