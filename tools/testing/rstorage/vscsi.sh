@@ -9,7 +9,8 @@
 #                scsi4q: 4 request queues, target 0, and target 1 whose image
 #                        fails every read of sector 4096 (QEMU blkdebug,
 #                        model "ERRDISK")
-#                and a spare drive "hp" for hot-plug through QMP
+#                and spare drives "hp" and "hp2" for hot-plug through QMP
+#                (QEMU deletes a -drive with the device it was plugged into)
 #   vscsi_env    environment for the guest test (RSTORAGE_VSCSI_*)
 vscsi_setup() {
 	local dir=$1 i opts=()
@@ -32,8 +33,9 @@ vscsi_setup() {
 	opts+=(-drive "file=blkdebug:$dir/blkdebug.conf:$dir/err.img,if=none,id=err,format=raw,cache=none"
 		-device "scsi-hd,drive=err,bus=scsi4q.0,scsi-id=1,lun=0,product=ERRDISK")
 	# A drive for hot-plug tests: attached at run time (QMP device_add).
-	truncate -s 64M "$dir/hp.img"
+	truncate -s 64M "$dir/hp.img" "$dir/hp2.img"
 	opts+=(-drive "file=$dir/hp.img,if=none,id=hp,format=raw,cache=none,file.locking=off")
+	opts+=(-drive "file=$dir/hp2.img,if=none,id=hp2,format=raw,cache=none,file.locking=off")
 	vscsi_qemu="${opts[*]}"
 	vscsi_env=(RSTORAGE_VSCSI_DISKS=11 "RSTORAGE_VSCSI_QUEUES=1 2 4" RSTORAGE_VSCSI_ERR_SECTOR=4096)
 }

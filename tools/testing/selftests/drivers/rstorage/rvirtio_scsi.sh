@@ -189,15 +189,25 @@ rstorage_case "hot-unplug (QMP device_del): the disk disappears" hotplug_del
 # The disk is unplugged while fio writes to it: fio ends (with errors), the
 # disk goes, nothing hangs.
 hotplug_del_busy() {
-	local d fio_pid i
-	hotplug_add >/dev/null || return 1
-	d=$(hp_dev)
+	local d fio_pid i r
+	# The first spare drive went with its device: the second one, as target 10.
+	r=$(rstorage_qmp '{"execute": "device_add", "arguments": {"driver": "scsi-hd",
+		"id": "hpdisk2", "drive": "hp2", "bus": "scsi2q.0", "scsi-id": 10, "lun": 0}}')
+	grep -q '"return"' <<<"$r" || { ktap_print_msg "device_add: ${r:-no answer}"; return 1; }
+	for i in $(seq 60); do
+		d=$(ls "/sys/class/scsi_disk/$two:0:10:0/device/block" 2>/dev/null)
+		[ -n "$d" ] && break
+		sleep 0.5
+	done
+	[ -n "$d" ] || return 1
 	fio --name=hpbusy --filename="/dev/$d" --ioengine=libaio --direct=1 --iodepth=16 \
 		--rw=randwrite --bs=4k --size=64m --time_based --runtime=60 \
 		--ignore_error=EIO,ENXIO,ENODEV >/dev/null 2>&1 &
 	fio_pid=$!
 	sleep 2
-	hotplug_del || { kill -9 "$fio_pid"; return 1; }
+	udevadm settle 2>/dev/null
+	r=$(rstorage_qmp '{"execute": "device_del", "arguments": {"id": "hpdisk2"}}')
+	grep -q '"return"' <<<"$r" || { ktap_print_msg "device_del: ${r:-no answer}"; kill -9 "$fio_pid"; return 1; }
 	for i in $(seq 120); do
 		kill -0 "$fio_pid" 2>/dev/null || break
 		sleep 0.5
@@ -209,6 +219,12 @@ hotplug_del_busy() {
 	fi
 	wait "$fio_pid"
 	ktap_print_msg "fio on $d ended (exit $?) after its disk was unplugged"
+	for i in $(seq 60); do
+		[ ! -e "/sys/class/scsi_disk/$two:0:10:0" ] && return 0
+		sleep 0.5
+	done
+	ktap_print_msg "$two:0:10:0 still present"
+	return 1
 }
 rstorage_case "hot-unplug of a disk under fio: fio ends, the disk goes" hotplug_del_busy
 grep '^tmf' "$stats" | sed 's/^/# /'
