@@ -350,10 +350,12 @@ impl<C, V: ConfigValue> Clone for ConfigField<C, V> {
 impl<C, V: ConfigValue> Copy for ConfigField<C, V> {}
 
 impl<C, V: ConfigValue> ConfigField<C, V> {
-    /// Makes the field of `V` at byte `offset` of layout `C`; evaluating it with an offset out
-    /// of `C` fails (a compile error in a constant).
+    /// Makes the field of `V` at byte `offset` of layout `C`. The bounds check is a build
+    /// assertion: an offset out of `C` fails to compile in a constant, and fails to link where
+    /// the offset is not known at build time, so no out-of-bounds field exists at run time.
+    #[inline(always)]
     pub const fn new(offset: usize) -> Self {
-        assert!(
+        crate::build_assert::build_assert!(
             offset + V::SIZE <= core::mem::size_of::<C>(),
             "configuration field out of bounds"
         );
