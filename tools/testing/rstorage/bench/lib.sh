@@ -17,7 +17,10 @@
 #   - the same instrumentation for every driver: bench_events (the kind's
 #     count of interrupts or completion-queue events, empty for none) is read
 #     before and after each run, and bench_run_begin/bench_run_end (tracing
-#     switches) run around every run, whichever the driver.
+#     switches) run around every run, whichever the driver;
+#   - the guest's busy CPU time (all CPUs, /proc/stat: user, nice, system,
+#     irq, softirq) is read before and after each run, for the CPU time per
+#     I/O of every driver alike.
 #
 # The kind's script sets:
 #   BENCH_DRIVERS      the drivers, the C baseline first ("c")
@@ -79,21 +82,34 @@ bench_fio() {
 		--time_based --runtime="$3" --ramp_time=1 --group_reporting "${args[@]}" >"$4" 2>/dev/null
 }
 
-# bench_record DRIVER ROUND WORKLOAD TARGETS EVENTS|"" [JSON]: one line of
-# OUTPUT; without JSON (or with a JSON fio did not finish) the run is failed.
+# bench_busy: the busy CPU time of all CPUs so far, in USER_HZ ticks.
+bench_busy() {
+	awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat
+}
+
+# bench_record DRIVER ROUND WORKLOAD TARGETS EVENTS|"" BUSY_TICKS|"" [JSON]: one
+# line of OUTPUT; without JSON (or with a JSON fio did not finish) the run is
+# failed. BUSY_TICKS spans the whole fio run, ramp time included, so CPU time
+# per I/O is taken over all the I/Os the disks saw during the run (fio's
+# disk_util, from the block layer's counters), not only those of the measured
+# window.
 bench_record() {
 	python3 - "$@" >>"$bench_out" <<'PY'
-import json, sys
-drv, rnd, wl, nt, ev = sys.argv[1:6]
+import json, os, sys
+drv, rnd, wl, nt, ev, busy = sys.argv[1:7]
 row = {"driver": drv, "round": int(rnd), "workload": wl, "targets": int(nt)}
 try:
-    job = json.load(open(sys.argv[6]))["jobs"][0]
+    job = json.load(open(sys.argv[7]))["jobs"][0]
     j = job["write"] if "write" in wl else job["read"]
     ios = j["total_ios"]
     if not ios:
         raise ValueError("no I/O")
+    util = json.load(open(sys.argv[7])).get("disk_util", [])
+    issued = sum(d.get("read_ios", 0) + d.get("write_ios", 0) for d in util) or None
+    hz = os.sysconf("SC_CLK_TCK")
     row.update(iops=j["iops"], bw_kib=j["bw"], ios=ios,
-               irqs_per_io=int(ev) / ios if ev else None)
+               irqs_per_io=int(ev) / ios if ev else None,
+               cpu_us_per_io=int(busy) * 1e6 / hz / issued if busy and issued else None)
 except (IndexError, KeyError, OSError, ValueError):
     row["failed"] = True
 print(json.dumps(row))
@@ -102,12 +118,14 @@ PY
 
 # bench_run DRIVER ROUND WORKLOAD TARGETS
 bench_run() {
-	local drv=$1 round=$2 wl=$3 nt=$4 e0 e1 ev= json=$bench_work/fio.json
+	local drv=$1 round=$2 wl=$3 nt=$4 e0 e1 ev= b0 busy= json=$bench_work/fio.json
 	rm -f "$json"
 	[ "$bench_profile" = 1 ] && bench_wrap=(perf record -q -a -e cpu-clock -o "$bench_work/perf.data" --)
 	bench_run_begin "$drv"
 	e0=$(bench_events "$drv")
+	b0=$(bench_busy)
 	if bench_fio "$wl" "$nt" "$bench_secs" "$json"; then
+		busy=$(($(bench_busy) - b0))
 		e1=$(bench_events "$drv")
 		[ -n "$e0" ] && ev=$((e1 - e0))
 	else
@@ -116,10 +134,10 @@ bench_run() {
 	fi
 	bench_wrap=()
 	bench_run_end "$drv"
-	bench_record "$drv" "$round" "$wl" "$nt" "$ev" "$json"
+	bench_record "$drv" "$round" "$wl" "$nt" "$ev" "$busy" "$json"
 	if [ "$bench_profile" = 1 ] && [ -f "$bench_work/perf.data" ]; then
 		{ perf report -i "$bench_work/perf.data" --no-children --sort dso --stdio 2>/dev/null |
-			grep -v '^#' | grep -v '^$' | head -15
+			grep -v '^# [^S]' | grep -v '^#$' | grep -v '^$' | head -16
 		  echo
 		  perf report -i "$bench_work/perf.data" --no-children --sort sym --stdio 2>/dev/null |
 			grep -v '^#' | grep -v '^$' | head -60; } \
@@ -164,7 +182,7 @@ bench_main() {
 					if [ "$up" = 1 ]; then
 						bench_run "$drv" "$r" "$wl" "$nt"
 					else
-						bench_record "$drv" "$r" "$wl" "$nt" ""
+						bench_record "$drv" "$r" "$wl" "$nt" "" ""
 					fi
 				done
 			done

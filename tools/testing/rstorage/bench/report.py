@@ -3,7 +3,9 @@
 """Turns benchmark runs (JSON lines) into a reStructuredText table and a plot.
 
 Each run: driver, round, workload, targets, iops, bw_kib, irqs_per_io (None
-where interrupts do not apply: the IRQ columns and plot are left out), or
+where interrupts do not apply: the IRQ columns and plot are left out),
+cpu_us_per_io (the guest's busy CPU time per I/O, all CPUs; absent in runs
+recorded before it was measured: the column is then left out), or
 "failed": true for a run that failed (counted in the "Failed runs" column as
 driver/baseline, and left out of the ratios of its round). For each (workload,
 targets), the baseline is the first driver of the file's "driver" values that
@@ -48,10 +50,12 @@ def main():
         b_irq = [m[(base, r)]["irqs_per_io"] for r in rounds
                  if (base, r) in m and m[(base, r)]["irqs_per_io"] is not None]
         for d in others:
-            ri, rq = [], []
+            ri, rq, rc = [], [], []
             for r in rounds:
                 if (base, r) in m and (d, r) in m:
                     ri.append(m[(d, r)]["iops"] / m[(base, r)]["iops"])
+                    if m[(base, r)].get("cpu_us_per_io") and m[(d, r)].get("cpu_us_per_io"):
+                        rc.append(m[(d, r)]["cpu_us_per_io"] / m[(base, r)]["cpu_us_per_io"])
                     if m[(base, r)]["irqs_per_io"]:
                         rq.append(m[(d, r)]["irqs_per_io"] / m[(base, r)]["irqs_per_io"])
             nf, bf = failed[(wl, nt, d)], failed[(wl, nt, base)]
@@ -66,23 +70,28 @@ def main():
                 "iops_med": statistics.median(ri) if ri else nan, "iops_min": min(ri) if ri else nan,
                 "irq_med": statistics.median(rq) if rq else float("nan"),
                 "irq_min": min(rq) if rq else float("nan"),
+                "cpu_med": statistics.median(rc) if rc else nan,
             })
     irq = any(r.get("irqs_per_io") is not None for r in runs)
+    cpu = any(r.get("cpu_us_per_io") is not None for r in runs)
     if not rows:
         sys.exit("report.py: no runs to compare")
-    write_table(rows, sys.argv[2], irq)
+    write_table(rows, sys.argv[2], irq, cpu)
     plot(rows, sys.argv[3], irq)
 
 
-def write_table(rows, path, irq):
+def write_table(rows, path, irq, cpu):
     head = ["Workload", "Targets", "Driver", "Baseline", "Rounds", "Failed runs",
             "Baseline IOPS (median)", "IOPS ratio median", "IOPS ratio min"]
     if irq:
         head += ["Baseline IRQ/IO", "IRQ/IO ratio median", "IRQ/IO ratio min"]
+    if cpu:
+        head += ["CPU time/IO ratio median"]
     num = lambda x, f: "-" if x != x else format(x, f)  # NaN: no sample
     body = [[r["workload"], str(r["targets"]), r["driver"], r["base"], str(r["n"]), r["failed"],
              num(r["base_iops"], ".0f"), num(r["iops_med"], ".3f"), num(r["iops_min"], ".3f")]
             + ([num(r["base_irq"], ".3f"), num(r["irq_med"], ".3f"), num(r["irq_min"], ".3f")] if irq else [])
+            + ([num(r["cpu_med"], ".3f")] if cpu else [])
             for r in rows]
     w = [max(len(x) for x in col) for col in zip(head, *body)]
     line = " ".join("=" * n for n in w)
@@ -93,6 +102,9 @@ def write_table(rows, path, irq):
         f.write("\nRounds: the rounds in which both runs succeeded (the ratios' sample). "
                 "Failed runs: the driver's / the baseline's runs that failed (a failed run is "
                 "no sample; see the raw runs).\n")
+        if cpu:
+            f.write("\nCPU time/IO: the guest's busy CPU time (all CPUs, /proc/stat) over the "
+                    "I/Os the disks completed during the run, as a ratio to the baseline's.\n")
 
 
 def plot(rows, path, irq):
