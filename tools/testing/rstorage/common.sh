@@ -23,9 +23,11 @@ rstorage_plot_python() {
 # rstorage_kselftest_install KERNEL_SRC RESULTS_DIR: builds and installs the
 # kselftest target drivers/rstorage (the overlay put it in KERNEL_SRC) into
 # RESULTS_DIR/kselftest, the way kselftest-install does; the log goes to
-# RESULTS_DIR/kselftest-install.log.
+# RESULTS_DIR/kselftest-install.log. The programs are user space, built with
+# the host's cc: a make variable of the caller (LLVM=1 of the KASAN lane, which
+# would ask for an unversioned clang) is not passed on.
 rstorage_kselftest_install() {
 	rm -rf "$2/kselftest"
-	make -C "$1/tools/testing/selftests" O="$2/kselftest-build" TARGETS=drivers/rstorage \
+	MAKEFLAGS= MFLAGS= MAKEOVERRIDES= make -C "$1/tools/testing/selftests" O="$2/kselftest-build" TARGETS=drivers/rstorage \
 		KSFT_INSTALL_PATH="$2/kselftest" install >"$2/kselftest-install.log" 2>&1
 }
