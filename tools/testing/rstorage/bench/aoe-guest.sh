@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Guest side of the AoE benchmark (see bench.sh): 8 vblade targets on tmpfs
-# behind a veth pair; the C aoe, raoe and raoe with one completion thread,
+# Guest side of the AoE benchmark (see bench.sh): 8 targets on tmpfs behind a
+# veth pair, served by raoe_target (the in-kernel target; BENCH_AOE_TARGET=
+# vblade for Debian's user-space one); the C aoe, raoe and raoe with one
+# completion thread,
 # each allowed the same number of frames in flight per target (aoe_maxout,
 # BENCH_AOE_MAXOUT, default 16: raoe's default; the C driver's is 64). No
 # interrupts to count (the veth pair has none). The rounds: bench/lib.sh.
@@ -37,6 +39,9 @@ mount -t tmpfs -o size=600m bench "$bench_work"
 aoe_veth_up
 for t in 0 1 2 3 4 5 6 7; do
 	dd if=/dev/urandom of="$bench_work/t$t" bs=1M count=64 2>/dev/null
-	aoe_target "$t" "$bench_work/t$t"
+	case ${BENCH_AOE_TARGET:-kernel} in
+	vblade) aoe_target "$t" "$bench_work/t$t" ;;
+	*) aoe_ktarget "$t" "$bench_work/t$t" || { echo "raoe_target: e0.$t failed"; exit 1; } ;;
+	esac
 done
 bench_main

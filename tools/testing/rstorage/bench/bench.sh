@@ -10,8 +10,9 @@
 #          null-co disks: one controller, 2 request queues, 8 targets;
 #          4 KiB random and 128 KiB sequential reads on 1 and 8 targets
 #   aoe    C aoe vs raoe (per-CPU completion threads) vs raoe with one
-#          completion thread: 8 vblade targets on tmpfs behind a veth pair
-#          in the guest; the same workloads
+#          completion thread: 8 targets on tmpfs behind a veth pair in the
+#          guest, served by raoe_target (in-kernel; BENCH_AOE_TARGET=vblade
+#          for the user-space vblade); the same workloads
 #   iser   C ib_isert vs risert (budget 16, budget 0, adaptive busy polling):
 #          LIO with a ramdisk LUN behind rdma_rxe on a veth pair, the
 #          kernel's iSER initiator; 4 KiB random reads and writes
@@ -66,6 +67,7 @@ rc=0
 python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-$kind.console" --status "$results/bench-$kind.status" "${vm[@]}" \
 	--rwdir "$results" --timeout 7200 --show-output -- \
 	env BENCH_ONLY_DRIVERS="${BENCH_ONLY_DRIVERS:-}" BENCH_ONLY_WORKLOADS="${BENCH_ONLY_WORKLOADS:-}" \
+	BENCH_AOE_TARGET="${BENCH_AOE_TARGET:-kernel}" \
 	bash "$here/$kind-guest.sh" "$moddir" "$raw" "$rounds" "$secs" "$results/kselftest" "$profile" || rc=$?
 [ "$rc" = 0 ] || echo "[bench] $kind: the guest side failed (exit $rc); the runs it recorded follow"
 [ -s "$raw" ] || { echo "[bench] $kind: no runs recorded"; exit 1; }

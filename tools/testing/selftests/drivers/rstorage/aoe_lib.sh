@@ -22,6 +22,20 @@ aoe_target_stop() {
 	return 0
 }
 
+# aoe_ktarget SLOT FILE: raoe_target (the in-kernel target, loaded on first
+# use) serves FILE as e0.SLOT on aoe1.
+aoe_ktarget() {
+	local d=/sys/kernel/config/raoe_target/e0.$1
+	[ -d /sys/kernel/config/raoe_target ] || rstorage_insmod raoe_target || return 1
+	mkdir "$d" && echo "$2" >"$d/backing" && echo aoe1 >"$d/iface" &&
+		echo 0 >"$d/shelf" && echo "$1" >"$d/slot" && echo 1 >"$d/enable"
+}
+
+# aoe_ktarget_stop SLOT: removes the raoe_target disk e0.SLOT.
+aoe_ktarget_stop() {
+	rmdir "/sys/kernel/config/raoe_target/e0.$1"
+}
+
 # aoe_load DRIVER [PARAMS...]: loads the C aoe (DRIVER c) or raoe (rust) on
 # aoe0, with PARAMS, and asks for the targets.
 aoe_load() {
