@@ -28,6 +28,6 @@ rstorage_plot_python() {
 # would ask for an unversioned clang) is not passed on.
 rstorage_kselftest_install() {
 	rm -rf "$2/kselftest"
-	MAKEFLAGS= MFLAGS= MAKEOVERRIDES= make -C "$1/tools/testing/selftests" O="$2/kselftest-build" TARGETS=drivers/rstorage \
+	env -u LLVM MAKEFLAGS= MFLAGS= MAKEOVERRIDES= make -C "$1/tools/testing/selftests" O="$2/kselftest-build" TARGETS=drivers/rstorage \
 		KSFT_INSTALL_PATH="$2/kselftest" install >"$2/kselftest-install.log" 2>&1
 }
