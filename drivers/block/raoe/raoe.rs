@@ -387,7 +387,8 @@ impl IfList {
         if self.count == 0 {
             return true;
         }
-        let name = dev.name().to_bytes();
+        let name = dev.name();
+        let name = name.as_bytes();
         self.names[..self.count].iter().any(|n| {
             let len = n.iter().position(|&b| b == 0).unwrap_or(n.len());
             &n[..len] == name
@@ -1468,8 +1469,7 @@ impl DiskAttributes for Raoe {
             2 => {
                 for (i, p) in st.paths.iter().enumerate() {
                     let sep = if i == 0 { "" } else { "," };
-                    write!(out, "{}{}", sep, p.ifp.name().to_str().unwrap_or("?"))
-                        .map_err(|_| EINVAL)?;
+                    write!(out, "{}{}", sep, p.ifp.name()).map_err(|_| EINVAL)?;
                 }
                 writeln!(out)
             }
@@ -1684,7 +1684,7 @@ impl NetdevEvents for NetEvents {
         if n > 0 {
             pr_info!(
                 "{}: interface going away, {} path(s) dropped\n",
-                dev.name().to_str().unwrap_or("?"),
+                dev.name(),
                 n
             );
         }

@@ -116,11 +116,16 @@ impl NetDevice {
         }
     }
 
-    /// The interface name.
-    pub fn name(&self) -> &CStr {
-        // SAFETY: `name` is a NUL-terminated array inside the valid device;
-        // renaming rewrites it in place under RTNL, like every reader in C.
-        unsafe { CStr::from_char_ptr((*self.as_raw()).name.as_ptr()) }
+    /// A copy of the interface name (`netdev_copy_name()`): the name is
+    /// rewritten in place when the interface is renamed, so no reference to
+    /// it is handed out; the copy is taken under the rename sequence lock and
+    /// is never torn. Does not sleep.
+    pub fn name(&self) -> IfName {
+        let mut name = IfName([0; IFNAMSIZ]);
+        // SAFETY: The device is valid; `name.0` has room for `IFNAMSIZ` bytes,
+        // which `netdev_copy_name()` fills with a NUL-terminated string.
+        unsafe { bindings::netdev_copy_name(self.as_raw(), name.0.as_mut_ptr().cast()) };
+        name
     }
 
     /// The interface index.
@@ -197,6 +202,58 @@ impl NetDevice {
             r if r < 0 => Err(Error::from_errno(r)),
             _ => Err(crate::error::code::ENOBUFS),
         }
+    }
+}
+
+/// Length of an interface name buffer, NUL included.
+const IFNAMSIZ: usize = bindings::IFNAMSIZ as usize;
+
+/// An interface name, copied out of the device ([`NetDevice::name`]).
+///
+/// # Invariants
+///
+/// `self.0` holds a NUL-terminated string.
+///
+/// # Examples
+///
+/// ```no_run
+/// use kernel::net::netdevice::NetDevice;
+/// # use kernel::prelude::*;
+/// fn show(dev: &NetDevice) {
+///     let name = dev.name();
+///     pr_info!("{name}: index {}\n", dev.ifindex());
+///     assert!(name.as_bytes().len() < 16);
+/// }
+/// ```
+#[derive(Clone, Copy)]
+pub struct IfName([u8; IFNAMSIZ]);
+
+impl IfName {
+    /// The name, without its NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+        &self.0[..len]
+    }
+
+    /// The name as a C string.
+    pub fn as_cstr(&self) -> &CStr {
+        // By the type invariant there is a NUL in the buffer, after the name.
+        CStr::from_bytes_with_nul(&self.0[..=self.as_bytes().len()]).unwrap_or(c"")
+    }
+}
+
+impl core::fmt::Display for IfName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match core::str::from_utf8(self.as_bytes()) {
+            Ok(s) => f.write_str(s),
+            Err(_) => f.write_str("?"),
+        }
+    }
+}
+
+impl crate::fmt::Display for IfName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(self, f)
     }
 }
 
