@@ -222,6 +222,13 @@ impl<T> Command<T> {
 /// Dropping it without [`OwnedCommand::done`] completes the command with [`HostByte::Error`], so
 /// that no command is ever lost.
 ///
+/// The command's memory belongs to the host's tag set, which lives until the host's last
+/// reference is put. An `OwnedCommand` that a device still holds when the host is removed (one
+/// error handling gave up on, which the device never gave back) is dropped when the device is
+/// torn down; a driver that hands commands to a device keeps a [`HostRef`](super::HostRef)
+/// until then. **Open:** this is a rule for drivers, not enforced by the types yet: a driver
+/// that drops its last host reference first makes that drop a use-after-free.
+///
 /// # Invariants
 ///
 /// `self.0` points to a valid [`Command<T>`] that the midlayer has handed to the driver and not
