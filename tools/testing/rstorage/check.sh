@@ -56,7 +56,7 @@ run_suite() {
 	local limit=3000
 	# KASAN (LLVM=1) makes the guest about twice as slow: twice the time.
 	if grep -q '^CONFIG_KASAN=y' "$obj/.config"; then
-		env+=(RSTORAGE_TIMEOUT=1800)
+		env+=(RSTORAGE_TIMEOUT=1800 RSTORAGE_KASAN=1)
 		limit=6000
 	fi
 	if [ "$name" = main ]; then
