@@ -314,8 +314,8 @@ impl AttributeOperations<6> for DeviceConfig {
                 };
                 let settings = Settings {
                     addr: i.addr,
-                    iface: CString::try_from(&**iface)?,
-                    backing: CString::try_from(&**backing)?,
+                    iface,
+                    backing,
                     read_only: i.read_only,
                     bufcnt: i.bufcnt,
                 };

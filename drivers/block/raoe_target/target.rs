@@ -30,7 +30,6 @@ use kernel::{
     net::{netdevice::NetDevice, skbuff::SkBuff},
     new_mutex, new_spinlock_irq,
     prelude::*,
-    str::CString,
     sync::{
         aref::ARef,
         atomic::{
@@ -51,10 +50,10 @@ const HEADROOM: usize = 64;
 const FIRMWARE: u16 = 0x4019;
 
 /// What a target is configured with, read when it is enabled.
-pub(crate) struct Settings {
+pub(crate) struct Settings<'a> {
     pub(crate) addr: Addr,
-    pub(crate) iface: CString,
-    pub(crate) backing: CString,
+    pub(crate) iface: &'a CStr,
+    pub(crate) backing: &'a CStr,
     pub(crate) read_only: bool,
     pub(crate) bufcnt: u16,
 }
@@ -128,9 +127,9 @@ pub(crate) struct Target {
 
 impl Target {
     /// Opens the backing file and binds to the interface of `s`. May sleep.
-    pub(crate) fn new(s: &Settings) -> Result<Arc<Self>> {
+    pub(crate) fn new(s: &Settings<'_>) -> Result<Arc<Self>> {
         let file = KernelFile::open(
-            &s.backing,
+            s.backing,
             if s.read_only {
                 Access::ReadOnly
             } else {
@@ -142,7 +141,7 @@ impl Target {
             pr_err!("{}: backing store is empty\n", s.backing.to_str()?);
             return Err(EINVAL);
         }
-        let dev = NetDevice::get_by_name(&s.iface).ok_or(ENODEV)?;
+        let dev = NetDevice::get_by_name(s.iface).ok_or(ENODEV)?;
         if !dev.is_ethernet() {
             return Err(EINVAL);
         }
