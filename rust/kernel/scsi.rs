@@ -49,5 +49,6 @@ pub use host::{
     QueueMap,
     QueueMaps,
     Target,
-    TimeoutAction, //
+    TimeoutAction,
+    EH_GIVE_BACK_MS, //
 };

@@ -107,11 +107,13 @@ impl Drop for Parts {
         // Remove the host: the midlayer finishes or fails every command first.
         drop(self.host.take());
         drop(self.cpu_watch.take());
-        // The host's reference in `slow` stays until the completion side itself is dropped,
-        // which is after the bus abstraction tore the queues down: a command the device still
-        // held (error handling gave up on it, the device never answered) is dropped then, and
-        // its memory belongs to the host's tag set, freed with the host's last reference.
-        self.comp.slow.lock().vqs = None;
+        // Host removal finished every command: the device holds none of ours any more (error
+        // handling waits for a reset to take them back before it gives up on them).
+        {
+            let mut slow = self.comp.slow.lock();
+            slow.vqs = None;
+            slow.host = None;
+        }
         // The bus abstraction resets the device and deletes the queues when unbind returns;
         // this reference only keeps the (then empty) set alive.
         drop(self.vqs.take());

@@ -222,17 +222,22 @@ impl<T> Command<T> {
 /// Dropping it without [`OwnedCommand::done`] completes the command with [`HostByte::Error`], so
 /// that no command is ever lost.
 ///
-/// The command's memory belongs to the host's tag set, which lives until the host's last
-/// reference is put. An `OwnedCommand` that a device still holds when the host is removed (one
-/// error handling gave up on, which the device never gave back) is dropped when the device is
-/// torn down; a driver that hands commands to a device keeps a [`HostRef`](super::HostRef)
-/// until then. **Open:** this is a rule for drivers, not enforced by the types yet: a driver
-/// that drops its last host reference first makes that drop a use-after-free.
+/// The command's memory belongs to the host's tag set, which `scsi_remove_host()` frees once
+/// every request queue of the host is gone, and a queue goes only when all its requests are
+/// finished. The midlayer finishes a command without the driver only in error handling, and
+/// the abstraction answers error handling so that this never happens to a command the driver
+/// holds: an abort or a device reset answers `SUCCESS` only once the driver gave back every
+/// command of its scope, and the last step, the host reset, waits until the driver holds none
+/// before it answers (see [`EhResult::Success`](super::EhResult::Success) and
+/// [`HostOps::eh_host_reset_handler`](super::HostOps::eh_host_reset_handler)). So an
+/// `OwnedCommand` never outlives the tag set, wherever the driver keeps it (a device queue
+/// dropped at unbind, say): host removal waits for it.
 ///
 /// # Invariants
 ///
 /// `self.0` points to a valid [`Command<T>`] that the midlayer has handed to the driver and not
-/// yet been completed.
+/// yet been completed; its `with_driver` flag is set, and the midlayer neither finishes nor
+/// frees the command while it is.
 pub struct OwnedCommand<T: 'static>(NonNull<Command<T>>);
 
 // SAFETY: A command may be completed from any thread.
@@ -251,17 +256,24 @@ impl<T: 'static> OwnedCommand<T> {
         Self(unsafe { NonNull::new_unchecked(ptr.cast()) })
     }
 
-    /// Takes ownership of a command that `queuecommand` hands to the driver.
+    /// Takes ownership of a command that `queuecommand` hands to the driver; `None` if the
+    /// driver still holds it.
+    ///
+    /// The midlayer never hands the driver a command the driver holds (error handling answers
+    /// it only once the driver gave the command back, see [`HostOps`](super::HostOps)); the
+    /// check makes a second owner impossible even if that reasoning had a hole.
     ///
     /// # Safety
     ///
-    /// As [`OwnedCommand::from_raw`], for a command the midlayer is handing to the driver.
-    pub(crate) unsafe fn accept(ptr: *mut bindings::scsi_cmnd) -> Self {
-        // SAFETY: Guaranteed by the caller.
-        let cmd = unsafe { Self::from_raw(ptr) };
-        // INVARIANT: The command is with the driver from now on.
-        cmd.with_driver().store(true, Release);
-        cmd
+    /// `ptr` must be a valid command of a host of ours that the midlayer is handing to the
+    /// driver (see the invariants of [`Command`]).
+    pub(crate) unsafe fn accept(ptr: *mut bindings::scsi_cmnd) -> Option<Self> {
+        // SAFETY: The command is valid and its private area is an initialised `Slot<T>`.
+        let cmd = unsafe { Command::<T>::from_raw(ptr) };
+        // INVARIANT: The command is with the driver from now on, if it was not before.
+        cmd.with_driver().cmpxchg(false, true, Acquire).ok()?;
+        // SAFETY: The midlayer hands the command over and nothing else owns it (checked above).
+        Some(unsafe { Self::from_raw(ptr) })
     }
 
     /// Gives the command back to the midlayer without completing it (host busy).

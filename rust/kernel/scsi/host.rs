@@ -39,11 +39,34 @@ use core::{
 pub enum EhResult {
     /// The command (or device) is dealt with; the driver no longer owns the command.
     ///
-    /// For a command the driver still holds (not completed, not given back), the abstraction
-    /// answers `FAILED` instead: the midlayer must not reuse it.
+    /// On `SUCCESS` the midlayer finishes every command of the step's scope (the command for an
+    /// abort, the logical unit's commands for a device reset, all commands for a host reset)
+    /// and may reuse them. So the abstraction answers `SUCCESS` only once the driver holds none
+    /// of them (it waits up to [`EH_GIVE_BACK_MS`] for completions racing the answer), and
+    /// `FAILED` otherwise: the midlayer then escalates.
     Success,
     /// The step failed; the midlayer escalates to the next one.
     Failed,
+}
+
+/// How long an abort or a device reset that succeeded waits for the driver to give the commands
+/// of its scope back (completions the device sent before its answer to the reset), in
+/// milliseconds.
+pub const EH_GIVE_BACK_MS: u32 = 1000;
+
+/// The commands an error-handling step covers.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// The commands of one logical unit.
+    Device(*mut bindings::scsi_device),
+    /// Every command of the host.
+    Host,
+}
+
+/// What `held_by_driver` counts while it iterates over the busy commands.
+struct Held {
+    scope: Scope,
+    count: usize,
 }
 
 /// What the midlayer does with a command that timed out (`enum scsi_timeout_action`).
@@ -270,9 +293,14 @@ pub trait HostOps: Sized + 'static {
         build_error!(crate::error::VTABLE_DEFAULT_ERROR)
     }
 
-    /// Resets the host adapter (`eh_host_reset_handler`), the last step of error handling:
-    /// every command the driver holds must be given back (completed) before it answers
-    /// [`EhResult::Success`].
+    /// Resets the host adapter (`eh_host_reset_handler`), the last step of error handling.
+    ///
+    /// After this step the midlayer finishes every command it is handling, whatever the
+    /// answer, and may reuse their memory or free it with the host. So when the handler
+    /// returns, the abstraction waits until the driver holds no command of the host before it
+    /// answers: the handler must get every command back from its device (reset it, so that the
+    /// device's queues give up their buffers) or error handling waits for the device. A driver
+    /// without this handler gets the same wait after a failed device reset.
     fn eh_host_reset_handler(
         _host: ArcBorrow<'_, Self::HostData>,
         _cmd: &Command<Self::CmdPriv>,
@@ -338,9 +366,9 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         if T::HAS_EH_DEVICE_RESET_HANDLER {
             t.eh_device_reset_handler = Some(Self::eh_device_reset_callback);
         }
-        if T::HAS_EH_HOST_RESET_HANDLER {
-            t.eh_host_reset_handler = Some(Self::eh_host_reset_callback);
-        }
+        // Always there: it is where error handling waits for the driver to give back the
+        // commands the midlayer is about to finish.
+        t.eh_host_reset_handler = Some(Self::eh_host_reset_callback);
         if T::HAS_EH_TIMED_OUT {
             t.eh_timed_out = Some(Self::eh_timed_out_callback);
         }
@@ -395,9 +423,11 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         let Some(data) = (unsafe { Self::data(shost) }) else {
             return bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY;
         };
-        // SAFETY: The midlayer hands `cmd` to the driver here; its private area holds a
-        // `Slot<T::CmdPriv>` (initialised by `init_cmd_priv_callback`).
-        let cmd = unsafe { OwnedCommand::accept(cmd) };
+        // SAFETY: The midlayer hands `cmd`, a command of our host, to the driver here.
+        let Some(cmd) = (unsafe { OwnedCommand::accept(cmd) }) else {
+            // The driver still holds it: it must not get a second owner.
+            return bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY;
+        };
         match T::queuecommand(data, cmd) {
             Ok(()) => 0,
             Err(cmd) => {
@@ -476,10 +506,88 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         }
     }
 
-    /// Answers the midlayer for `cmd`: `SUCCESS` only if the driver said so and no longer holds
-    /// the command.
-    fn eh_result(r: EhResult, cmd: &Command<T::CmdPriv>) -> c_int {
-        match r {
+    extern "C" fn count_held_callback(cmd: *mut bindings::scsi_cmnd, data: *mut c_void) -> bool {
+        // SAFETY: `data` is the `Held` that `held_by_driver` passed, borrowed for the iteration.
+        let held = unsafe { &mut *data.cast::<Held>() };
+        let in_scope = match held.scope {
+            // SAFETY: A busy command is valid, with a valid device.
+            Scope::Device(sdev) => (unsafe { (*cmd).device }) == sdev,
+            Scope::Host => true,
+        };
+        // SAFETY: A busy command of our host is valid and its private area holds a
+        // `Slot<T::CmdPriv>`, initialised by `init_cmd_priv_callback`.
+        if in_scope && unsafe { Command::<T::CmdPriv>::from_raw(cmd) }.is_with_driver() {
+            held.count += 1;
+        }
+        true
+    }
+
+    /// Returns how many commands of `scope` the driver holds.
+    ///
+    /// # Safety
+    ///
+    /// `shost` must be a valid host of ours, with its tag set.
+    unsafe fn held_by_driver(shost: *mut bindings::Scsi_Host, scope: Scope) -> usize {
+        let mut held = Held { scope, count: 0 };
+        // SAFETY: `shost` is valid; the callback gets `held` for the duration of the call.
+        unsafe {
+            bindings::scsi_host_busy_iter(
+                shost,
+                Some(Self::count_held_callback),
+                (&raw mut held).cast(),
+            )
+        };
+        held.count
+    }
+
+    /// Waits until the driver holds no command of `scope`, for at most `limit_ms` milliseconds
+    /// (for ever if `None`); returns whether it holds none.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::held_by_driver`]; process context.
+    unsafe fn wait_given_back(
+        shost: *mut bindings::Scsi_Host,
+        scope: Scope,
+        limit_ms: Option<u32>,
+    ) -> bool {
+        let mut waited_ms = 0u32;
+        loop {
+            // SAFETY: Guaranteed by the caller.
+            let held = unsafe { Self::held_by_driver(shost, scope) };
+            if held == 0 {
+                return true;
+            }
+            match limit_ms {
+                Some(limit) if waited_ms >= limit => return false,
+                None if waited_ms > 0 && waited_ms % 10_000 == 0 => {
+                    crate::pr_warn!(
+                        "scsi: error handling waits for the driver to give back {held} \
+                         command(s) its device holds\n"
+                    );
+                }
+                _ => {}
+            }
+            crate::time::delay::fsleep(crate::time::Delta::from_millis(10));
+            waited_ms = waited_ms.saturating_add(10);
+        }
+    }
+
+    extern "C" fn eh_abort_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
+        // SAFETY: The midlayer calls this with a valid command of ours.
+        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
+        let answer = match data {
+            Some(data) => T::eh_abort_handler(data, cmd),
+            None => EhResult::Failed,
+        };
+        // A completion the device sent before it answered the abort may still be on its way.
+        let mut waited_ms = 0;
+        while answer == EhResult::Success && cmd.is_with_driver() && waited_ms < EH_GIVE_BACK_MS {
+            crate::time::delay::fsleep(crate::time::Delta::from_millis(10));
+            waited_ms += 10;
+        }
+        // On `SUCCESS` the midlayer finishes the command: only if the driver gave it back.
+        match answer {
             EhResult::Success if !cmd.is_with_driver() => {
                 bindings::scsi_disposition_SUCCESS as c_int
             }
@@ -487,30 +595,45 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         }
     }
 
-    extern "C" fn eh_abort_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
-        // SAFETY: The midlayer calls this with a valid command of ours.
-        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
-        match data {
-            Some(data) => Self::eh_result(T::eh_abort_handler(data, cmd), cmd),
-            None => Self::eh_result(EhResult::Failed, cmd),
-        }
-    }
-
     extern "C" fn eh_device_reset_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
         // SAFETY: The midlayer calls this with a valid command of ours.
-        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
-        match data {
-            Some(data) => Self::eh_result(T::eh_device_reset_handler(data, cmd), cmd),
-            None => Self::eh_result(EhResult::Failed, cmd),
+        let (shost, sdev) = unsafe { (Self::host_of(cmd), (*cmd).device) };
+        // SAFETY: As above.
+        let (data, cmd) = unsafe { (Self::data(shost), Command::from_raw(cmd)) };
+        let answer = match data {
+            Some(data) => T::eh_device_reset_handler(data, cmd),
+            None => EhResult::Failed,
+        };
+        // On `SUCCESS` the midlayer finishes every command of the logical unit: only if the
+        // driver gave them all back.
+        // SAFETY: `shost` is a valid host of ours, in error handling (process context).
+        if answer == EhResult::Success
+            && unsafe { Self::wait_given_back(shost, Scope::Device(sdev), Some(EH_GIVE_BACK_MS)) }
+        {
+            bindings::scsi_disposition_SUCCESS as c_int
+        } else {
+            bindings::scsi_disposition_FAILED as c_int
         }
     }
 
     extern "C" fn eh_host_reset_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
         // SAFETY: The midlayer calls this with a valid command of ours.
-        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
-        match data {
-            Some(data) => Self::eh_result(T::eh_host_reset_handler(data, cmd), cmd),
-            None => Self::eh_result(EhResult::Failed, cmd),
+        let shost = unsafe { Self::host_of(cmd) };
+        // SAFETY: As above.
+        let (data, cmd) = unsafe { (Self::data(shost), Command::from_raw(cmd)) };
+        let answer = match data {
+            Some(data) if T::HAS_EH_HOST_RESET_HANDLER => T::eh_host_reset_handler(data, cmd),
+            _ => EhResult::Failed,
+        };
+        // Whatever the answer, the midlayer finishes the commands it handles after this step
+        // (on `FAILED` it takes their devices offline) and may reuse or free their memory. A
+        // command the driver still holds would leave its owner pointing at that memory, so
+        // the answer waits until the driver holds none (INVARIANT of `OwnedCommand`).
+        // SAFETY: `shost` is a valid host of ours, in error handling (process context).
+        unsafe { Self::wait_given_back(shost, Scope::Host, None) };
+        match answer {
+            EhResult::Success => bindings::scsi_disposition_SUCCESS as c_int,
+            EhResult::Failed => bindings::scsi_disposition_FAILED as c_int,
         }
     }
 

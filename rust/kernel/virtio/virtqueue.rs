@@ -986,8 +986,10 @@ impl<H: Handler> Virtqueues<H> {
     ///
     /// The reset holds the device lock, so that no probe or remove (which change the binding)
     /// runs meanwhile. A remove may be waiting for the caller (SCSI host removal waits for
-    /// error handling, say): the lock is only tried, for up to a second, and the reset fails
-    /// with `EBUSY` if it is not free.
+    /// error handling, say): the lock is only tried, for up to a second. If it is not free,
+    /// the device is still reset and its queues deleted, so that every token comes back, but
+    /// they are not found again: the reset fails with `EBUSY`, and the queues stay unusable
+    /// until a later reset succeeds or the binding ends.
     pub fn reset(&self) -> Result {
         let dev = self.dev.as_ref().as_raw();
         let mut tries = 0;
@@ -995,6 +997,7 @@ impl<H: Handler> Virtqueues<H> {
         while unsafe { bindings::device_trylock(dev) } == 0 {
             tries += 1;
             if tries == RESET_LOCK_TRIES {
+                self.take_down();
                 return Err(EBUSY);
             }
             crate::time::delay::fsleep(crate::time::Delta::from_millis(10));
@@ -1003,6 +1006,21 @@ impl<H: Handler> Virtqueues<H> {
         // SAFETY: Locked above.
         unsafe { bindings::device_unlock(dev) };
         ret
+    }
+
+    /// Resets the device and deletes its queues without the device lock, getting every token
+    /// back; the first half of a reset ([`Self::reset_prepare`]'s work).
+    ///
+    /// The lifecycle lock orders this with the end of the binding ([`Self::release_binding`])
+    /// and with a reset the transport starts ([`Self::reset_prepare`]), which take it too; a
+    /// later reset finds the queues again.
+    fn take_down(&self) {
+        let mut life = self.lifecycle.lock();
+        if life.phase == State::Live {
+            // SAFETY: State `Live`; process context (`reset` sleeps).
+            unsafe { self.shut_down(&mut life, true) };
+            life.phase = State::Reset;
+        }
     }
 
     fn reset_locked(&self) -> Result {
