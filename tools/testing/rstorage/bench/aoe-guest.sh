@@ -20,6 +20,15 @@ maxout=${BENCH_AOE_MAXOUT:-16}
 
 bench_devs() { aoe_devs | sed 's|^|/dev/etherd/|'; }
 
+# The in-kernel target's ATA commands served (reads and writes: one per frame,
+# retransmissions included) and requests dropped, over all its disks. With
+# vblade: none.
+bench_target() {
+	[ "${BENCH_AOE_TARGET:-kernel}" = vblade ] && return
+	cat /sys/kernel/config/raoe_target/*/stats |
+		awk '$1 == "reads" || $1 == "writes" {c += $2} $1 == "dropped" {d += $2} END {print c + 0, d + 0}'
+}
+
 bench_load() {
 	case $1 in
 	c) aoe_load c aoe_maxout="$maxout" ;;

@@ -32,7 +32,9 @@
 #   bench_load DRIVER     load the driver's module(s) and bring up its devices
 #   bench_unload DRIVER   take them down and unload
 #   bench_devs            print the device nodes, in target order
-# and may define bench_events DRIVER, bench_run_begin DRIVER,
+# and may define bench_events DRIVER, bench_target DRIVER (the target side's
+# count of commands served and of requests it dropped, "CMDS DROPS", for a kind
+# whose target runs in the guest; empty for none), bench_run_begin DRIVER,
 # bench_run_end DRIVER and bench_workloads DRIVER (the workloads of one
 # driver; default: BENCH_WORKLOADS).
 #
@@ -52,6 +54,7 @@ bench_work=/tmp/rstorage-bench
 mkdir -p "$bench_work"
 
 bench_events() { :; }
+bench_target() { :; }
 bench_workloads() { echo "$BENCH_WORKLOADS"; }
 # The workloads of DRIVER that BENCH_ONLY_WORKLOADS keeps.
 bench_kept_workloads() {
@@ -87,29 +90,33 @@ bench_busy() {
 	awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat
 }
 
-# bench_record DRIVER ROUND WORKLOAD TARGETS EVENTS|"" BUSY_TICKS|"" [JSON]: one
+# bench_record DRIVER ROUND WORKLOAD TARGETS EVENTS|"" BUSY_TICKS|"" TARGET|"" [JSON]: one
 # line of OUTPUT; without JSON (or with a JSON fio did not finish) the run is
 # failed. BUSY_TICKS spans the whole fio run, ramp time included, so CPU time
 # per I/O is taken over all the I/Os the disks saw during the run (fio's
 # disk_util, from the block layer's counters), not only those of the measured
-# window.
+# window. TARGET is "CMDS DROPS" served and dropped by the target side during
+# the run (bench_target), per I/O the disks completed.
 bench_record() {
 	python3 - "$@" >>"$bench_out" <<'PY'
 import json, os, sys
-drv, rnd, wl, nt, ev, busy = sys.argv[1:7]
+drv, rnd, wl, nt, ev, busy, tgt = sys.argv[1:8]
 row = {"driver": drv, "round": int(rnd), "workload": wl, "targets": int(nt)}
 try:
-    job = json.load(open(sys.argv[7]))["jobs"][0]
+    job = json.load(open(sys.argv[8]))["jobs"][0]
     j = job["write"] if "write" in wl else job["read"]
     ios = j["total_ios"]
     if not ios:
         raise ValueError("no I/O")
-    util = json.load(open(sys.argv[7])).get("disk_util", [])
+    util = json.load(open(sys.argv[8])).get("disk_util", [])
     issued = sum(d.get("read_ios", 0) + d.get("write_ios", 0) for d in util) or None
     hz = os.sysconf("SC_CLK_TCK")
     row.update(iops=j["iops"], bw_kib=j["bw"], ios=ios,
                irqs_per_io=int(ev) / ios if ev else None,
                cpu_us_per_io=int(busy) * 1e6 / hz / issued if busy and issued else None)
+    if tgt and issued:
+        cmds, drops = (int(x) for x in tgt.split())
+        row.update(target_cmds_per_io=cmds / issued, target_drops=drops)
 except (IndexError, KeyError, OSError, ValueError):
     row["failed"] = True
 print(json.dumps(row))
@@ -118,23 +125,26 @@ PY
 
 # bench_run DRIVER ROUND WORKLOAD TARGETS
 bench_run() {
-	local drv=$1 round=$2 wl=$3 nt=$4 e0 e1 ev= b0 busy= json=$bench_work/fio.json
+	local drv=$1 round=$2 wl=$3 nt=$4 e0 e1 ev= b0 busy= t0 t1 tgt= json=$bench_work/fio.json
 	rm -f "$json"
 	[ "$bench_profile" = 1 ] && bench_wrap=(perf record -q -a -e cpu-clock -o "$bench_work/perf.data" --)
 	bench_run_begin "$drv"
 	e0=$(bench_events "$drv")
+	t0=$(bench_target "$drv")
 	b0=$(bench_busy)
 	if bench_fio "$wl" "$nt" "$bench_secs" "$json"; then
 		busy=$(($(bench_busy) - b0))
 		e1=$(bench_events "$drv")
 		[ -n "$e0" ] && ev=$((e1 - e0))
+		t1=$(bench_target "$drv")
+		[ -n "$t0" ] && tgt="$((${t1% *} - ${t0% *})) $((${t1#* } - ${t0#* }))"
 	else
 		echo "run $drv $wl $nt failed"
 		rm -f "$json"
 	fi
 	bench_wrap=()
 	bench_run_end "$drv"
-	bench_record "$drv" "$round" "$wl" "$nt" "$ev" "$busy" "$json"
+	bench_record "$drv" "$round" "$wl" "$nt" "$ev" "$busy" "$tgt" "$json"
 	if [ "$bench_profile" = 1 ] && [ -f "$bench_work/perf.data" ]; then
 		{ perf report -i "$bench_work/perf.data" --no-children --sort dso --stdio 2>/dev/null |
 			grep -v '^# [^S]' | grep -v '^#$' | grep -v '^$' | head -16
@@ -182,7 +192,7 @@ bench_main() {
 					if [ "$up" = 1 ]; then
 						bench_run "$drv" "$r" "$wl" "$nt"
 					else
-						bench_record "$drv" "$r" "$wl" "$nt" "" ""
+						bench_record "$drv" "$r" "$wl" "$nt" "" "" ""
 					fi
 				done
 			done

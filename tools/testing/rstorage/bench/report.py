@@ -5,7 +5,10 @@
 Each run: driver, round, workload, targets, iops, bw_kib, irqs_per_io (None
 where interrupts do not apply: the IRQ columns and plot are left out),
 cpu_us_per_io (the guest's busy CPU time per I/O, all CPUs; absent in runs
-recorded before it was measured: the column is then left out), or
+recorded before it was measured: the column is then left out),
+target_cmds_per_io and target_drops (a target in the guest: the commands it
+served per I/O, retransmissions included, and the requests it dropped; the
+columns are left out without them), or
 "failed": true for a run that failed (counted in the "Failed runs" column as
 driver/baseline, and left out of the ratios of its round). For each (workload,
 targets), the baseline is the first driver of the file's "driver" values that
@@ -49,8 +52,13 @@ def main():
         b_iops = [m[(base, r)]["iops"] for r in rounds if (base, r) in m]
         b_irq = [m[(base, r)]["irqs_per_io"] for r in rounds
                  if (base, r) in m and m[(base, r)]["irqs_per_io"] is not None]
+        b_tc = [m[(base, r)]["target_cmds_per_io"] for r in rounds
+                if (base, r) in m and m[(base, r)].get("target_cmds_per_io") is not None]
+        drops = lambda d: sum(m[(d, r)].get("target_drops", 0) for r in rounds if (d, r) in m)
         for d in others:
             ri, rq, rc = [], [], []
+            tc = [m[(d, r)]["target_cmds_per_io"] for r in rounds
+                  if (d, r) in m and m[(d, r)].get("target_cmds_per_io") is not None]
             for r in rounds:
                 if (base, r) in m and (d, r) in m:
                     ri.append(m[(d, r)]["iops"] / m[(base, r)]["iops"])
@@ -71,27 +79,34 @@ def main():
                 "irq_med": statistics.median(rq) if rq else float("nan"),
                 "irq_min": min(rq) if rq else float("nan"),
                 "cpu_med": statistics.median(rc) if rc else nan,
+                "base_tc": statistics.median(b_tc) if b_tc else nan,
+                "tc_med": statistics.median(tc) if tc else nan,
+                "drops": f"{drops(d)}/{drops(base)}",
             })
     irq = any(r.get("irqs_per_io") is not None for r in runs)
     cpu = any(r.get("cpu_us_per_io") is not None for r in runs)
+    tgt = any(r.get("target_cmds_per_io") is not None for r in runs)
     if not rows:
         sys.exit("report.py: no runs to compare")
-    write_table(rows, sys.argv[2], irq, cpu)
+    write_table(rows, sys.argv[2], irq, cpu, tgt)
     plot(rows, sys.argv[3], irq)
 
 
-def write_table(rows, path, irq, cpu):
+def write_table(rows, path, irq, cpu, tgt=False):
     head = ["Workload", "Targets", "Driver", "Baseline", "Rounds", "Failed runs",
             "Baseline IOPS (median)", "IOPS ratio median", "IOPS ratio min"]
     if irq:
         head += ["Baseline IRQ/IO", "IRQ/IO ratio median", "IRQ/IO ratio min"]
     if cpu:
         head += ["CPU time/IO ratio median"]
+    if tgt:
+        head += ["Baseline target cmds/IO", "Target cmds/IO median", "Target drops"]
     num = lambda x, f: "-" if x != x else format(x, f)  # NaN: no sample
     body = [[r["workload"], str(r["targets"]), r["driver"], r["base"], str(r["n"]), r["failed"],
              num(r["base_iops"], ".0f"), num(r["iops_med"], ".3f"), num(r["iops_min"], ".3f")]
             + ([num(r["base_irq"], ".3f"), num(r["irq_med"], ".3f"), num(r["irq_min"], ".3f")] if irq else [])
             + ([num(r["cpu_med"], ".3f")] if cpu else [])
+            + ([num(r["base_tc"], ".2f"), num(r["tc_med"], ".2f"), r["drops"]] if tgt else [])
             for r in rows]
     w = [max(len(x) for x in col) for col in zip(head, *body)]
     line = " ".join("=" * n for n in w)
@@ -105,6 +120,11 @@ def write_table(rows, path, irq, cpu):
         if cpu:
             f.write("\nCPU time/IO: the guest's busy CPU time (all CPUs, /proc/stat) over the "
                     "I/Os the disks completed during the run, as a ratio to the baseline's.\n")
+        if tgt:
+            f.write("\nTarget cmds/IO: the ATA commands the target served (one per frame, "
+                    "retransmissions included) per I/O the disks completed, median over the "
+                    "rounds (absolute, not a ratio). Target drops: requests the target dropped "
+                    "in all rounds, driver/baseline.\n")
 
 
 def plot(rows, path, irq):
