@@ -58,8 +58,8 @@ struct Start<F> {
 /// - `task` is a kthread created by [`Kthread::spawn`] on which we hold a task
 ///   reference (`get_task_struct()`), and which has not been stopped.
 /// - `start` points to the `Start<F>` of that thread, allocated with [`KBox`];
-///   only the thread touches it until `kthread_stop()` returned, and
-///   `drop_start` is the function that frees it for that `F`.
+///   only the thread touches it, once, to take the closure out before it runs
+///   it, and `drop_start` is the function that frees it for that `F`.
 pub struct Kthread {
     task: NonNull<bindings::task_struct>,
     start: *mut c_void,
@@ -127,9 +127,10 @@ impl Kthread {
     /// `data` is the `Start<F>` of this thread.
     unsafe extern "C" fn thread_fn<F: FnOnce(&Context)>(data: *mut c_void) -> crate::ffi::c_int {
         // SAFETY: By the type invariant of `Kthread`, only this thread touches
-        // `Start<F>` until it exits.
-        let start = unsafe { &mut *data.cast::<Start<F>>() };
-        if let Some(f) = start.f.take() {
+        // `Start<F>` until it exits. The borrow ends here: the closure may
+        // drop the `Kthread`, which then frees `Start<F>` (see `drop`).
+        let f = unsafe { (*data.cast::<Start<F>>()).f.take() };
+        if let Some(f) = f {
             f(&Context(NotThreadSafe));
         }
         0
@@ -147,11 +148,27 @@ impl Kthread {
 }
 
 impl Drop for Kthread {
+    /// Stops the thread and waits for it to end; dropped by the thread itself
+    /// (from its closure), it only lets go: the thread ends when its closure
+    /// returns. `kthread_stop()` of the running thread would wait for itself.
     fn drop(&mut self) {
+        // SAFETY: `get_current` returns the running task.
+        if self.task.as_ptr() == unsafe { bindings::get_current() } {
+            // The closure runs: it was taken out of `start`, which the thread
+            // no longer touches (`thread_fn`).
+            // SAFETY: We hold a task reference; the thread holds its own until
+            // it exits. `start` is ours to free.
+            unsafe {
+                bindings::put_task_struct(self.task.as_ptr());
+                (self.drop_start)(self.start);
+            }
+            return;
+        }
         // SAFETY: By the type invariant `task` is a kthread we hold a
-        // reference to and have not stopped. `kthread_stop` returns after the
-        // thread exited (if it never ran its function, the closure is still
-        // in `start` and freed below).
+        // reference to and have not stopped, and it is not the running thread
+        // (checked above). `kthread_stop` returns after the thread exited (if
+        // it never ran its function, the closure is still in `start` and freed
+        // below).
         unsafe { bindings::kthread_stop(self.task.as_ptr()) };
         // SAFETY: The thread has exited; release our task reference and the
         // closure storage.

@@ -24,7 +24,7 @@
 use kernel::{
     block::mq::{
         gen_disk::{DiskAttributes, GenDisk, GenDiskBuilder},
-        Op, Operations, Request, TagSet,
+        Op, Operations, Request, SegRange, Segments, TagSet,
     },
     completion_batch::{
         Armed,
@@ -38,12 +38,12 @@ use kernel::{
     debugfs,
     fs::{File, Kiocb},
     impl_has_work,
-    iov::IovIterSource,
+    iov::{IovIterDest, IovIterSource},
     kthread::{Context, Kthread},
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     net::{
         netdevice::{NetDevice, NetdevEvents, NetdevNotifier, PacketHandler, PacketType},
-        skbuff::SkBuff,
+        skbuff::{RxSkBuff, SkBuff},
     },
     new_condvar, new_mutex, new_spinlock, new_spinlock_irq, new_work,
     prelude::*,
@@ -57,9 +57,11 @@ use kernel::{
     workqueue::{OwnedQueue, QueueFlags, Work, WorkItem},
 };
 
+mod errlog;
 mod ring;
 mod wire;
 
+use errlog::ErrLog;
 use ring::Ring;
 use wire::{Addr, Ata, Response};
 
@@ -71,12 +73,12 @@ module! {
     license: "GPL",
     params: {
         aoe_deadsecs: u32 {
-            default: 60,
+            default: 300,
             description: "Seconds a target may stay silent with I/O outstanding before it is \
                           declared dead and its I/O failed",
         },
         aoe_maxout: u32 {
-            default: 16,
+            default: 64,
             description: "Most frames in flight per target (also capped by the target's buffer count)",
         },
         single_thread: bool {
@@ -96,6 +98,8 @@ const MAX_PATHS: usize = 8;
 const MAX_FRAMES: usize = 64;
 /// Most devices.
 const MAX_DEVS: usize = 64;
+/// Buckets of the device lookup by address.
+const LOOKUP_BUCKETS: usize = 16;
 /// Block-layer tags per device.
 const QUEUE_DEPTH: u32 = 128;
 /// Most interfaces in the interface list.
@@ -137,10 +141,11 @@ impl Counter {
 /// One block request being carried by frames.
 #[pin_data]
 struct IoReq {
-    /// The request, until it is ended. IRQ-safe because it is handed over
+    /// The request's data, until the request is ended: each frame copies its
+    /// piece ([`SegRange`]) through it. IRQ-safe because it is handed over
     /// under the (softirq-safe) device lock.
     #[pin]
-    rq: SpinLockIrq<Option<ARef<Request<Raoe>>>>,
+    data: SpinLockIrq<Option<Segments<Raoe>>>,
     /// Bytes not yet accounted for by a completed or failed frame.
     left: Atomic<u32>,
     /// Whether a frame failed.
@@ -152,7 +157,7 @@ impl IoReq {
     fn new() -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(IoReq {
-                rq <- new_spinlock_irq!(None),
+                data <- new_spinlock_irq!(None),
                 left: Atomic::new(0),
                 failed: Atomic::new(false),
             }),
@@ -160,9 +165,14 @@ impl IoReq {
         )
     }
 
-    fn start(&self, rq: ARef<Request<Raoe>>) {
-        self.left.store(rq.bytes(), Relaxed);
-        *self.rq.lock() = Some(rq);
+    fn start(&self, data: Segments<Raoe>) {
+        self.left.store(data.left(), Relaxed);
+        *self.data.lock() = Some(data);
+    }
+
+    /// Cuts the request's next `len` bytes off for a frame.
+    fn next(&self, len: u32) -> Option<SegRange> {
+        Option::as_mut(&mut *self.data.lock())?.next(len)
     }
 
     /// Accounts for `len` bytes, done or failed; ends the request after the
@@ -172,7 +182,9 @@ impl IoReq {
             self.failed.store(true, Relaxed);
         }
         if self.left.fetch_sub(len, Full) == len {
-            if let Some(rq) = self.rq.lock().take() {
+            let data = self.data.lock().take();
+            if let Some(data) = data {
+                let rq = data.into_request();
                 let status = if self.failed.load(Relaxed) {
                     Err(EIO)
                 } else {
@@ -185,18 +197,19 @@ impl IoReq {
         }
     }
 
-    /// Copies read data into the request at `off`.
-    fn copy_in(&self, off: u32, data: &[u8]) -> Result {
-        match self.rq.lock().as_ref() {
-            Some(rq) => rq.copy_to_segments(off as usize, data),
+    /// Copies read data from a response frame, `offset` bytes in, into the
+    /// request's piece `range`.
+    fn copy_in(&self, range: &SegRange, skb: &RxSkBuff, offset: usize) -> Result {
+        match self.data.lock().as_ref() {
+            Some(data) => data.copy_to(range, skb, offset),
             None => Err(EINVAL),
         }
     }
 
-    /// Copies write data of the request at `off` into `buf`.
-    fn copy_out(&self, off: u32, buf: &mut [u8]) -> Result {
-        match self.rq.lock().as_ref() {
-            Some(rq) => rq.copy_from_segments(off as usize, buf),
+    /// Copies the request's piece `range` of write data into `buf`.
+    fn copy_out(&self, range: &SegRange, buf: &mut [u8]) -> Result {
+        match self.data.lock().as_ref() {
+            Some(data) => data.copy_from(range, buf),
             None => Err(EINVAL),
         }
     }
@@ -206,7 +219,7 @@ impl IoReq {
 enum Kind {
     Free,
     Identify,
-    Io { req: Arc<IoReq>, off: u32, len: u32 },
+    Io { req: Arc<IoReq>, range: SegRange },
 }
 
 /// One frame slot of a device: a command in flight.
@@ -353,7 +366,7 @@ struct CfgMsg {
 struct Done {
     dev: Arc<Dev>,
     frame: usize,
-    skb: SkBuff,
+    skb: RxSkBuff,
 }
 
 struct ComplQueue {
@@ -410,8 +423,12 @@ struct RxStats {
 /// Driver-wide state.
 #[pin_data]
 struct Aoe {
+    /// Every device, in creation order (discovery, flush, stats).
     #[pin]
     devs: SpinLockIrq<KVec<Arc<Dev>>>,
+    /// The same devices by address, for the packet handler: a lock per
+    /// bucket, so that responses for different devices do not contend.
+    lookup: KVec<Pin<KBox<SpinLockIrq<KVec<Arc<Dev>>>>>>,
     #[pin]
     ifs: SpinLockIrq<IfList>,
     #[pin]
@@ -422,6 +439,9 @@ struct Aoe {
     spawn_work: Work<Aoe>,
     rx: RxStats,
     reserve_used: Counter,
+    /// `/dev/etherd/err`.
+    #[pin]
+    err: ErrLog,
 }
 
 impl_has_work! {
@@ -467,9 +487,20 @@ impl Aoe {
                 GFP_KERNEL,
             )?;
         }
+        let mut lookup = KVec::with_capacity(LOOKUP_BUCKETS, GFP_KERNEL)?;
+        for _ in 0..LOOKUP_BUCKETS {
+            lookup.push(
+                KBox::pin_init(
+                    new_spinlock_irq!(KVec::with_capacity(MAX_DEVS, GFP_KERNEL)?),
+                    GFP_KERNEL,
+                )?,
+                GFP_KERNEL,
+            )?;
+        }
         Arc::pin_init(
             try_pin_init!(Aoe {
                 devs <- new_spinlock_irq!(KVec::with_capacity(MAX_DEVS, GFP_KERNEL)?),
+                lookup,
                 ifs <- new_spinlock_irq!(IfList { names: [[0; 16]; MAX_IFS], count: 0 }),
                 skb_reserve <- new_spinlock!(reserve),
                 tx,
@@ -477,13 +508,24 @@ impl Aoe {
                 spawn_work <- new_work!("raoe::spawn"),
                 rx: RxStats::default(),
                 reserve_used: Counter::default(),
+                err <- ErrLog::new(),
             }),
             GFP_KERNEL,
         )
     }
 
     fn find(&self, addr: Addr) -> Option<Arc<Dev>> {
-        self.devs.lock().iter().find(|d| d.addr == addr).cloned()
+        self.bucket(addr)
+            .lock()
+            .iter()
+            .find(|d| d.addr == addr)
+            .cloned()
+    }
+
+    /// The lookup bucket of `addr`.
+    fn bucket(&self, addr: Addr) -> &SpinLockIrq<KVec<Arc<Dev>>> {
+        let h = usize::from(addr.major) * 31 + usize::from(addr.minor);
+        &self.lookup[h % LOOKUP_BUCKETS]
     }
 
     /// The completion queue of device number `index`: the `index % n`-th
@@ -702,7 +744,13 @@ impl Aoe {
         if devs.len() >= MAX_DEVS {
             return Err(ENOSPC);
         }
-        let index = devs.len();
+        // The smallest number no live device has: it picks the completion
+        // thread, and two live devices never share one by accident of a
+        // removal (devices are only created by the transmit thread, so the
+        // number is still free when the device is added below).
+        let index = (0..MAX_DEVS)
+            .find(|&i| !devs.iter().any(|d| d.index == i))
+            .ok_or(ENOSPC)?;
         drop(devs);
         let dev = Arc::pin_init(
             try_pin_init!(Dev {
@@ -740,6 +788,9 @@ impl Aoe {
             .lock()
             .push_within_capacity(dev.clone())
             .map_err(|_| ENOSPC)?;
+        // Room for every device in each bucket; the device is in `devs`,
+        // which holds at most `MAX_DEVS`.
+        let _ = self.bucket(m.addr).lock().push_within_capacity(dev.clone());
         if self.missing_threads() {
             let _ = self.tx.wq.enqueue(self.clone());
         }
@@ -764,9 +815,9 @@ impl Aoe {
                 st.nout -= 1;
                 k
             };
-            if let Kind::Io { req, len, .. } = work {
+            if let Kind::Io { req, range } = work {
                 dev.stats.failed.bump();
-                req.finish(len, false);
+                req.finish(range.len(), false);
             }
         }
         let cur = dev.st.lock().cur.take();
@@ -799,6 +850,9 @@ impl Aoe {
                 devs.remove(i).ok()
             };
             let Some(dev) = victim else { break };
+            self.bucket(dev.addr)
+                .lock()
+                .retain(|d| !Arc::ptr_eq(d, &dev));
             dev.st.lock().gone = true;
             Self::fail_dev(&dev);
             drop(dev.disk.lock().take());
@@ -882,8 +936,8 @@ struct Send {
     tag: u32,
     cmd: Ata,
     lba48: bool,
-    /// Write data to copy from the request: (request, offset, length).
-    data: Option<(Arc<IoReq>, u32, u32)>,
+    /// Write data to copy from the request: the request and the frame's piece.
+    data: Option<(Arc<IoReq>, SegRange)>,
 }
 
 impl Dev {
@@ -906,7 +960,7 @@ impl Dev {
         let start = st.rr;
         let path = (0..n)
             .map(|k| (start + k) % n)
-            .find(|&p| now - st.paths[p].last_ok <= PATH_TRUST)
+            .find(|&p| now - st.paths[p].last_ok <= PATH_TRUST && st.paths[p].ifp.is_running())
             .unwrap_or(start % n);
         st.rr = path.wrapping_add(1);
         let lba48 = st.lba48;
@@ -917,7 +971,7 @@ impl Dev {
         f.sent = Instant::now();
         f.path = path;
         let data = match (&f.kind, f.cmd) {
-            (Kind::Io { req, off, len }, Ata::Write { .. }) => Some((req.clone(), *off, *len)),
+            (Kind::Io { req, range }, Ata::Write { .. }) => Some((req.clone(), *range)),
             _ => None,
         };
         Some(Send {
@@ -967,15 +1021,27 @@ impl Dev {
                 let req = IoReq::new().ok()?;
                 let mut st = self.st.lock();
                 let rq = st.pending.pop()?;
-                let c = Current {
+                let (write, sector, total) = (rq.op() == Op::Write, rq.sector(), rq.bytes());
+                match Segments::new(rq) {
+                    Ok(data) => req.start(data),
+                    Err(rq) => {
+                        // No data (`queue_rq` only takes reads and writes,
+                        // which have some).
+                        drop(st);
+                        self.stats.failed.bump();
+                        if Request::end(rq, Err(EIO)).is_err() {
+                            pr_err!("request still referenced at failure\n");
+                        }
+                        continue;
+                    }
+                }
+                st.cur = Some(Current {
                     req,
-                    write: rq.op() == Op::Write,
-                    sector: rq.sector(),
+                    write,
+                    sector,
                     off: 0,
-                    total: rq.bytes(),
-                };
-                c.req.start(rq);
-                st.cur = Some(c);
+                    total,
+                });
                 continue;
             }
             let payload = st
@@ -984,13 +1050,15 @@ impl Dev {
                 .map(|p| p.payload)
                 .min()
                 .unwrap_or(wire::SECTOR);
-            let (lba, n, off, write, req, done) = {
+            let (lba, n, range, write, req, done) = {
                 let c = st.cur.as_mut()?;
                 let n = (c.total - c.off).min(payload as u32);
                 let lba = c.sector + u64::from(c.off) / wire::SECTOR as u64;
-                let off = c.off;
+                // The frames of a request take its data in order, so each
+                // segment is walked once here.
+                let range = c.req.next(n)?;
                 c.off += n;
-                (lba, n, off, c.write, c.req.clone(), c.off == c.total)
+                (lba, n, range, c.write, c.req.clone(), c.off == c.total)
             };
             if done {
                 st.cur = None;
@@ -1006,7 +1074,7 @@ impl Dev {
             } else {
                 Ata::Read { lba, sectors }
             };
-            f.kind = Kind::Io { req, off, len: n };
+            f.kind = Kind::Io { req, range };
             f.retries = 0;
             f.answered = false;
             st.nout += 1;
@@ -1041,9 +1109,13 @@ impl Dev {
 }
 
 /// Builds and transmits one frame.
+///
+/// Write data is copied into the frame, not attached as page fragments: a
+/// frame can be read after its request ended (a first transmission the target
+/// processes after the retransmission that completed the request), and by
+/// then the request's pages may hold other data (see `raoe.rst`).
 fn transmit(aoe: &Aoe, dev: &Dev, s: Send) {
-    let data_len = s.data.as_ref().map_or(0, |d| d.2 as usize);
-    let len = wire::ata_len(data_len);
+    let len = wire::ata_len(s.data.as_ref().map_or(0, |d| d.1.len() as usize));
     let Some(src) = s.ifp.ether_addr() else {
         return;
     };
@@ -1054,11 +1126,10 @@ fn transmit(aoe: &Aoe, dev: &Dev, s: Send) {
     };
     let Ok(f) = skb.put(len) else { return };
     wire::build_ata(f, &s.mac, &src, s.dev_addr, s.tag, s.cmd, s.lba48);
-    if let Some((req, off, n)) = &s.data {
-        if req
-            .copy_out(*off, &mut f[wire::ata_len(0)..wire::ata_len(*n as usize)])
-            .is_err()
-        {
+    if let Some((req, range)) = &s.data {
+        let data = &mut f[wire::ata_len(0)..];
+        if req.copy_out(range, data).is_err() {
+            dev.stats.xmit_errors.bump();
             return;
         }
     }
@@ -1143,6 +1214,7 @@ fn tx_thread(aoe: &Arc<Aoe>, ctx: &Context) {
 
 /// A completion thread's queue as a completion source.
 struct ComplSource<'a> {
+    aoe: &'a Aoe,
     c: &'a Compl,
 }
 
@@ -1194,13 +1266,30 @@ impl CompletionSource for ComplSource<'_> {
 
     /// Called after the queue's lock is dropped: receive handlers keep queueing meanwhile.
     fn complete(&self, d: Done) {
-        complete(d);
+        complete(self.aoe, d);
         self.c.completed.bump();
     }
 }
 
+/// Reads the headers of a received frame into a buffer (the data stays in the
+/// socket buffer); returns the buffer and how many bytes it holds.
+fn frame_head(skb: &RxSkBuff) -> ([u8; wire::HEAD_LEN], usize) {
+    let mut head = [0u8; wire::HEAD_LEN];
+    let n = skb.len().min(wire::HEAD_LEN);
+    // Cannot fail: the frame has `n` bytes.
+    let _ = skb.read(0, &mut head[..n]);
+    (head, n)
+}
+
+/// Reads and parses the IDENTIFY data of a response, `at` bytes into it.
+fn read_identify(skb: &RxSkBuff, at: usize) -> Option<wire::Identity> {
+    let mut id = [0u8; wire::SECTOR];
+    skb.read(at, &mut id).ok()?;
+    wire::parse_identify(&id)
+}
+
 /// Processes one response: data into the request, frame back to the pool.
-fn complete(d: Done) {
+fn complete(aoe: &Aoe, d: Done) {
     let dev = d.dev;
     let kind = {
         let mut st = dev.st.lock();
@@ -1217,27 +1306,29 @@ fn complete(d: Done) {
         k
     };
     let (kind, cmd) = kind;
-    let (ok, data) = match wire::parse(d.skb.mac_frame()) {
-        Ok(Response::Ata { ok, data, .. }) => (ok, data),
-        _ => (false, &[][..]),
-    };
+    let (head, n) = frame_head(&d.skb);
+    let ok = matches!(wire::parse(&head[..n]), Ok(Response::Ata { ok: true, .. }));
+    // The data follows the headers; it is copied out of the buffer, wherever
+    // the buffer holds it.
+    let data_at = wire::ata_len(0);
     match kind {
-        Kind::Io { req, off, len } => {
+        Kind::Io { req, range } => {
             let ok = ok
                 && match cmd {
-                    Ata::Read { .. } => {
-                        data.len() >= len as usize
-                            && req.copy_in(off, &data[..len as usize]).is_ok()
-                    }
+                    Ata::Read { .. } => req.copy_in(&range, &d.skb, data_at).is_ok(),
                     _ => true,
                 };
             if !ok {
                 dev.stats.failed.bump();
+                aoe.err.post(format_args!(
+                    "{:>15} e{}.{} cmd={:?}",
+                    "ata error", dev.addr.major, dev.addr.minor, cmd
+                ));
             }
-            req.finish(len, ok);
+            req.finish(range.len(), ok);
         }
-        Kind::Identify => match wire::parse_identify(data) {
-            Some(id) if ok => {
+        Kind::Identify => match ok.then(|| read_identify(&d.skb, data_at)).flatten() {
+            Some(id) => {
                 {
                     let mut st = dev.st.lock();
                     st.sectors = id.sectors;
@@ -1265,7 +1356,7 @@ fn complete(d: Done) {
 /// A completion thread: drains its queue in budgeted passes.
 fn compl_thread(aoe: &Arc<Aoe>, index: usize, ctx: &Context) {
     let c = &aoe.compl[index];
-    let src = ComplSource { c };
+    let src = ComplSource { aoe, c };
     let mut passes = 0u32;
     loop {
         match c.batcher.run(&src) {
@@ -1304,12 +1395,13 @@ struct Rx {
 }
 
 impl PacketHandler for Rx {
-    fn receive(&self, ifp: &NetDevice, skb: SkBuff) {
+    fn receive(&self, ifp: &NetDevice, skb: RxSkBuff) {
         let aoe = &self.aoe;
         if !ifp.in_init_net() || !aoe.ifs.lock().allows(ifp) {
             return;
         }
-        let rsp = match wire::parse(skb.mac_frame()) {
+        let (head, n) = frame_head(&skb);
+        let rsp = match wire::parse(&head[..n]) {
             Ok(r) => r,
             Err(r) => {
                 match r {
@@ -1353,8 +1445,19 @@ impl PacketHandler for Rx {
                 {
                     let mut st = dev.st.lock();
                     let now = Instant::<Monotonic>::now();
-                    let Some(f) = st.frames.get_mut(frame) else {
+                    let unexpected = || {
                         dev.stats.unexpected.bump();
+                        aoe.err.post(format_args!(
+                            "{:>15} e{}.{} tag={:08x} s={}",
+                            "unexpected rsp",
+                            addr.major,
+                            addr.minor,
+                            tag,
+                            Mac(&src)
+                        ));
+                    };
+                    let Some(f) = st.frames.get_mut(frame) else {
+                        unexpected();
                         return;
                     };
                     let path = f.path;
@@ -1363,7 +1466,7 @@ impl PacketHandler for Rx {
                         || matches!(f.kind, Kind::Free)
                         || st.paths.get(path).map(|p| p.mac) != Some(src)
                     {
-                        dev.stats.unexpected.bump();
+                        unexpected();
                         return;
                     }
                     let Some(f) = st.frames.get_mut(frame) else {
@@ -1434,9 +1537,13 @@ impl Operations for Raoe {
         let _ = Request::end_ok(rq);
     }
 
-    fn timeout(rq: &Request<Self>) {
+    fn timeout(dev: ArcBorrow<'_, Dev>, tag: u32) {
         // Only reached if our own aging failed to end the request.
-        pr_err!("request at sector {} outlived aoe_deadsecs\n", rq.sector());
+        pr_err!(
+            "e{}.{}: request (tag {tag}) outlived aoe_deadsecs\n",
+            dev.addr.major,
+            dev.addr.minor
+        );
     }
 }
 
@@ -1484,6 +1591,15 @@ impl DiskAttributes for Raoe {
     }
 }
 
+/// A MAC address, printed as the C driver's `%pm` (12 hex digits).
+struct Mac<'a>(&'a [u8; wire::ETH_ALEN]);
+
+impl core::fmt::Display for Mac<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 /// The `/dev/etherd/` control files.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CtlKind {
@@ -1491,6 +1607,8 @@ enum CtlKind {
     Interfaces,
     Revalidate,
     Flush,
+    /// Read only: error messages.
+    Err,
 }
 
 struct Ctl {
@@ -1514,6 +1632,14 @@ impl MiscDevice for Ctl {
         )?)
     }
 
+    fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let ctl = kiocb.file();
+        match ctl.kind {
+            CtlKind::Err => ctl.aoe.err.read(kiocb.is_nonblocking(), iov),
+            _ => Err(EINVAL),
+        }
+    }
+
     fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
         let ctl = kiocb.file();
         let total = iov.len();
@@ -1526,6 +1652,7 @@ impl MiscDevice for Ctl {
         };
         let aoe = &ctl.aoe;
         match ctl.kind {
+            CtlKind::Err => return Err(EINVAL),
             CtlKind::Discover => {
                 aoe.tx.st.lock().discover = true;
                 aoe.tx.kick();
@@ -1628,6 +1755,7 @@ fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::R
         l(&aoe.reserve_used),
         module_parameters::single_thread.value()
     )?;
+    writeln!(f, "err: dropped {}", aoe.err.dropped())?;
     for (i, c) in aoe.compl.iter().enumerate() {
         if !c.running.load(Relaxed) {
             continue;
@@ -1713,12 +1841,13 @@ impl kernel::Module for RaoeModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let aoe = step("allocate driver state", Aoe::new())?;
         Aoe::spawn_threads(&aoe);
-        let mut ctls = KVec::with_capacity(4, GFP_KERNEL)?;
+        let mut ctls = KVec::with_capacity(5, GFP_KERNEL)?;
         for (name, kind) in [
             (c"etherd!discover", CtlKind::Discover),
             (c"etherd!interfaces", CtlKind::Interfaces),
             (c"etherd!revalidate", CtlKind::Revalidate),
             (c"etherd!flush", CtlKind::Flush),
+            (c"etherd!err", CtlKind::Err),
         ] {
             let reg = KBox::pin_init(
                 MiscDeviceRegistration::register(MiscDeviceOptions { name }, (aoe.clone(), kind)),
@@ -1798,7 +1927,7 @@ impl Drop for RaoeModule {
             drop(c.thread.lock().take());
             c.running.store(false, Relaxed);
             while let Some(d) = c.q.lock().items.pop() {
-                complete(d);
+                complete(&self.aoe, d);
             }
         }
     }

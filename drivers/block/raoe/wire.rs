@@ -130,6 +130,10 @@ pub(crate) fn build_ata(
     }
 }
 
+/// The most header bytes [`parse`] looks at: AoE header and the larger of the
+/// config and ATA headers. Data follows.
+pub(crate) const HEAD_LEN: usize = AOE_HDR + if CFG_HDR > ATA_HDR { CFG_HDR } else { ATA_HDR };
+
 /// A response frame, parsed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Response<'a> {
@@ -167,7 +171,9 @@ pub(crate) enum Reject {
     BadAddr,
 }
 
-/// Parses a received frame, `f` starting at the Ethernet header.
+/// Parses a received frame, `f` starting at the Ethernet header: the whole
+/// frame, or its first [`HEAD_LEN`] bytes (then `data` is what `f` holds after
+/// the headers).
 pub(crate) fn parse(f: &[u8]) -> Result<Response<'_>, Reject> {
     if f.len() < AOE_HDR {
         return Err(Reject::Short);

@@ -27,7 +27,7 @@ use kernel::{
             PacketHandler,
             PacketType, //
         },
-        skbuff::SkBuff,
+        skbuff::RxSkBuff,
     },
     prelude::*,
     sync::Arc,
@@ -45,7 +45,7 @@ module! {
 struct Rx(Arc<target::Receiver>);
 
 impl PacketHandler for Rx {
-    fn receive(&self, dev: &NetDevice, skb: SkBuff) {
+    fn receive(&self, dev: &NetDevice, skb: RxSkBuff) {
         self.0.receive(dev, skb);
     }
 }

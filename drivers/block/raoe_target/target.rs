@@ -27,7 +27,10 @@ use kernel::{
         Access,
         KernelFile, //
     },
-    net::{netdevice::NetDevice, skbuff::SkBuff},
+    net::{
+        netdevice::NetDevice,
+        skbuff::{RxSkBuff, SkBuff},
+    },
     new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
@@ -211,7 +214,25 @@ impl Target {
 
     /// Answers one request, in process context.
     fn serve(&self, frame: &Frame) {
-        match proto::parse(frame.skb.mac_frame()) {
+        // A frame partly in page fragments is read out once; the usual one,
+        // all in the buffer's head, is parsed in place.
+        let copy;
+        let f = match frame.skb.linear_frame() {
+            Some(f) => f,
+            None => {
+                let Ok(mut buf) = KVec::from_elem(0u8, frame.skb.len(), GFP_KERNEL) else {
+                    bump(&self.stats.dropped);
+                    return;
+                };
+                if frame.skb.read(0, &mut buf).is_err() {
+                    bump(&self.stats.malformed);
+                    return;
+                }
+                copy = buf;
+                &copy[..]
+            }
+        };
+        match proto::parse(f) {
             Ok(Request::Ata { hdr, args, data }) => self.ata(&frame.dev, &hdr, &args, data),
             Ok(Request::Config { hdr, cmd, string }) => {
                 self.config_cmd(&frame.dev, &hdr, cmd, string)
@@ -359,7 +380,7 @@ impl Target {
 
 /// A received frame shared by the targets it is for, with the device it came in on.
 struct Frame {
-    skb: SkBuff,
+    skb: RxSkBuff,
     dev: ARef<NetDevice>,
 }
 
@@ -398,9 +419,14 @@ impl Receiver {
 
 impl Receiver {
     /// Hands a received frame to the targets it is for (softirq context).
-    pub(crate) fn receive(&self, dev: &NetDevice, skb: SkBuff) {
-        let f = skb.mac_frame();
-        let Ok(hdr) = proto::parse_header(f) else {
+    pub(crate) fn receive(&self, dev: &NetDevice, skb: RxSkBuff) {
+        // The headers, read out of the buffer: the frame may lie partly in page
+        // fragments.
+        let mut f = [0u8; proto::AOE_HDR];
+        if skb.read(0, &mut f).is_err() {
+            return;
+        }
+        let Ok(hdr) = proto::parse_header(&f) else {
             return;
         };
         let ifindex = dev.ifindex();

@@ -36,3 +36,8 @@ __rust_helper struct net_device *rust_helper_netdev_notifier_info_to_dev(const s
 {
 	return netdev_notifier_info_to_dev(info);
 }
+
+__rust_helper bool rust_helper_irqs_disabled(void)
+{
+	return irqs_disabled();
+}

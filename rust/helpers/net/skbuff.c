@@ -46,13 +46,3 @@ __rust_helper bool rust_helper_skb_mac_header_was_set(const struct sk_buff *skb)
 {
 	return skb_mac_header_was_set(skb);
 }
-
-__rust_helper int rust_helper_skb_linearize(struct sk_buff *skb)
-{
-	return skb_linearize(skb);
-}
-
-__rust_helper struct sk_buff *rust_helper_skb_share_check(struct sk_buff *skb, gfp_t pri)
-{
-	return skb_share_check(skb, pri);
-}

@@ -24,7 +24,10 @@
 use crate::{
     bindings,
     error::{to_result, Error, Result},
-    net::skbuff::SkBuff,
+    net::skbuff::{
+        RxSkBuff,
+        SkBuff, //
+    },
     prelude::*,
     str::CStr,
     sync::{
@@ -183,7 +186,17 @@ impl NetDevice {
 
     /// Transmits `skb` on this device (`dev_queue_xmit()`). The buffer is
     /// consumed whatever the outcome; an error means it was dropped.
+    ///
+    /// Only with interrupts enabled: `dev_queue_xmit()` disables and enables
+    /// bottom halves, which with interrupts off is a bug (and the transmit
+    /// lock, taken from softirqs, could deadlock). Called with interrupts off
+    /// (under a `SpinLockIrq`, say), it warns, drops the buffer and fails with
+    /// `EINVAL` instead.
     pub fn queue_xmit(&self, skb: SkBuff) -> Result {
+        // SAFETY: `irqs_disabled` has no preconditions.
+        if crate::warn_on!(unsafe { bindings::irqs_disabled() }) {
+            return Err(EINVAL);
+        }
         let skb = skb.into_raw();
         // SAFETY: We own `skb`; the device is valid for this call, which is
         // the only place a buffer is pointed at a device.
@@ -259,10 +272,9 @@ impl crate::fmt::Display for IfName {
 
 /// A handler of received frames of one EtherType.
 pub trait PacketHandler: Sync {
-    /// Handles a frame received on `dev`, in softirq context. The buffer's
-    /// data starts after the link-layer header; [`SkBuff::mac_frame`] gives
-    /// the whole frame.
-    fn receive(&self, dev: &NetDevice, skb: SkBuff);
+    /// Handles a frame received on `dev`, in softirq context. The frame is
+    /// read only (see [`RxSkBuff`]); it starts at its link-layer header.
+    fn receive(&self, dev: &NetDevice, skb: RxSkBuff);
 }
 
 /// A registered packet handler (`struct packet_type`, `dev_add_pack()`).
@@ -327,8 +339,9 @@ impl<T: PacketHandler> PacketType<T> {
             unsafe { &*crate::container_of!(pt.cast::<Opaque<bindings::packet_type>>(), Self, pt) };
         // SAFETY: The core holds the device for the duration of the callback.
         let dev = unsafe { NetDevice::from_raw(dev) };
-        // SAFETY: We own the buffer reference and hand it over.
-        if let Some(skb) = unsafe { SkBuff::from_received(skb) } {
+        if let Some(skb) = NonNull::new(skb) {
+            // SAFETY: We own the buffer reference and hand it over.
+            let skb = unsafe { RxSkBuff::from_received(skb) };
             this.handler.receive(dev, skb);
         }
         0

@@ -2,27 +2,43 @@
 
 //! Socket buffers.
 //!
-//! An [`SkBuff`] owns one `struct sk_buff` with linear data: it is allocated
-//! for a frame the driver builds, or handed over by a packet handler (see
-//! [`crate::net::netdevice::PacketHandler`]) after it was made private and
-//! linear. Dropping it frees the buffer; transmitting it
-//! ([`crate::net::netdevice::NetDevice::queue_xmit`]) consumes it.
+//! Two types, one per direction:
+//!
+//! - An [`SkBuff`] is a frame the driver builds: allocated by it, linear, private, written
+//!   with [`SkBuff::put`]. Transmitting it ([`crate::net::netdevice::NetDevice::queue_xmit`])
+//!   consumes it; dropping it frees it.
+//! - An [`RxSkBuff`] is a frame a packet handler received (see
+//!   [`crate::net::netdevice::PacketHandler`]). Its data may be shared with other receivers (a
+//!   packet socket gets the same buffer) and may lie partly in page fragments, so it is read
+//!   only, and never made linear: reads copy out of it, and only its linear part can be
+//!   borrowed.
 //!
 //! C header: [`include/linux/skbuff.h`](srctree/include/linux/skbuff.h)
 
 use crate::{
-    alloc::{AllocError, Flags},
+    alloc::{
+        AllocError,
+        Flags, //
+    },
     bindings,
-    error::{code::EMSGSIZE, Result},
+    error::{
+        code::{
+            EINVAL,
+            EMSGSIZE, //
+        },
+        to_result,
+        Result, //
+    },
 };
 use core::ptr::NonNull;
 
-/// An owned socket buffer with linear data.
+/// A socket buffer the driver builds: owned, private and linear.
 ///
 /// # Invariants
 ///
 /// `self.0` points to a valid `struct sk_buff` that this object owns (nobody
-/// else holds a reference to it) and whose data is linear.
+/// else holds a reference to it, and its data is not shared with a clone) and
+/// whose data is linear.
 pub struct SkBuff(NonNull<bindings::sk_buff>);
 
 // SAFETY: An owned `sk_buff` may be handed to and freed from any thread.
@@ -51,30 +67,6 @@ impl SkBuff {
         Ok(Self(skb))
     }
 
-    /// Takes ownership of a buffer a packet handler received: unshares it
-    /// (`skb_share_check()`) and makes its data linear (`skb_linearize()`).
-    /// Returns `None`, having freed the buffer, when either step fails.
-    ///
-    /// # Safety
-    ///
-    /// `skb` must be a valid `struct sk_buff` whose reference the caller owns
-    /// and gives up.
-    pub(crate) unsafe fn from_received(skb: *mut bindings::sk_buff) -> Option<Self> {
-        // SAFETY: The caller owns a reference to `skb`; on failure the function
-        // drops it.
-        let skb = NonNull::new(unsafe {
-            bindings::skb_share_check(skb, crate::alloc::flags::GFP_ATOMIC.as_raw())
-        })?;
-        // SAFETY: `skb` is now a private buffer we own.
-        if unsafe { bindings::skb_linearize(skb.as_ptr()) } != 0 {
-            // SAFETY: We own `skb`.
-            unsafe { bindings::kfree_skb(skb.as_ptr()) };
-            return None;
-        }
-        // INVARIANT: The buffer is private and was made linear.
-        Some(Self(skb))
-    }
-
     /// Gives up ownership of the buffer.
     pub(crate) fn into_raw(self) -> *mut bindings::sk_buff {
         let skb = self.0.as_ptr();
@@ -100,27 +92,6 @@ impl SkBuff {
         // bytes at `data` are initialized and owned by this buffer for as long
         // as `self` is borrowed.
         unsafe { core::slice::from_raw_parts((*skb).data, bindings::skb_headlen(skb) as usize) }
-    }
-
-    /// The frame as it arrived, from the MAC header to the end of the data
-    /// (for a received Ethernet frame: destination address onwards). Empty if
-    /// no MAC header was recorded.
-    pub fn mac_frame(&self) -> &[u8] {
-        let skb = self.0.as_ptr();
-        // SAFETY: `skb` is valid and ours.
-        if !unsafe { bindings::skb_mac_header_was_set(skb) } {
-            return &[];
-        }
-        // SAFETY: The MAC header lies in the linear head in front of `data`,
-        // so `mac..data + headlen` is one initialized range of the buffer.
-        unsafe {
-            let mac = bindings::skb_mac_header(skb);
-            let end = (*skb).data.add(bindings::skb_headlen(skb) as usize);
-            match usize::try_from(end.offset_from(mac)) {
-                Ok(n) => core::slice::from_raw_parts(mac, n),
-                Err(_) => &[],
-            }
-        }
     }
 
     /// Appends `len` bytes to the data and returns them for filling
@@ -160,6 +131,136 @@ impl SkBuff {
 impl Drop for SkBuff {
     fn drop(&mut self) {
         // SAFETY: By the type invariant we own the buffer.
+        unsafe { bindings::kfree_skb(self.0.as_ptr()) };
+    }
+}
+
+/// A received frame: read only, possibly shared and non-linear.
+///
+/// The frame starts at its link-layer (MAC) header, which the networking core
+/// left in the buffer's head in front of the data, and ends with the data.
+/// Offsets into the frame count from the MAC header.
+///
+/// # Invariants
+///
+/// `self.0` points to a valid `struct sk_buff` on which we own a reference.
+/// Nobody writes its fields or its data while we hold it: holders of a shared
+/// buffer (`skb_shared()`) or of cloned data must copy before they write
+/// (`skb_share_check()`, `skb_unclone()`), and this type never writes.
+pub struct RxSkBuff(NonNull<bindings::sk_buff>);
+
+// SAFETY: A buffer reference may be handed to and dropped from any thread.
+unsafe impl Send for RxSkBuff {}
+
+// SAFETY: `&RxSkBuff` only reads the buffer, which nobody writes (type
+// invariant).
+unsafe impl Sync for RxSkBuff {}
+
+impl RxSkBuff {
+    /// Takes over a buffer reference a packet handler received.
+    ///
+    /// # Safety
+    ///
+    /// `skb` must be a valid `struct sk_buff` whose reference the caller owns
+    /// and gives up.
+    pub(crate) unsafe fn from_received(skb: NonNull<bindings::sk_buff>) -> Self {
+        // INVARIANT: Guaranteed by the caller; the rule for writers is the
+        // networking core's.
+        Self(skb)
+    }
+
+    /// The length of the MAC header: the bytes in front of the data that
+    /// belong to the frame (0 if none was recorded).
+    fn mac_len(&self) -> usize {
+        let skb = self.0.as_ptr();
+        // SAFETY: `skb` is valid (type invariant).
+        if !unsafe { bindings::skb_mac_header_was_set(skb) } {
+            return 0;
+        }
+        // SAFETY: The MAC header lies in the head, at or in front of `data`.
+        let n = unsafe { (*skb).data.offset_from(bindings::skb_mac_header(skb)) };
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// The length of the frame, MAC header included.
+    pub fn len(&self) -> usize {
+        // SAFETY: `self.0` is valid (type invariant).
+        self.mac_len() + unsafe { (*self.0.as_ptr()).len } as usize
+    }
+
+    /// Whether the frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame, borrowed, if it lies entirely in the buffer's head; `None`
+    /// if part of it is in page fragments (then use [`RxSkBuff::read`]).
+    pub fn linear_frame(&self) -> Option<&[u8]> {
+        let skb = self.0.as_ptr();
+        // SAFETY: `skb` is valid (type invariant).
+        let (len, headlen) = unsafe { ((*skb).len, bindings::skb_headlen(skb)) };
+        if len != headlen {
+            return None;
+        }
+        let mac_len = self.mac_len();
+        // SAFETY: The MAC header and the `headlen` bytes of data that follow it
+        // are one initialized range of the head, not written while we hold
+        // the buffer (type invariant).
+        Some(unsafe {
+            core::slice::from_raw_parts((*skb).data.sub(mac_len), mac_len + headlen as usize)
+        })
+    }
+
+    /// Copies the frame's bytes from `offset` on into `buf`, wherever they lie
+    /// (`skb_copy_bits()` for the data). Fails with `EINVAL` if the frame is
+    /// shorter than `offset + buf.len()`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result {
+        // SAFETY: `buf` is valid for its length of writes and, borrowed
+        // mutably, does not overlap the buffer.
+        unsafe { self.read_raw(offset, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// As [`RxSkBuff::read`], into raw memory.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for `len` bytes of writes and not overlap the
+    /// buffer.
+    pub(crate) unsafe fn read_raw(&self, offset: usize, dst: *mut u8, len: usize) -> Result {
+        let end = offset.checked_add(len).ok_or(EINVAL)?;
+        if end > self.len() {
+            return Err(EINVAL);
+        }
+        let skb = self.0.as_ptr();
+        let mac_len = self.mac_len();
+        let mut done = 0;
+        if offset < mac_len {
+            done = (mac_len - offset).min(len);
+            // SAFETY: `offset..offset + done` lies in the MAC header, in the
+            // head (see `mac_len`); `dst` is valid for `len >= done` bytes.
+            unsafe {
+                let src = (*skb).data.sub(mac_len - offset);
+                core::ptr::copy_nonoverlapping(src, dst, done);
+            }
+        }
+        if done < len {
+            // Both fit in `int`: the frame is shorter than `len` (checked above),
+            // which is a `u32`.
+            let from = (offset + done - mac_len) as i32;
+            // SAFETY: `skb` is valid; `dst + done` is valid for the remaining
+            // `len - done` bytes, which the data holds (checked above).
+            let ret = unsafe {
+                bindings::skb_copy_bits(skb, from, dst.add(done).cast(), (len - done) as i32)
+            };
+            to_result(ret)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RxSkBuff {
+    fn drop(&mut self) {
+        // SAFETY: We own a reference to the buffer (type invariant).
         unsafe { bindings::kfree_skb(self.0.as_ptr()) };
     }
 }

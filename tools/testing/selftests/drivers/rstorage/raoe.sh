@@ -16,7 +16,7 @@ size_mb=24
 
 ktap_print_header
 rstorage_require fio vblade aoe-discover aoe-stat
-ktap_set_plan 23
+ktap_set_plan 26
 
 stats=/sys/kernel/debug/raoe/stats
 
@@ -85,7 +85,7 @@ rstorage_case "C aoe not loaded" test ! -d /sys/module/aoe
 target 0
 rstorage_case "raoe loads and makes the /dev/etherd control files" \
 	eval 'load && test -c /dev/etherd/discover && test -c /dev/etherd/interfaces &&
-	test -c /dev/etherd/revalidate && test -c /dev/etherd/flush'
+	test -c /dev/etherd/revalidate && test -c /dev/etherd/flush && test -c /dev/etherd/err'
 [ -d /sys/module/raoe ] || { ktap_print_msg "driver not loaded, giving up"; exit 1; }
 found() {
 	wait_devs 1 || return 1
@@ -187,7 +187,30 @@ garbage() {
 }
 rstorage_case "10000+ malformed/unexpected frames during fio: data verified" garbage
 
-# 11: memory pressure: a hog holds all but ~160 MiB while fio runs.
+# 11: /dev/etherd/err: the unexpected responses of case 10 wait there, one per
+# read; with O_NONBLOCK a read of the empty log fails with EAGAIN instead of
+# blocking.
+errlog() {
+	python3 - <<'PY'
+import errno, os, sys
+fd = os.open("/dev/etherd/err", os.O_RDONLY | os.O_NONBLOCK)
+msgs = []
+while True:
+    try:
+        m = os.read(fd, 256)
+    except OSError as e:
+        if e.errno != errno.EAGAIN:
+            raise
+        break
+    msgs.append(m.decode())
+print(f"# {len(msgs)} message(s), first: {msgs[0].strip() if msgs else '-'}")
+sys.exit(0 if msgs and all(m.endswith("\n") for m in msgs)
+         and any("unexpected rsp e0.3" in m for m in msgs) else 1)
+PY
+}
+rstorage_case "/dev/etherd/err reports unexpected responses; O_NONBLOCK gets EAGAIN when empty" errlog
+
+# 12: memory pressure: a hog holds all but ~160 MiB while fio runs.
 pressure() {
 	local avail hog rc i
 	avail=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
@@ -213,7 +236,7 @@ time.sleep(600)' $((avail - 160)) "$work/hog.ready" &
 }
 rstorage_case "fio under memory pressure: data verified" pressure
 
-# 12: the transmit reserve carries frames when allocations fail: failslab,
+# 13: the transmit reserve carries frames when allocations fail: failslab,
 # limited to the transmit thread (task filter) and, where the slab has a
 # sysfs (not SLUB_TINY), to the socket buffers' head cache, fails a burst of
 # 100 of its allocations (half of them while the burst lasts, sleeping ones
@@ -280,7 +303,7 @@ tx_reserve_case() {
 }
 tx_reserve_case "failed allocations on the transmit thread: the reserve carries frames, data verified"
 
-# 13: CPUs offline and online during I/O.
+# 14: CPUs offline and online during I/O.
 hotplug() {
 	FIO_SIZE=16m fio_verify hotplug "$all" &
 	local fio=$! c r hp=0 rc
@@ -298,13 +321,13 @@ hotplug() {
 }
 rstorage_case "CPUs offlined and onlined during fio: data verified" hotplug
 
-# 14: revalidate through aoetools.
+# 15: revalidate through aoetools.
 revalidate() {
 	aoe-revalidate e0.7 && sleep 1 && grep -q '^up$' '/sys/block/etherd!e0.7/state'
 }
 rstorage_case "aoe-revalidate e0.7 keeps it up" revalidate
 
-# 15-16: unload under load is refused (the disk is open), then works; data
+# 16-17: unload under load is refused (the disk is open), then works; data
 # written before the unload reads back after the reload.
 busy_unload() {
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
@@ -329,7 +352,7 @@ reload() {
 }
 rstorage_case "rmmod after I/O, reload: targets back, data intact" reload
 
-# 17-18: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
+# 18-19: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
 # nothing hangs; it comes back with discovery.
 dead() {
 	unload && load aoe_deadsecs=4 && wait_devs $ntargets || return 1
@@ -351,7 +374,7 @@ back() {
 }
 rstorage_case "the restarted target comes back with aoe-discover" back
 
-# 19: flush of a down device removes it.
+# 20: flush of a down device removes it.
 flush() {
 	stop_target 7
 	dd if=/dev/etherd/e0.7 of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null
@@ -361,7 +384,7 @@ flush() {
 }
 rstorage_case "aoe-flush removes a down device" flush
 
-# 20-21: single completion thread mode, then the C driver on the same targets.
+# 21-22: single completion thread mode, then the C driver on the same targets.
 single() {
 	unload && load single_thread=1 && wait_devs $((ntargets - 1)) || return 1
 	FIO_SIZE=4m fio_verify single "e0.0 e0.1 e0.2" || return 1
@@ -388,10 +411,71 @@ cdriver() {
 }
 rstorage_case "C aoe takes the same targets and reads raoe's data" cdriver
 
-# 22: raoe loads again after the C driver.
+# 23: raoe loads again after the C driver.
 rstorage_case "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
 
-# 23: the interface is deleted while raoe holds paths through it: raoe drops
+# 24: multipath: e0.6 is served on a second veth pair too (aoe4-aoe5, a second
+# vblade on the same file), so raoe has two paths to it; the second link goes
+# down while a verified fio runs on e0.6.
+multipath() {
+	local vb rc paths=0 i fio
+	ip link add aoe4 type veth peer name aoe5 && ip link set aoe4 up && ip link set aoe5 up ||
+		return 1
+	vblade 0 6 aoe5 "$work/t6" >"$work/t6.mp.log" 2>&1 &
+	vb=$!
+	if load && aoe-interfaces aoe0 aoe3 aoe4 && aoe-discover; then
+		# e0.6 up with both paths (the other targets do not matter here).
+		for i in $(seq 100); do
+			paths=$(dev_field e0.6 paths)
+			[ "${paths:-0}" -ge 2 ] && grep -q '^e0.6: state up' "$stats" && break
+			aoe-discover
+			sleep 0.2
+		done
+		FIO_SIZE=16m fio_verify multipath e0.6 "${timed[@]}" &
+		fio=$!
+		in_flight e0.6 >/dev/null
+		sleep 2
+		ip link set aoe4 down
+		wait $fio
+		rc=$?
+	else
+		rc=1
+	fi
+	ktap_print_msg "e0.6 paths before: ${paths:-0}; after aoe4 went down:" \
+		"$(grep '^e0.6:' "$stats" | grep -o 'retransmits [0-9]*\|xmit_errors [0-9]*' | tr '\n' ' ')"
+	kill $vb
+	wait $vb 2>/dev/null
+	ip link del aoe4
+	unload || rc=1
+	[ "$rc" = 0 ] && [ "${paths:-0}" -ge 2 ]
+}
+rstorage_case "two paths to a target, one taken down under fio: data verified" multipath
+
+# 25: jumbo frames: with MTU 9000 on the link (and vblade restarted to see it), a
+# frame carries 17 sectors; fio verifies through such frames.
+jumbo() {
+	local rc payload
+	stop_target 0
+	ip link set aoe0 mtu 9000 && ip link set aoe1 mtu 9000 || return 1
+	target 0
+	if load && wait_devs 1; then
+		payload=$(cat '/sys/block/etherd!e0.0/payload')
+		FIO_SIZE=16m fio_verify jumbo e0.0
+		rc=$?
+	else
+		rc=1
+	fi
+	ktap_print_msg "payload at MTU 9000: ${payload:-?} bytes per frame"
+	unload || rc=1
+	stop_target 0
+	ip link set aoe0 mtu 1500
+	ip link set aoe1 mtu 1500
+	target 0
+	[ "$rc" = 0 ] && [ "${payload:-0}" -ge 8192 ]
+}
+rstorage_case "jumbo frames (MTU 9000): 8 KiB+ per frame, data verified" jumbo
+
+# 26: the interface is deleted while raoe holds paths through it: raoe drops
 # its device references when told, so the deletion completes.
 ifgone() {
 	local before
