@@ -81,6 +81,11 @@ module! {
             default: 64,
             description: "Most frames in flight per target (also capped by the target's buffer count)",
         },
+        aoe_maxsectors: u32 {
+            default: 2560,
+            description: "Most sectors per block request (the C driver's default; 0: the block \
+                          layer's, 255)",
+        },
         single_thread: bool {
             default: false,
             description: "Complete every target in one kthread instead of one per CPU",
@@ -901,6 +906,7 @@ impl WorkItem for Dev {
                 .capacity_sectors(sectors)
                 .logical_block_size(wire::SECTOR as u32)?
                 .physical_block_size(wire::SECTOR as u32)?
+                .max_hw_sectors(module_parameters::aoe_maxsectors.value())?
                 .build_with_attributes(
                     fmt!("etherd!e{}.{}", dev.addr.major, dev.addr.minor),
                     tagset,

@@ -92,9 +92,10 @@ found() {
 	aoe-stat | sed 's/^/# /'
 	aoe-stat | grep -q 'e0.0 .*aoe0.*up' &&
 		[ "$(cat '/sys/block/etherd!e0.0/size')" = $((size_mb * 2048)) ] &&
-		[ "$(cat '/sys/block/etherd!e0.0/mac')" = "$(tr -d : <<<"$mac1")" ]
+		[ "$(cat '/sys/block/etherd!e0.0/mac')" = "$(tr -d : <<<"$mac1")" ] &&
+		[ "$(cat '/sys/block/etherd!e0.0/queue/max_hw_sectors_kb')" = 1280 ]
 }
-rstorage_case "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat)" found
+rstorage_case "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat; 1280 KiB requests)" found
 
 # 4: data on one target.
 rstorage_case "fio verify=crc32c on 1 target" fio_verify one e0.0
