@@ -1571,12 +1571,7 @@ impl DiskAttributes for Raoe {
                 }
             ),
             1 => match st.paths.first() {
-                Some(p) => {
-                    for b in p.mac {
-                        write!(out, "{:02x}", b).map_err(|_| EINVAL)?;
-                    }
-                    writeln!(out)
-                }
+                Some(p) => writeln!(out, "{}", Mac(&p.mac)),
                 None => writeln!(out, "none"),
             },
             2 => {

@@ -57,6 +57,8 @@ pub const EH_GIVE_BACK_MS: u32 = 1000;
 /// The commands an error-handling step covers.
 #[derive(Clone, Copy)]
 enum Scope {
+    /// One command.
+    Command(*mut bindings::scsi_cmnd),
     /// The commands of one logical unit.
     Device(*mut bindings::scsi_device),
     /// Every command of the host.
@@ -510,6 +512,8 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         // SAFETY: `data` is the `Held` that `held_by_driver` passed, borrowed for the iteration.
         let held = unsafe { &mut *data.cast::<Held>() };
         let in_scope = match held.scope {
+            // Answered without iterating (`held_by_driver`).
+            Scope::Command(_) => false,
             // SAFETY: A busy command is valid, with a valid device.
             Scope::Device(sdev) => (unsafe { (*cmd).device }) == sdev,
             Scope::Host => true,
@@ -526,8 +530,14 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
     ///
     /// # Safety
     ///
-    /// `shost` must be a valid host of ours, with its tag set.
+    /// `shost` must be a valid host of ours, with its tag set; for [`Scope::Command`], the
+    /// command must be a valid command of that host.
     unsafe fn held_by_driver(shost: *mut bindings::Scsi_Host, scope: Scope) -> usize {
+        if let Scope::Command(cmd) = scope {
+            // SAFETY: A command in error handling is a valid command of ours (safety
+            // requirements of the callers), whether or not the tag set counts it as busy.
+            return usize::from(unsafe { Command::<T::CmdPriv>::from_raw(cmd) }.is_with_driver());
+        }
         let mut held = Held { scope, count: 0 };
         // SAFETY: `shost` is valid; the callback gets `held` for the duration of the call.
         unsafe {
@@ -574,24 +584,24 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
     }
 
     extern "C" fn eh_abort_callback(cmd: *mut bindings::scsi_cmnd) -> c_int {
+        let raw = cmd;
         // SAFETY: The midlayer calls this with a valid command of ours.
-        let (data, cmd) = unsafe { (Self::data(Self::host_of(cmd)), Command::from_raw(cmd)) };
+        let shost = unsafe { Self::host_of(raw) };
+        // SAFETY: As above.
+        let (data, cmd) = unsafe { (Self::data(shost), Command::from_raw(raw)) };
         let answer = match data {
             Some(data) => T::eh_abort_handler(data, cmd),
             None => EhResult::Failed,
         };
-        // A completion the device sent before it answered the abort may still be on its way.
-        let mut waited_ms = 0;
-        while answer == EhResult::Success && cmd.is_with_driver() && waited_ms < EH_GIVE_BACK_MS {
-            crate::time::delay::fsleep(crate::time::Delta::from_millis(10));
-            waited_ms += 10;
-        }
-        // On `SUCCESS` the midlayer finishes the command: only if the driver gave it back.
-        match answer {
-            EhResult::Success if !cmd.is_with_driver() => {
-                bindings::scsi_disposition_SUCCESS as c_int
-            }
-            _ => bindings::scsi_disposition_FAILED as c_int,
+        // On `SUCCESS` the midlayer finishes the command: only if the driver gave it back (a
+        // completion the device sent before it answered the abort may still be on its way).
+        // SAFETY: `shost` is a valid host of ours, in error handling (process context).
+        if answer == EhResult::Success
+            && unsafe { Self::wait_given_back(shost, Scope::Command(raw), Some(EH_GIVE_BACK_MS)) }
+        {
+            bindings::scsi_disposition_SUCCESS as c_int
+        } else {
+            bindings::scsi_disposition_FAILED as c_int
         }
     }
 
