@@ -234,6 +234,8 @@ pub(crate) struct Identity {
     pub(crate) sectors: u64,
     /// Whether the disk takes 48-bit LBAs.
     pub(crate) lba48: bool,
+    /// Cylinders, heads, sectors per track, as the C driver reports them.
+    pub(crate) chs: (u16, u8, u8),
 }
 
 /// Parses IDENTIFY DEVICE data (512 bytes, little-endian words).
@@ -249,12 +251,47 @@ pub(crate) fn parse_identify(id: &[u8]) -> Option<Identity> {
     } else {
         u64::from(word(60)) | (u64::from(word(61)) << 16)
     };
-    Some(Identity { sectors, lba48 })
+    // LBA48 disks: 255 heads of 63 sectors (the C driver truncates the
+    // capacity to 16 bits before dividing; we saturate the quotient
+    // instead). LBA28 disks: words 54-56 (current cylinders, heads,
+    // sectors per track).
+    let chs = if lba48 {
+        let cyl = (sectors / (255 * 63)).min(u64::from(u16::MAX)) as u16;
+        (cyl, 255, 63)
+    } else {
+        (word(54), word(55) as u8, word(56) as u8)
+    };
+    Some(Identity {
+        sectors,
+        lba48,
+        chs,
+    })
+}
+
+/// Puts the IDENTIFY strings (serial number, firmware revision, model:
+/// words 10-19, 23-26 and 27-46) in reading order, as the C driver does
+/// before it keeps the data for `HDIO_GET_IDENTITY` (`ata_ident_fixstring()`:
+/// ATA stores two characters per word, the first in the high byte).
+pub(crate) fn fix_identify_strings(id: &mut [u8; SECTOR]) {
+    for (first, end) in [(10, 20), (23, 47)] {
+        for w in first..end {
+            id.swap(2 * w, 2 * w + 1);
+        }
+    }
 }
 
 /// Most whole sectors an ATA frame carries on a link with `mtu`.
 pub(crate) fn sectors_for_mtu(mtu: u32) -> usize {
     (mtu as usize).saturating_sub(AOE_HDR - ETH_HLEN + ATA_HDR) / SECTOR
+}
+
+/// A MAC address, printed as the C driver's `%pm` (12 hex digits).
+pub(crate) struct Mac<'a>(pub(crate) &'a [u8; ETH_ALEN]);
+
+impl core::fmt::Display for Mac<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 #[kunit_tests(raoe_wire)]
@@ -371,11 +408,15 @@ mod tests {
         let mut id = [0u8; SECTOR];
         id[120..122].copy_from_slice(&0x5678u16.to_le_bytes());
         id[122..124].copy_from_slice(&0x0012u16.to_le_bytes());
+        id[108..110].copy_from_slice(&1024u16.to_le_bytes());
+        id[110..112].copy_from_slice(&16u16.to_le_bytes());
+        id[112..114].copy_from_slice(&63u16.to_le_bytes());
         assert_eq!(
             parse_identify(&id),
             Some(Identity {
                 sectors: 0x0012_5678,
-                lba48: false
+                lba48: false,
+                chs: (1024, 16, 63),
             })
         );
         id[166] = 0x00;
@@ -385,10 +426,16 @@ mod tests {
             parse_identify(&id),
             Some(Identity {
                 sectors: 0x0123_4567_89ab,
-                lba48: true
+                lba48: true,
+                chs: (u16::MAX, 255, 63),
             })
         );
         assert_eq!(parse_identify(&id[..511]), None);
+        id[54] = b'o';
+        id[55] = b'A';
+        id[92] = b'X';
+        fix_identify_strings(&mut id);
+        assert_eq!((id[54], id[55], id[92], id[93]), (b'A', b'o', 0, b'X'));
         assert_eq!(sectors_for_mtu(1500), 2);
         assert_eq!(sectors_for_mtu(9000), 17);
         assert_eq!(sectors_for_mtu(20), 0);

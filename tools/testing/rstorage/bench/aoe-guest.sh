@@ -6,7 +6,7 @@
 # vblade for Debian's user-space one); the C aoe, raoe and raoe with one
 # completion thread,
 # each allowed the same number of frames in flight per target (aoe_maxout,
-# BENCH_AOE_MAXOUT, default 16: raoe's default; the C driver's is 64). No
+# BENCH_AOE_MAXOUT, default 16; both drivers default to 64). No
 # interrupts to count (the veth pair has none). The rounds: bench/lib.sh.
 #
 # Usage: aoe-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR [PROFILE]
@@ -14,7 +14,7 @@ set -u
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 BENCH_DRIVERS=(c rust rust-1thread)
-BENCH_WORKLOADS="randread-4k seqread-128k"
+BENCH_WORKLOADS="randread-4k randwrite-4k seqread-128k seqwrite-128k"
 BENCH_TARGETS="1 8"
 maxout=${BENCH_AOE_MAXOUT:-16}
 

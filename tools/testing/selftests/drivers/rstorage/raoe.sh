@@ -16,7 +16,7 @@ size_mb=24
 
 ktap_print_header
 rstorage_require fio vblade aoe-discover aoe-stat
-ktap_set_plan 26
+ktap_set_plan 28
 
 stats=/sys/kernel/debug/raoe/stats
 
@@ -93,14 +93,29 @@ found() {
 	aoe-stat | grep -q 'e0.0 .*aoe0.*up' &&
 		[ "$(cat '/sys/block/etherd!e0.0/size')" = $((size_mb * 2048)) ] &&
 		[ "$(cat '/sys/block/etherd!e0.0/mac')" = "$(tr -d : <<<"$mac1")" ] &&
-		[ "$(cat '/sys/block/etherd!e0.0/queue/max_hw_sectors_kb')" = 1280 ]
+		[ "$(cat '/sys/block/etherd!e0.0/queue/max_hw_sectors_kb')" = 1280 ] &&
+		[ "$(grep -c '^thread ' "$stats")" = 1 ]
 }
-rstorage_case "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat; 1280 KiB requests)" found
+rstorage_case "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat; 1280 KiB requests; one completion thread started)" found
 
 # 4: data on one target.
 rstorage_case "fio verify=crc32c on 1 target" fio_verify one e0.0
 
-# 5-7: eight targets at once; completions spread over threads, one per target.
+# 5: HDIO_GETGEO and HDIO_GET_IDENTITY; the same ioctls on a file opened before
+# its device was flushed fail with ENODEV (the disk outlives the device).
+hdio() {
+	python3 "$here/hdio.py" show /dev/etherd/e0.0 >"$work/hdio.raoe" || return 1
+	ktap_print_msg "raoe: $(cat "$work/hdio.raoe")"
+	grep -qx "geo 255 63 $((size_mb * 2048 / 16065)) capacity $((size_mb * 2048)) ident [0-9a-f]*" \
+		"$work/hdio.raoe" || return 1
+	python3 "$here/hdio.py" flushed /dev/etherd/e0.0 e0.0 | sed 's/^/# /'
+	[ "${PIPESTATUS[0]}" = 0 ] || return 1
+	aoe-discover
+	wait_devs 1
+}
+rstorage_case "HDIO_GETGEO/HDIO_GET_IDENTITY on e0.0; ENODEV on a file open across aoe-flush" hdio
+
+# 6-8: eight targets at once; completions spread over threads, one per target.
 for i in $(seq 1 $((ntargets - 1))); do target "$i"; done
 aoe-discover
 rstorage_case "aoe-discover finds $ntargets targets" wait_devs $ntargets
@@ -109,14 +124,17 @@ rstorage_case "fio verify=crc32c on $ntargets targets at once" fio_verify eight 
 sed 's/^/# /' "$stats"
 threads() {
 	local busy owners
+	local running
 	busy=$(grep -c '^thread .* completions [1-9]' "$stats")
+	running=$(grep -c '^thread ' "$stats")
 	owners=$(for i in $(seq 0 $((ntargets - 1))); do dev_field "e0.$i" thread; done | sort -u | wc -l)
-	ktap_print_msg "threads with completions: $busy, distinct threads owning targets: $owners"
-	[ "$busy" -ge 2 ] && [ "$owners" -ge 2 ] && [ "$owners" -le "$(nproc)" ]
+	ktap_print_msg "threads started: $running, with completions: $busy, distinct threads owning targets: $owners"
+	[ "$busy" -ge 2 ] && [ "$owners" -ge 2 ] && [ "$owners" -le "$(nproc)" ] &&
+		[ "$running" = "$owners" ]
 }
-rstorage_case "completions run on several per-CPU threads, each target on one" threads
+rstorage_case "completions run on several per-CPU threads, each target on one, only those threads started" threads
 
-# 8: a target killed mid-I/O and restarted: I/O resumes (retransmission).
+# 9: a target killed mid-I/O and restarted: I/O resumes (retransmission).
 killed() {
 	local before after rc
 	local n
@@ -135,7 +153,7 @@ killed() {
 }
 rstorage_case "target killed and restarted during fio: I/O resumes, data verified" killed
 
-# 9: link down and up during I/O. vblade exits when a send fails while the
+# 10: link down and up during I/O. vblade exits when a send fails while the
 # link is down ("write to network: No buffer space available"): then it is
 # restarted, as a target's supervisor would; the driver must carry on either way.
 link() {
@@ -158,7 +176,7 @@ link() {
 }
 rstorage_case "link down/up during fio: data verified" link
 
-# 10: garbage frames while I/O runs.
+# 11: garbage frames while I/O runs.
 # The receive counters (rx: cfg short not_response ...), as numbers.
 rx_counts() { grep '^rx:' "$stats" | tr ' ' '\n' | grep -E '^[0-9]+$'; }
 garbage() {
@@ -188,7 +206,7 @@ garbage() {
 }
 rstorage_case "10000+ malformed/unexpected frames during fio: data verified" garbage
 
-# 11: /dev/etherd/err: the unexpected responses of case 10 wait there, one per
+# 12: /dev/etherd/err: the unexpected responses of case 11 wait there, one per
 # read; with O_NONBLOCK a read of the empty log fails with EAGAIN instead of
 # blocking.
 errlog() {
@@ -211,7 +229,7 @@ PY
 }
 rstorage_case "/dev/etherd/err reports unexpected responses; O_NONBLOCK gets EAGAIN when empty" errlog
 
-# 12: memory pressure: a hog holds all but ~160 MiB while fio runs.
+# 13: memory pressure: a hog holds all but ~160 MiB while fio runs.
 pressure() {
 	local avail hog rc i
 	avail=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
@@ -237,28 +255,36 @@ time.sleep(600)' $((avail - 160)) "$work/hog.ready" &
 }
 rstorage_case "fio under memory pressure: data verified" pressure
 
-# 13: the transmit reserve carries frames when allocations fail: failslab,
-# limited to the transmit thread (task filter) and, where the slab has a
-# sysfs (not SLUB_TINY), to the socket buffers' head cache, fails a burst of
-# 100 of its allocations (half of them while the burst lasts, sleeping ones
-# too) while fio writes and verifies; the data must verify and the reserve
-# must have been used. (A sustained failure rate instead slows every frame to
-# its retransmission timeout: the case measures the reserve, not that.)
+# 14: the transmit reserve carries frames when allocations fail: failslab,
+# limited to the threads that build frames after the first ones of a request
+# (the completion threads, which refill the window, and the transmit thread;
+# task filter) and, where the slab has a sysfs (not SLUB_TINY), to the socket
+# buffers' head cache, fails a burst of 100 of their allocations (half of them
+# while the burst lasts) while fio writes and verifies; the data must verify
+# and the reserve must have been used. (A sustained failure rate instead
+# slows every frame to its retransmission timeout: the case measures the
+# reserve, not that.)
 failslab_tx() { # 1|0
-	local f=/sys/kernel/debug/failslab c=/sys/kernel/slab/skbuff_head_cache/failslab pid
-	pid=$(pgrep -x raoe_tx) || return 1
+	local f=/sys/kernel/debug/failslab c=/sys/kernel/slab/skbuff_head_cache/failslab pid pids
+	pids=$(pgrep -x raoe_tx; pgrep '^raoe_compl/')
+	[ -n "$pids" ] || return 1
 	if [ "$1" = 1 ]; then
 		if [ -e "$c" ] && echo 1 >"$c" 2>/dev/null; then
 			echo Y >"$f/cache-filter"
 		else
 			echo N >"$f/cache-filter"
 		fi
-		ktap_print_msg "failslab: task raoe_tx, cache filter $(cat "$f/cache-filter")"
+		ktap_print_msg "failslab: tasks $(echo $pids), cache filter $(cat "$f/cache-filter")"
 		echo N >"$f/ignore-gfp-wait" && echo 0 >"$f/verbose" && echo Y >"$f/task-filter" &&
 			echo 0 >"$f/space" && echo 1 >"$f/interval" && echo 100 >"$f/times" &&
-			echo 50 >"$f/probability" && echo 1 >"/proc/$pid/make-it-fail"
+			echo 50 >"$f/probability" || return 1
+		for pid in $pids; do
+			echo 1 >"/proc/$pid/make-it-fail" || return 1
+		done
 	else
-		echo 0 >"/proc/$pid/make-it-fail"
+		for pid in $pids; do
+			echo 0 >"/proc/$pid/make-it-fail"
+		done
 		echo 0 >"$f/probability"
 		[ -e "$c" ] && echo 0 >"$c"
 		return 0
@@ -291,7 +317,7 @@ tx_reserve() {
 	fi
 	failslab_tx 0
 	after=$(grep -o 'reserve_used [0-9]*' "$stats" | cut -d' ' -f2)
-	ktap_print_msg "reserved buffers used: $((after - before)); transmit errors: $(grep -o 'xmit_errors [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}')"
+	ktap_print_msg "reserved buffers used: $((after - before)); transmit errors: $(grep -o 'xmit_errors [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}'); deferred to the transmit work: $(grep -o 'tx_deferred [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}')"
 	[ "$rc" = 0 ] && [ "$((after - before))" -gt 0 ]
 }
 tx_reserve_case() {
@@ -302,9 +328,9 @@ tx_reserve_case() {
 	*) ktap_test_fail "$1" ;;
 	esac
 }
-tx_reserve_case "failed allocations on the transmit thread: the reserve carries frames, data verified"
+tx_reserve_case "failed allocations in the frame-building threads: the reserve carries frames, data verified"
 
-# 14: CPUs offline and online during I/O.
+# 15: CPUs offline and online during I/O.
 hotplug() {
 	FIO_SIZE=16m fio_verify hotplug "$all" &
 	local fio=$! c r hp=0 rc
@@ -322,13 +348,13 @@ hotplug() {
 }
 rstorage_case "CPUs offlined and onlined during fio: data verified" hotplug
 
-# 15: revalidate through aoetools.
+# 16: revalidate through aoetools.
 revalidate() {
 	aoe-revalidate e0.7 && sleep 1 && grep -q '^up$' '/sys/block/etherd!e0.7/state'
 }
 rstorage_case "aoe-revalidate e0.7 keeps it up" revalidate
 
-# 16-17: unload under load is refused (the disk is open), then works; data
+# 17-18: unload under load is refused (the disk is open), then works; data
 # written before the unload reads back after the reload.
 busy_unload() {
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
@@ -353,7 +379,7 @@ reload() {
 }
 rstorage_case "rmmod after I/O, reload: targets back, data intact" reload
 
-# 18-19: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
+# 19-20: a target that stays dead: I/O fails with EIO within aoe_deadsecs and
 # nothing hangs; it comes back with discovery.
 dead() {
 	unload && load aoe_deadsecs=4 && wait_devs $ntargets || return 1
@@ -375,7 +401,7 @@ back() {
 }
 rstorage_case "the restarted target comes back with aoe-discover" back
 
-# 20: flush of a down device removes it.
+# 21: flush of a down device removes it.
 flush() {
 	stop_target 7
 	dd if=/dev/etherd/e0.7 of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null
@@ -385,7 +411,7 @@ flush() {
 }
 rstorage_case "aoe-flush removes a down device" flush
 
-# 21-22: single completion thread mode, then the C driver on the same targets.
+# 22-23: single completion thread mode, then the C driver on the same targets.
 single() {
 	unload && load single_thread=1 && wait_devs $((ntargets - 1)) || return 1
 	FIO_SIZE=4m fio_verify single "e0.0 e0.1 e0.2" || return 1
@@ -396,6 +422,9 @@ cdriver() {
 	# Fresh data written through raoe (the fio runs above overwrote e0.0).
 	dd if=/dev/urandom of="$work/pattern" bs=1M count=4 2>/dev/null
 	dd if="$work/pattern" of=/dev/etherd/e0.0 bs=1M oflag=direct 2>/dev/null || return 1
+	# raoe's geometry and IDENTIFY data from the same target process as the C
+	# driver reads below (vblade's serial number may change with a restart).
+	python3 "$here/hdio.py" show /dev/etherd/e0.0 >"$work/hdio.raoe" || return 1
 	unload || return 1
 	modprobe aoe aoe_iflist=aoe0 || return 1
 	echo >/dev/etherd/discover
@@ -406,16 +435,65 @@ cdriver() {
 	done
 	cmp <(dd if=/dev/etherd/e0.0 bs=1M count=4 iflag=direct 2>/dev/null) "$work/pattern"
 	local rc=$?
+	# The same geometry and IDENTIFY data as raoe gave.
+	python3 "$here/hdio.py" show /dev/etherd/e0.0 >"$work/hdio.c" || rc=1
+	ktap_print_msg "raoe: $(cat "$work/hdio.raoe"); C aoe: $(cat "$work/hdio.c")"
+	cmp -s "$work/hdio.c" "$work/hdio.raoe" || rc=1
 	udevadm settle 2>/dev/null
 	rmmod aoe || rc=1
 	return $rc
 }
-rstorage_case "C aoe takes the same targets and reads raoe's data" cdriver
+rstorage_case "C aoe takes the same targets, reads raoe's data, same HDIO geometry and IDENTIFY" cdriver
 
-# 23: raoe loads again after the C driver.
-rstorage_case "raoe loads again after the C driver" eval 'load && wait_devs 1 && unload'
+# 24: raoe loads again after the C driver; aoe_iflist limits the interfaces
+# from load time on (aoe3 only carries garbage, so nothing is found), and a
+# list of too many names is refused.
+iflist() {
+	local n rc=0
+	if rstorage_insmod raoe aoe_iflist=a,b,c,d,e,f,g,h,i 2>/dev/null; then
+		ktap_print_msg "nine interface names accepted"
+		unload
+		return 1
+	fi
+	rstorage_insmod raoe aoe_iflist=aoe3 || return 1
+	aoe-discover
+	sleep 2
+	n=$(grep -c '^e[0-9]' "$stats")
+	ktap_print_msg "devices found with aoe_iflist=aoe3: $n"
+	[ "$n" = 0 ] || rc=1
+	aoe-interfaces aoe0 && aoe-discover && wait_devs 1 || rc=1
+	unload || rc=1
+	return $rc
+}
+rstorage_case "raoe loads again after the C driver; aoe_iflist=aoe3 finds nothing, 9 names refused" iflist
 
-# 24: multipath: e0.6 is served on a second veth pair too (aoe4-aoe5, a second
+# 25: partial completion: e0.5's vblade restarts on its file cut to 20 MiB
+# while raoe still sees 24 MiB. Three adjacent 4 KiB direct reads submitted in
+# one io_submit() (merged by the block layer into one request of three bios)
+# end at, and just past, the cut: the two bios before it complete and only the
+# third fails (the target answers out of range), as the C driver ends requests
+# bio by bio.
+partial() {
+	local cut=$((20 * 1024 * 1024)) before after res rc=0
+	load && wait_devs $((ntargets - 1)) || return 1
+	stop_target 5
+	truncate -s $cut "$work/t5"
+	target 5
+	sleep 1
+	before=$(awk '{print $2}' '/sys/block/etherd!e0.5/stat')
+	res=$(python3 "$here/aio_read.py" /dev/etherd/e0.5 $((cut - 8192)) 3 4096)
+	after=$(awk '{print $2}' '/sys/block/etherd!e0.5/stat')
+	ktap_print_msg "results of the three reads: $res; read merges: $((after - before))"
+	[ "$res" = "4096 4096 -5" ] && [ "$((after - before))" -ge 2 ] || rc=1
+	stop_target 5
+	truncate -s ${size_mb}M "$work/t5"
+	target 5
+	unload || rc=1
+	return $rc
+}
+rstorage_case "partial completion: one request of three bios, only the bio past the target's end fails" partial
+
+# 26: multipath: e0.6 is served on a second veth pair too (aoe4-aoe5, a second
 # vblade on the same file), so raoe has two paths to it; the second link goes
 # down while a verified fio runs on e0.6.
 multipath() {
@@ -452,7 +530,7 @@ multipath() {
 }
 rstorage_case "two paths to a target, one taken down under fio: data verified" multipath
 
-# 25: jumbo frames: with MTU 9000 on the link (and vblade restarted to see it), a
+# 27: jumbo frames: with MTU 9000 on the link (and vblade restarted to see it), a
 # frame carries 17 sectors; fio verifies through such frames.
 jumbo() {
 	local rc payload
@@ -476,7 +554,7 @@ jumbo() {
 }
 rstorage_case "jumbo frames (MTU 9000): 8 KiB+ per frame, data verified" jumbo
 
-# 26: the interface is deleted while raoe holds paths through it: raoe drops
+# 28: the interface is deleted while raoe holds paths through it: raoe drops
 # its device references when told, so the deletion completes.
 ifgone() {
 	local before
