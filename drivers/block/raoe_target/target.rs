@@ -384,6 +384,10 @@ struct Frame {
     dev: ARef<NetDevice>,
 }
 
+/// Targets a received frame is handed to per pass over the list (a broadcast
+/// may be for more; they are taken in further passes).
+const MATCH_BATCH: usize = 8;
+
 /// The module's AoE packet handler: hands each request to the targets it is for.
 #[pin_data]
 pub(crate) struct Receiver {
@@ -432,29 +436,56 @@ impl Receiver {
         let ifindex = dev.ifindex();
         let mut dst = [0; ETH_ALEN];
         dst.copy_from_slice(&f[..ETH_ALEN]);
+        // The targets the frame is for, taken under the lock; everything else
+        // (allocation, queueing the work) happens after it is dropped, so
+        // frames arriving on several CPUs do not wait for each other.
+        let mut found: [Option<Arc<Target>>; MATCH_BATCH] = Default::default();
         let mut skb = Some(skb);
         let mut frame = None;
-        let targets = self.targets.lock();
-        for t in targets.iter().filter(|t| t.wants(ifindex, &dst, &hdr)) {
-            // The first target the frame is for shares it with the others.
-            if let Some(skb) = skb.take() {
-                match Arc::new(
-                    Frame {
-                        skb,
-                        dev: dev.into(),
-                    },
-                    GFP_ATOMIC,
-                ) {
-                    Ok(shared) => frame = Some(shared),
-                    Err(_) => {
-                        bump(&t.stats.dropped);
-                        return;
+        let mut skip = 0;
+        loop {
+            let mut n = 0;
+            let mut more = false;
+            {
+                let targets = self.targets.lock();
+                for t in targets
+                    .iter()
+                    .filter(|t| t.wants(ifindex, &dst, &hdr))
+                    .skip(skip)
+                {
+                    if n == MATCH_BATCH {
+                        more = true;
+                        break;
                     }
+                    found[n] = Some(t.clone());
+                    n += 1;
                 }
             }
-            if let Some(frame) = &frame {
-                Target::queue(t, frame);
+            for t in found[..n].iter_mut().filter_map(Option::take) {
+                // The first target the frame is for shares it with the others.
+                if let Some(skb) = skb.take() {
+                    match Arc::new(
+                        Frame {
+                            skb,
+                            dev: dev.into(),
+                        },
+                        GFP_ATOMIC,
+                    ) {
+                        Ok(shared) => frame = Some(shared),
+                        Err(_) => {
+                            bump(&t.stats.dropped);
+                            return;
+                        }
+                    }
+                }
+                if let Some(frame) = &frame {
+                    Target::queue(&t, frame);
+                }
             }
+            if !more {
+                return;
+            }
+            skip += n;
         }
     }
 }
