@@ -233,23 +233,22 @@ impl Frame {
 
     /// Takes the command of an answered frame, freeing the slot.
     pub(crate) fn take_answered(&mut self) -> Option<Cmd> {
-        match core::mem::replace(self, Frame::Free) {
-            Frame::Answered(c) => Some(c),
-            other => {
-                *self = other;
-                None
-            }
-        }
+        self.take(|f| matches!(f, Frame::Answered(_)))
     }
 
     /// Takes the command of a waiting frame, freeing the slot.
     pub(crate) fn take_waiting(&mut self) -> Option<Cmd> {
+        self.take(|f| matches!(f, Frame::Waiting(_)))
+    }
+
+    /// Frees the slot and returns its command if `which` selects its state.
+    fn take(&mut self, which: impl Fn(&Frame) -> bool) -> Option<Cmd> {
+        if !which(self) {
+            return None;
+        }
         match core::mem::replace(self, Frame::Free) {
-            Frame::Waiting(c) => Some(c),
-            other => {
-                *self = other;
-                None
-            }
+            Frame::Waiting(c) | Frame::Answered(c) => Some(c),
+            Frame::Free => None,
         }
     }
 }
