@@ -4,6 +4,7 @@
 //! interfaces AoE may use, discovery, and device creation and removal.
 
 use kernel::{
+    block::mq::gen_disk::BlockMajor,
     cpu::{self, CpuId},
     net::netdevice::{NetDevice, NetdevEvents},
     new_spinlock_irq, new_work,
@@ -35,6 +36,29 @@ const MAX_DEVS: usize = 64;
 const LOOKUP_BUCKETS: usize = 16;
 /// Block-layer tags per device.
 pub(crate) const QUEUE_DEPTH: u32 = 128;
+/// Device numbers per disk: the disk and 15 partitions (the C driver's
+/// `AOE_PARTITIONS`).
+pub(crate) const MINORS: u32 = 16;
+/// Slots per shelf with static device numbers (the C driver's `NPERSHELF`).
+const SLOTS_PER_SHELF: u32 = 16;
+
+/// The first device number of the disk at `addr` with static numbers
+/// (`aoe_dyndevs=0`), as the C driver computes it: minor
+/// `(shelf * 16 + slot) * 16`. Slots from 16 on, and shelves whose numbers
+/// would pass the last minor, have none.
+fn static_minor(addr: Addr) -> Result<u32> {
+    let slot = u32::from(addr.minor);
+    let n = u32::from(addr.major) * SLOTS_PER_SHELF + slot;
+    if slot >= SLOTS_PER_SHELF || n >= (1 << 20) / MINORS {
+        pr_err!(
+            "e{}.{}: static device numbers (aoe_dyndevs=0) cover slots 0-15 of shelves 0-4095\n",
+            addr.major,
+            addr.minor
+        );
+        return Err(ERANGE);
+    }
+    Ok(n * MINORS)
+}
 
 /// Driver-wide state.
 ///
@@ -61,6 +85,8 @@ pub(crate) struct Aoe {
     /// `/dev/etherd/err`.
     #[pin]
     pub(crate) err: ErrLog,
+    /// The block major of disks with static numbers (`aoe_dyndevs=0`).
+    major: Option<Arc<BlockMajor>>,
 }
 
 kernel::impl_has_work! {
@@ -69,7 +95,7 @@ kernel::impl_has_work! {
 
 impl Aoe {
     /// The driver's state; `ifs` is the initial interface list.
-    pub(crate) fn new(ifs: Names) -> Result<Arc<Self>> {
+    pub(crate) fn new(ifs: Names, major: Option<Arc<BlockMajor>>) -> Result<Arc<Self>> {
         let ncpu = cpu::nr_cpu_ids() as usize;
         let mut compl = KVec::with_capacity(ncpu, GFP_KERNEL)?;
         for i in 0..ncpu {
@@ -102,6 +128,7 @@ impl Aoe {
                 spawn_work <- new_work!("raoe::Aoe::spawn_work"),
                 rx: RxStats::default(),
                 err <- ErrLog::new(),
+                major,
             }),
             GFP_KERNEL,
         )
@@ -205,6 +232,10 @@ impl Aoe {
             .find(|&i| !devs.iter().any(|d| d.index == i))
             .ok_or(ENOSPC)?;
         drop(devs);
+        let numbers = match &self.major {
+            Some(major) => Some((major.clone(), static_minor(m.addr)?)),
+            None => None,
+        };
         let compl = self.pick_thread(index);
         // Every frame may sit answered in the completion queue.
         self.compl[compl]
@@ -220,6 +251,7 @@ impl Aoe {
             MAX_PATHS,
             QUEUE_DEPTH as usize,
             self.tx.clone(),
+            numbers,
         )?;
         self.devs
             .lock()

@@ -22,7 +22,7 @@ use kernel::{
 };
 
 use crate::{
-    aoe::QUEUE_DEPTH,
+    aoe::{MINORS, QUEUE_DEPTH},
     dev::{Dev, Life, DISK_WORK},
     module_parameters,
     tx::{pump, Alloc},
@@ -169,16 +169,19 @@ impl WorkItem<DISK_WORK> for Dev {
                 TagSet::with_timeout(1, QUEUE_DEPTH, 1, timeout_ms),
                 GFP_KERNEL,
             )?;
-            GenDiskBuilder::new()
+            let mut b = GenDiskBuilder::new()
                 .capacity_sectors(sectors)
                 .logical_block_size(wire::SECTOR as u32)?
                 .physical_block_size(wire::SECTOR as u32)?
-                .max_hw_sectors(module_parameters::aoe_maxsectors.value())?
-                .build_with_attributes(
-                    fmt!("etherd!e{}.{}", dev.addr.major, dev.addr.minor),
-                    tagset,
-                    dev.clone(),
-                )
+                .max_hw_sectors(module_parameters::aoe_maxsectors.value())?;
+            if let Some((major, first)) = &dev.numbers {
+                b = b.device_numbers(major, *first, MINORS)?;
+            }
+            b.build_with_attributes(
+                fmt!("etherd!e{}.{}", dev.addr.major, dev.addr.minor),
+                tagset,
+                dev.clone(),
+            )
         })();
         match built {
             Ok(d) => {

@@ -238,10 +238,10 @@ pub(crate) fn complete(aoe: &Aoe, d: Done) {
     // the buffer holds it.
     let data_at = wire::ata_len(0);
     match cmd.job {
-        Job::Io { req, range } => {
+        Job::Io(piece) => {
             let ok = d.ok
                 && match cmd.ata {
-                    Ata::Read { .. } => req.copy_in(&range, &d.skb, data_at).is_ok(),
+                    Ata::Read { .. } => piece.req.copy_in(&piece.range, &d.skb, data_at).is_ok(),
                     _ => true,
                 };
             if !ok {
@@ -251,7 +251,7 @@ pub(crate) fn complete(aoe: &Aoe, d: Done) {
                     "ata error", dev.addr.major, dev.addr.minor, cmd.ata
                 ));
             }
-            req.finish(range.offset(), range.len(), ok);
+            piece.finish(ok);
         }
         Job::Identify => match d.ok.then(|| read_identify(&d.skb, data_at)).flatten() {
             Some((id, raw)) => {

@@ -6,6 +6,7 @@
 
 use kernel::{
     block::mq::{
+        gen_disk::BlockMajor,
         gen_disk::GenDisk,
         Op,
         Request,
@@ -20,11 +21,11 @@ use kernel::{
 };
 
 use crate::{
-    frame::{new_tag, Cmd, Frame, IoReq, Job},
+    frame::{new_tag, Cmd, Frame, IoReq, Job, Piece},
     module_parameters,
     ring::Ring,
     stats::DevStats,
-    tx::{Alloc, Outgoing, Tx},
+    tx::{Alloc, Outgoing, Tx, WriteData},
     wire::{self, Addr, Ata},
     Raoe, //
 };
@@ -259,6 +260,9 @@ pub(crate) struct Dev {
     pub(crate) tx_work: Work<Dev, TX_WORK>,
     pub(crate) tx: Arc<Tx>,
     pub(crate) stats: DevStats,
+    /// Static device numbers (`aoe_dyndevs=0`): the major and the disk's
+    /// first minor; `None` for numbers from the block layer.
+    pub(crate) numbers: Option<(Arc<BlockMajor>, u32)>,
 }
 
 kernel::impl_has_work! {
@@ -285,6 +289,7 @@ impl Dev {
         max_paths: usize,
         queue_depth: usize,
         tx: Arc<Tx>,
+        numbers: Option<(Arc<BlockMajor>, u32)>,
     ) -> Result<Arc<Self>> {
         let mut frames = KVec::with_capacity(nframes, GFP_NOIO)?;
         for _ in 0..nframes {
@@ -326,6 +331,7 @@ impl Dev {
                 tx_work <- new_work!("raoe::Dev::tx_work"),
                 tx,
                 stats: DevStats::default(),
+                numbers,
             }),
             GFP_NOIO,
         )
@@ -354,7 +360,11 @@ impl Dev {
         c.sent = now;
         c.path = id;
         let data = match (&c.job, c.ata) {
-            (Job::Io { req, range }, Ata::Write { .. }) => Some((req.clone(), *range)),
+            (Job::Io(p), Ata::Write { .. }) => Some(WriteData {
+                req: p.req.clone(),
+                range: p.range,
+                loan: p.loan.clone(),
+            }),
             _ => None,
         };
         Some(Outgoing {
@@ -476,7 +486,8 @@ impl Dev {
             } else {
                 Ata::Read { lba, sectors }
             };
-            return self.occupy(&mut st, i, Cmd::new(Job::Io { req, range }, ata));
+            let piece = Piece::new(req, range, write);
+            return self.occupy(&mut st, i, Cmd::new(Job::Io(piece), ata));
         }
     }
 
@@ -523,9 +534,9 @@ impl Dev {
                 st.nout -= 1;
                 c
             };
-            if let Job::Io { req, range } = cmd.job {
+            if let Job::Io(piece) = cmd.job {
                 self.stats.failed.bump();
-                req.finish(range.offset(), range.len(), false);
+                piece.finish(false);
             }
         }
         let cur = self.st.lock().cur.take();

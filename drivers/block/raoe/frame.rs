@@ -6,7 +6,11 @@
 use kernel::{
     alloc::Flags,
     block::mq::{SegRange, Segments},
-    net::skbuff::RxSkBuff,
+    module::this_module,
+    net::{
+        skbuff::{RxSkBuff, SkBuff},
+        zerocopy::{LoanReturn, PageLoan},
+    },
     new_spinlock_irq,
     prelude::*,
     sync::{
@@ -18,8 +22,10 @@ use kernel::{
 
 use crate::{
     dev::PathId,
+    stats::LENT_COPIED,
     wire::Ata,
-    Raoe, //
+    Raoe,
+    RaoeModule, //
 };
 
 /// Byte ranges of a request whose frames failed: up to [`Failed::MAX`], then
@@ -145,6 +151,84 @@ impl IoReq {
             None => Err(EINVAL),
         }
     }
+
+    /// Appends the request's piece `range` of write data to `skb` as the
+    /// request's own pages, lent under `loan`.
+    pub(crate) fn lend(&self, range: &SegRange, skb: &mut SkBuff, loan: &PageLoan<Lent>) -> Result {
+        match self.inner.lock().data.as_ref() {
+            Some(data) => data.lend_to(range, skb, loan),
+            None => Err(EINVAL),
+        }
+    }
+}
+
+/// A write frame's piece while its pages are lent to the network stack.
+///
+/// Every frame sent with the request's pages (each transmission of the
+/// piece) holds the loan, and the piece is accounted for only when the loan
+/// comes back: when the response arrived (or the device failed) and no frame
+/// that carries the pages is left anywhere, a late first transmission queued
+/// at the target included. Ending the request earlier would let its pages be
+/// reused while such a frame can still write them to the target.
+pub(crate) struct Lent {
+    req: Arc<IoReq>,
+    offset: u32,
+    len: u32,
+    /// Set (to 1) when the target acknowledged the write.
+    ok: Atomic<u32>,
+}
+
+impl LoanReturn for Lent {
+    fn returned(self, copied: bool) {
+        if copied {
+            LENT_COPIED.bump();
+        }
+        self.req
+            .finish(self.offset, self.len, self.ok.load(Relaxed) != 0);
+    }
+}
+
+/// A piece of a block request carried by one frame.
+pub(crate) struct Piece {
+    pub(crate) req: Arc<IoReq>,
+    pub(crate) range: SegRange,
+    /// For a write, the loan of its pages; `None` for a read, or when the
+    /// loan could not be allocated (the data is then copied into each frame).
+    pub(crate) loan: Option<PageLoan<Lent>>,
+}
+
+impl Piece {
+    /// A piece; a write's pages are lent if a loan can be had without
+    /// sleeping.
+    pub(crate) fn new(req: Arc<IoReq>, range: SegRange, write: bool) -> Self {
+        let loan = write
+            .then(|| {
+                let lent = Lent {
+                    req: req.clone(),
+                    offset: range.offset(),
+                    len: range.len(),
+                    ok: Atomic::new(0),
+                };
+                PageLoan::new(lent, this_module::<RaoeModule>(), GFP_ATOMIC | __GFP_NOWARN).ok()
+            })
+            .flatten();
+        Self { req, range, loan }
+    }
+
+    /// Accounts for the piece, done or failed: at once, or, for lent pages,
+    /// when the last frame that carries them is gone.
+    pub(crate) fn finish(self, ok: bool) {
+        match self.loan {
+            Some(loan) => {
+                if ok {
+                    loan.data().ok.store(1, Relaxed);
+                }
+                // The loan's return calls `IoReq::finish`.
+                drop(loan);
+            }
+            None => self.req.finish(self.range.offset(), self.range.len(), ok),
+        }
+    }
 }
 
 /// What a command is for.
@@ -152,7 +236,7 @@ pub(crate) enum Job {
     /// ATA IDENTIFY of the device.
     Identify,
     /// A piece of a block request.
-    Io { req: Arc<IoReq>, range: SegRange },
+    Io(Piece),
 }
 
 /// A command in a frame slot.

@@ -37,6 +37,7 @@
 //! `Compl::thread` (mutex) is taken alone.
 
 use kernel::{
+    block::mq::gen_disk::BlockMajor,
     cpu, debugfs,
     kthread::Kthread,
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -92,6 +93,12 @@ module! {
             description: "Most sectors per block request (the C driver's default; 0: the block \
                           layer's, 255)",
         },
+        aoe_dyndevs: u32 {
+            default: 1,
+            description: "Device numbers in the order disks appear (1, the default) or from \
+                          their shelf and slot (0: minor (shelf * 16 + slot) * 16 under raoe's \
+                          own major, slots 0-15)",
+        },
         single_thread: bool {
             default: false,
             description: "Complete every target in one kthread instead of one per CPU",
@@ -103,7 +110,7 @@ module! {
     },
 }
 
-struct RaoeModule {
+pub(crate) struct RaoeModule {
     aoe: Arc<Aoe>,
     rx: Option<Pin<KBox<PacketType<Rx>>>>,
     netdev_events: Option<Pin<KBox<NetdevNotifier<NetEvents>>>>,
@@ -128,7 +135,14 @@ impl kernel::Module for RaoeModule {
             Names::parse(module_parameters::aoe_iflist.value_ref().as_bytes()),
         )?;
         // Completion threads start with the first device that uses them.
-        let aoe = step("allocate driver state", Aoe::new(ifs))?;
+        let major = match module_parameters::aoe_dyndevs.value() {
+            0 => Some(step(
+                "register a block major for aoe_dyndevs=0",
+                BlockMajor::register(0, c"raoe").and_then(|m| Ok(Arc::new(m, GFP_KERNEL)?)),
+            )?),
+            _ => None,
+        };
+        let aoe = step("allocate driver state", Aoe::new(ifs, major))?;
         let mut ctls = KVec::with_capacity(CtlKind::ALL.len(), GFP_KERNEL)?;
         for (name, kind) in CtlKind::ALL {
             let reg = KBox::pin_init(

@@ -19,6 +19,10 @@ impl Default for Counter {
 }
 
 impl Counter {
+    pub(crate) const fn new() -> Self {
+        Self(Atomic::new(0))
+    }
+
     pub(crate) fn bump(&self) {
         self.0.fetch_add(1, Relaxed);
     }
@@ -38,7 +42,13 @@ pub(crate) struct DevStats {
     pub(crate) xmit_errors: Counter,
     /// Requests handed to the transmit work item for want of memory.
     pub(crate) tx_deferred: Counter,
+    /// Write frames that carried the request's pages instead of a copy.
+    pub(crate) lent: Counter,
 }
+
+/// Lent write frames whose pages some path copied (a receiver on this host
+/// does), counted when the loan comes back.
+pub(crate) static LENT_COPIED: Counter = Counter::new();
 
 /// The packet handler's counters: frames it did not accept, and why.
 #[derive(Default)]
@@ -81,8 +91,9 @@ pub(crate) fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> c
     )?;
     writeln!(
         f,
-        "tx: reserve_used {} single_thread {}",
+        "tx: reserve_used {} lent_copied {} single_thread {}",
         l(&aoe.tx.skbs.used),
+        l(&LENT_COPIED),
         module_parameters::single_thread.value()
     )?;
     writeln!(f, "err: dropped {}", aoe.err.dropped())?;
@@ -106,7 +117,7 @@ pub(crate) fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> c
         writeln!(
             f,
             "e{}.{}: state {} thread {} frames {} nout {} maxout {} sent {} retransmits {} \
-             unexpected {} failed {} xmit_errors {} tx_deferred {} rtt_avg_us {} rtt_dev_us {} paths {}",
+             unexpected {} failed {} xmit_errors {} tx_deferred {} lent {} rtt_avg_us {} rtt_dev_us {} paths {}",
             d.addr.major,
             d.addr.minor,
             st.life.name(),
@@ -120,6 +131,7 @@ pub(crate) fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> c
             l(&d.stats.failed),
             l(&d.stats.xmit_errors),
             l(&d.stats.tx_deferred),
+            l(&d.stats.lent),
             st.rtt_avg_us,
             st.rtt_dev_us,
             st.paths.len()

@@ -13,8 +13,9 @@
 
 use kernel::{
     alloc::Flags,
+    block::mq::SegRange,
     kthread::Context,
-    net::{netdevice::NetDevice, skbuff::SkBuff},
+    net::{netdevice::NetDevice, skbuff::SkBuff, zerocopy::PageLoan},
     new_condvar, new_spinlock, new_spinlock_irq,
     prelude::*,
     sync::{aref::ARef, Arc, ArcBorrow, CondVar, SpinLock, SpinLockIrq},
@@ -25,7 +26,7 @@ use kernel::{
 use crate::{
     aoe::Aoe,
     dev::{Dev, Life, Next, TX_WORK},
-    frame::IoReq,
+    frame::{IoReq, Lent},
     module_parameters,
     ring::Ring,
     rx::CfgMsg,
@@ -129,8 +130,16 @@ pub(crate) struct Outgoing {
     pub(crate) tag: u32,
     pub(crate) cmd: Ata,
     pub(crate) lba48: bool,
-    /// Write data to copy from the request: the request and the frame's piece.
-    pub(crate) data: Option<(Arc<IoReq>, kernel::block::mq::SegRange)>,
+    /// A write's data.
+    pub(crate) data: Option<WriteData>,
+}
+
+/// The data of a write frame: the request's piece, and the loan its pages
+/// are sent under (if none, the data is copied into the frame).
+pub(crate) struct WriteData {
+    pub(crate) req: Arc<IoReq>,
+    pub(crate) range: SegRange,
+    pub(crate) loan: Option<PageLoan<Lent>>,
 }
 
 /// Socket buffers set aside for frames when allocation fails.
@@ -194,34 +203,60 @@ impl SkbReserve {
 
 /// Builds and transmits one frame.
 ///
-/// Write data is copied into the frame, not attached as page fragments: a
-/// frame can be read after its request ended (a first transmission the target
-/// processes after the retransmission that completed the request), and by
-/// then the request's pages may hold other data (see `raoe.rst`).
+/// A write frame carries the request's pages as fragments, lent under its
+/// piece's loan (the piece is accounted for only when no frame that carries
+/// them is left, see [`Lent`]); without a loan, or when the pages cannot be
+/// lent (too many fragments, a page that must not be sent in place), the
+/// data is copied into the frame.
 fn transmit(dev: &Dev, s: Outgoing, alloc: Alloc) {
-    let len = wire::ata_len(s.data.as_ref().map_or(0, |d| d.1.len() as usize));
     let Some(src) = s.ifp.ether_addr() else {
         return;
     };
-    let Some(mut skb) = dev.tx.skbs.get(len, alloc) else {
+    let skb = match &s.data {
+        Some(w) => lent_frame(dev, &s, &src, w, alloc).or_else(|| build(dev, &s, &src, alloc)),
+        None => build(dev, &s, &src, alloc),
+    };
+    let Some(mut skb) = skb else {
         // Retransmission will try again.
         dev.stats.xmit_errors.bump();
         return;
     };
-    let Ok(f) = skb.put(len) else { return };
-    wire::build_ata(f, &s.mac, &src, s.dev_addr, s.tag, s.cmd, s.lba48);
-    if let Some((req, range)) = &s.data {
-        let data = &mut f[wire::ata_len(0)..];
-        if req.copy_out(range, data).is_err() {
-            dev.stats.xmit_errors.bump();
-            return;
-        }
-    }
     skb.set_protocol(wire::ETH_P_AOE);
     dev.stats.frames.bump();
     if s.ifp.queue_xmit(skb).is_err() {
         dev.stats.xmit_errors.bump();
     }
+}
+
+/// A frame with its data (if any) copied after the headers.
+fn build(dev: &Dev, s: &Outgoing, src: &[u8; wire::ETH_ALEN], alloc: Alloc) -> Option<SkBuff> {
+    let len = wire::ata_len(s.data.as_ref().map_or(0, |d| d.range.len() as usize));
+    let mut skb = dev.tx.skbs.get(len, alloc)?;
+    let f = skb.put(len).ok()?;
+    wire::build_ata(f, &s.mac, src, s.dev_addr, s.tag, s.cmd, s.lba48);
+    if let Some(w) = &s.data {
+        w.req.copy_out(&w.range, &mut f[wire::ata_len(0)..]).ok()?;
+    }
+    Some(skb)
+}
+
+/// A write frame whose data is the request's pages, lent under the piece's
+/// loan; `None` if it has no loan or its pages cannot be lent.
+fn lent_frame(
+    dev: &Dev,
+    s: &Outgoing,
+    src: &[u8; wire::ETH_ALEN],
+    w: &WriteData,
+    alloc: Alloc,
+) -> Option<SkBuff> {
+    let loan = w.loan.as_ref()?;
+    let len = wire::ata_len(0);
+    let mut skb = dev.tx.skbs.get(len, alloc)?;
+    let f = skb.put(len).ok()?;
+    wire::build_ata(f, &s.mac, src, s.dev_addr, s.tag, s.cmd, s.lba48);
+    w.req.lend(&w.range, &mut skb, loan).ok()?;
+    dev.stats.lent.bump();
+    Some(skb)
 }
 
 /// Sends new frames while the device's window allows. With

@@ -4,9 +4,11 @@
 //!
 //! Two types, one per direction:
 //!
-//! - An [`SkBuff`] is a frame the driver builds: allocated by it, linear, private, written
-//!   with [`SkBuff::put`]. Transmitting it ([`crate::net::netdevice::NetDevice::queue_xmit`])
-//!   consumes it; dropping it frees it.
+//! - An [`SkBuff`] is a frame the driver builds: allocated by it, its head private and written
+//!   with [`SkBuff::put`], then optionally followed by pages lent under a
+//!   [`PageLoan`](crate::net::zerocopy::PageLoan) ([`SkBuff::add_lent_page`]), which it never
+//!   writes. Transmitting it ([`crate::net::netdevice::NetDevice::queue_xmit`]) consumes it;
+//!   dropping it frees it.
 //! - An [`RxSkBuff`] is a frame a packet handler received (see
 //!   [`crate::net::netdevice::PacketHandler`]). Its data may be shared with other receivers (a
 //!   packet socket gets the same buffer) and may lie partly in page fragments, so it is read
@@ -24,21 +26,28 @@ use crate::{
     error::{
         code::{
             EINVAL,
-            EMSGSIZE, //
+            EMSGSIZE,
+            EOPNOTSUPP, //
         },
         to_result,
         Result, //
     },
+    net::zerocopy::{
+        LoanReturn,
+        PageLoan, //
+    },
 };
 use core::ptr::NonNull;
 
-/// A socket buffer the driver builds: owned, private and linear.
+/// A socket buffer the driver builds: owned, with a private head.
 ///
 /// # Invariants
 ///
 /// `self.0` points to a valid `struct sk_buff` that this object owns (nobody
-/// else holds a reference to it, and its data is not shared with a clone) and
-/// whose data is linear.
+/// else holds a reference to it, and its data is not shared with a clone).
+/// Its page fragments, if any, were added by [`SkBuff::add_lent_page`]: they
+/// are lent under one loan, hold their own page references, and this type
+/// never writes them.
 pub struct SkBuff(NonNull<bindings::sk_buff>);
 
 // SAFETY: An owned `sk_buff` may be handed to and freed from any thread.
@@ -85,19 +94,24 @@ impl SkBuff {
         self.len() == 0
     }
 
-    /// The data.
+    /// The data in the head (without lent pages).
     pub fn data(&self) -> &[u8] {
         let skb = self.0.as_ptr();
-        // SAFETY: By the type invariant the data is linear, so `headlen`
+        // SAFETY: By the type invariant the head is private, so `headlen`
         // bytes at `data` are initialized and owned by this buffer for as long
         // as `self` is borrowed.
         unsafe { core::slice::from_raw_parts((*skb).data, bindings::skb_headlen(skb) as usize) }
     }
 
-    /// Appends `len` bytes to the data and returns them for filling
-    /// (`skb_put()`). Fails with `EMSGSIZE` when the buffer has less room.
+    /// Appends `len` bytes to the head and returns them for filling
+    /// (`skb_put()`). Fails with `EMSGSIZE` when the buffer has less room,
+    /// and with `EINVAL` once page fragments follow the head.
     pub fn put(&mut self, len: usize) -> Result<&mut [u8]> {
         let skb = self.0.as_ptr();
+        // SAFETY: `skb` is valid and ours.
+        if unsafe { (*skb).data_len } != 0 {
+            return Err(EINVAL);
+        }
         // SAFETY: `skb` is valid and ours.
         let room = unsafe { bindings::skb_tailroom(skb) };
         if len > usize::try_from(room).unwrap_or(0) {
@@ -112,6 +126,60 @@ impl SkBuff {
             core::ptr::write_bytes(p, 0, len);
             Ok(core::slice::from_raw_parts_mut(p, len))
         }
+    }
+
+    /// Appends `len` bytes at `offset` in `page` as a page fragment lent under `loan`
+    /// (`skb_zcopy_set()`, `get_page()`, `skb_add_rx_frag()`).
+    ///
+    /// All of a buffer's fragments belong to one loan. Fails with `EINVAL` if the buffer
+    /// already carries another loan or the piece is empty or does not lie in the page, with
+    /// `EMSGSIZE` when the buffer has `MAX_SKB_FRAGS` fragments, and with `EOPNOTSUPP` for a
+    /// page that may not be sent in place (`!sendpage_ok()`, a slab page for one). After a
+    /// failure the buffer holds the fragments added before it.
+    ///
+    /// # Safety
+    ///
+    /// `page` must point to a valid `struct page` for the duration of the call.
+    pub unsafe fn add_lent_page<T: LoanReturn>(
+        &mut self,
+        loan: &PageLoan<T>,
+        page: *mut bindings::page,
+        offset: u32,
+        len: u32,
+    ) -> Result {
+        let skb = self.0.as_ptr();
+        match offset.checked_add(len) {
+            Some(end) if len > 0 && end as usize <= bindings::PAGE_SIZE => {}
+            _ => return Err(EINVAL),
+        }
+        // SAFETY: `skb` is valid and ours (`SkBuff`'s invariant).
+        let shinfo = unsafe { bindings::skb_shinfo(skb) };
+        // SAFETY: `shinfo` is the buffer's own shared info; the data is not shared.
+        let nr = unsafe { (*shinfo).nr_frags };
+        if u32::from(nr) >= bindings::MAX_SKB_FRAGS {
+            return Err(EMSGSIZE);
+        }
+        // SAFETY: `page` is valid (safety requirements).
+        if !unsafe { bindings::sendpage_ok(page) } {
+            return Err(EOPNOTSUPP);
+        }
+        // SAFETY: `skb` is valid and ours.
+        let cur = unsafe { bindings::skb_zcopy(skb) };
+        if cur.is_null() {
+            // SAFETY: `skb` carries no loan; `skb_zcopy_set` takes a reference on the loan for
+            // it, which the networking core drops when the buffer's data is freed or copied.
+            unsafe { bindings::skb_zcopy_set(skb, loan.as_ubuf(), core::ptr::null_mut()) };
+        } else if cur != loan.as_ubuf() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `page` is valid; the fragment keeps its own page reference.
+        unsafe { bindings::get_page(page) };
+        // SAFETY: Fragment `nr` is the next free one (`nr < MAX_SKB_FRAGS`); the piece lies in
+        // `page`, on which the buffer now holds a reference, and the loan it is lent under.
+        unsafe {
+            bindings::skb_add_rx_frag(skb, i32::from(nr), page, offset as i32, len as i32, len)
+        };
+        Ok(())
     }
 
     /// Sets the link-layer protocol field (`skb->protocol`), in host order.

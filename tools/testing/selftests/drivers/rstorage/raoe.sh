@@ -98,8 +98,17 @@ found() {
 }
 rstorage_case "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat; 1280 KiB requests; one completion thread started)" found
 
-# 4: data on one target.
-rstorage_case "fio verify=crc32c on 1 target" fio_verify one e0.0
+# 4: data on one target; write frames carry the request's own pages (lent
+# under a loan), not a copy.
+one() {
+	local lent copied
+	fio_verify one e0.0 || return 1
+	lent=$(dev_field e0.0 lent)
+	copied=$(grep -o 'lent_copied [0-9]*' "$stats" | awk '{print $2}')
+	ktap_print_msg "write frames with lent pages: ${lent:-?}; lent frames copied by a receiver on this host: ${copied:-?}"
+	[ "${lent:-0}" -gt 0 ]
+}
+rstorage_case "fio verify=crc32c on 1 target, write data sent as the request's pages" one
 
 # 5: HDIO_GETGEO and HDIO_GET_IDENTITY; the same ioctls on a file opened before
 # its device was flushed fail with ENODEV (the disk outlives the device).
