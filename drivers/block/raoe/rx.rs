@@ -115,14 +115,25 @@ impl PacketHandler for Rx {
                     st.on_response(path, sent, retries == 0);
                 }
                 let c = &aoe.compl[dev.compl];
-                let pushed = c.q.lock().items.push(Done {
-                    dev,
-                    frame,
-                    ok,
-                    skb,
-                });
+                let pushed = {
+                    let mut q = c.q.lock();
+                    let was_empty = q.items.is_empty();
+                    q.items
+                        .push(Done {
+                            dev,
+                            frame,
+                            ok,
+                            skb,
+                        })
+                        .map(|()| was_empty)
+                };
                 match pushed {
-                    Ok(()) => c.wait.notify_one(),
+                    // Only the first response into an empty queue wakes the
+                    // thread: it sleeps only after finding the queue empty
+                    // under the lock, and it drains the whole queue before
+                    // it looks again.
+                    Ok(true) => c.wait.notify_one(),
+                    Ok(false) => {}
                     Err(d) => {
                         // Cannot happen: every frame has a reserved slot. Let
                         // retransmission recover.

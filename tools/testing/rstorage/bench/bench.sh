@@ -28,7 +28,8 @@
 # BENCH_ONLY_WORKLOADS=randread-4k), BENCH_ROUNDS (default: each driver twice in each place of the
 # order; rounded up to a multiple of the number of drivers, as lib.sh does), BENCH_SECONDS per
 # run (default 5), BENCH_PROFILE=1 to sample every run with perf (profile-*.txt
-# in RESULTS_DIR; the sampling costs IOPS, so the tables are left as they are).
+# in RESULTS_DIR; the sampling costs IOPS, so the tables are left as they are; BENCH_PROFILE=2
+# adds call chains), BENCH_CPUS the guest's vCPUs for aoe (default 2: one per host core, see raoe.rst).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../../../.." && pwd)
@@ -50,7 +51,7 @@ vscsi)
 	vm+=(--append "modprobe.blacklist=virtio_scsi" "--qemu-opts=${opts[*]}") ;;
 aoe)
 	name=raoe drivers=3
-	vm=(--cpus 4 --append "modprobe.blacklist=aoe") ;;
+	vm=(--cpus "${BENCH_CPUS:-2}" --append "modprobe.blacklist=aoe") ;;
 iser)
 	name=risert drivers=4 ;;
 *)
@@ -71,7 +72,7 @@ python3 "$here/../vm.py" --kernel "$obj" --log "$results/bench-$kind.console" --
 	bash "$here/$kind-guest.sh" "$moddir" "$raw" "$rounds" "$secs" "$results/kselftest" "$profile" || rc=$?
 [ "$rc" = 0 ] || echo "[bench] $kind: the guest side failed (exit $rc); the runs it recorded follow"
 [ -s "$raw" ] || { echo "[bench] $kind: no runs recorded"; exit 1; }
-if [ "$profile" = 1 ]; then
+if [ "$profile" != 0 ]; then
 	echo "[bench] profiles: $results/profile-*.txt (tables left as they are)"
 	exit "$rc"
 fi

@@ -40,7 +40,8 @@
 #
 # Usage of the kind's script: KIND-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR [PROFILE]
 #   PROFILE=1 samples every run with `perf record -a -e cpu-clock` and writes
-#   the top of its profile next to OUTPUT as profile-DRIVER-WORKLOAD-TARGETS-rROUND.txt.
+#   the top of its profile next to OUTPUT as profile-DRIVER-WORKLOAD-TARGETS-rROUND.txt;
+#   PROFILE=2 records call chains too and adds the chains of the hottest symbols.
 
 bench_moddir=$1 bench_out=$2 bench_rounds=$3 bench_secs=$4 bench_ksft=$5 bench_profile=${6:-0}
 export RSTORAGE_MODDIR=$bench_moddir
@@ -127,7 +128,10 @@ PY
 bench_run() {
 	local drv=$1 round=$2 wl=$3 nt=$4 e0 e1 ev= b0 busy= t0 t1 tgt= json=$bench_work/fio.json
 	rm -f "$json"
-	[ "$bench_profile" = 1 ] && bench_wrap=(perf record -q -a -e cpu-clock -o "$bench_work/perf.data" --)
+	case $bench_profile in
+	1) bench_wrap=(perf record -q -a -e cpu-clock -o "$bench_work/perf.data" --) ;;
+	2) bench_wrap=(perf record -q -a -g -e cpu-clock -o "$bench_work/perf.data" --) ;;
+	esac
 	bench_run_begin "$drv"
 	e0=$(bench_events "$drv")
 	t0=$(bench_target "$drv")
@@ -145,13 +149,18 @@ bench_run() {
 	bench_wrap=()
 	bench_run_end "$drv"
 	bench_record "$drv" "$round" "$wl" "$nt" "$ev" "$busy" "$tgt" "$json"
-	if [ "$bench_profile" = 1 ] && [ -f "$bench_work/perf.data" ]; then
+	if [ "$bench_profile" != 0 ] && [ -f "$bench_work/perf.data" ]; then
 		{ perf report -i "$bench_work/perf.data" --no-children --sort dso --stdio 2>/dev/null |
 			grep -v '^# [^S]' | grep -v '^#$' | grep -v '^$' | head -16
 		  echo
 		  perf report -i "$bench_work/perf.data" --no-children --sort sym --stdio 2>/dev/null |
-			grep -v '^#' | grep -v '^$' | head -60; } \
-			>"$(dirname "$bench_out")/profile-$drv-$wl-$nt-r$round.txt"
+			grep -v '^#' | grep -v '^$' | head -60
+		  :; } >"$(dirname "$bench_out")/profile-$drv-$wl-$nt-r$round.txt"
+		# All call chains (root first) of the symbols above 3 %, one per line.
+		[ "$bench_profile" = 2 ] &&
+			perf report -i "$bench_work/perf.data" --no-children --sort sym --stdio \
+				-g folded,0,caller,function,count --percent-limit 3 2>/dev/null | grep -v '^#' \
+				>"$(dirname "$bench_out")/profile-$drv-$wl-$nt-r$round.chains"
 		rm -f "$bench_work/perf.data"
 	fi
 }

@@ -16,7 +16,7 @@ size_mb=24
 
 ktap_print_header
 rstorage_require fio vblade aoe-discover aoe-stat
-ktap_set_plan 28
+ktap_set_plan 29
 
 stats=/sys/kernel/debug/raoe/stats
 
@@ -539,7 +539,26 @@ multipath() {
 }
 rstorage_case "two paths to a target, one taken down under fio: data verified" multipath
 
-# 27: jumbo frames: with MTU 9000 on the link (and vblade restarted to see it), a
+# 27: aoe_dyndevs=0: each disk numbered from its address under the major
+# raoe registers, minor (shelf * 16 + slot) * 16 as the C driver's static
+# numbering. Seven targets answer here (e0.7 was stopped by the flush case).
+dyndevs() {
+	local major d num want rc=0
+	load aoe_dyndevs=0 && wait_devs $((ntargets - 1)) || return 1
+	major=$(awk '$2 == "raoe" {print $1}' /proc/devices)
+	for d in 0 3 6; do
+		num=$(cat "/sys/block/etherd!e0.$d/dev")
+		want="$major:$((d * 16))"
+		ktap_print_msg "e0.$d: $num (expected $want)"
+		[ -n "$major" ] && [ "$num" = "$want" ] || rc=1
+	done
+	FIO_SIZE=4m fio_verify dyndevs e0.3 || rc=1
+	unload || rc=1
+	[ "$rc" = 0 ] && ! grep -q ' raoe$' /proc/devices
+}
+rstorage_case "aoe_dyndevs=0: static device numbers from shelf and slot, data verified, major released" dyndevs
+
+# 28: jumbo frames: with MTU 9000 on the link (and vblade restarted to see it), a
 # frame carries 17 sectors; fio verifies through such frames.
 jumbo() {
 	local rc payload
@@ -563,7 +582,7 @@ jumbo() {
 }
 rstorage_case "jumbo frames (MTU 9000): 8 KiB+ per frame, data verified" jumbo
 
-# 28: the interface is deleted while raoe holds paths through it: raoe drops
+# 29: the interface is deleted while raoe holds paths through it: raoe drops
 # its device references when told, so the deletion completes.
 ifgone() {
 	local before
