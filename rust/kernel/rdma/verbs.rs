@@ -32,7 +32,10 @@ use crate::{
 };
 use core::{
     marker::PhantomData,
-    mem::MaybeUninit,
+    mem::{
+        ManuallyDrop,
+        MaybeUninit, //
+    },
     ptr::{
         self,
         NonNull, //
@@ -167,46 +170,98 @@ impl Pd {
 
 impl Drop for Pd {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant `pd` is ours. A queue pair still using it makes the call
-        // fail (with a warning) and the domain leak, which is safe.
+        // SAFETY: By the type invariant `pd` is ours. `ib_dealloc_pd_user` frees it whatever
+        // uses it, so nothing may: the only objects made with a domain are the queue pairs of
+        // `ConnectRequest::accept`, which moves the `Pd` into the `Connection`, and the
+        // connection destroys its queue pair before it drops the domain (or leaks both, while
+        // RDMA read/write contexts are alive).
         unsafe { bindings::ib_dealloc_pd_user(self.as_ptr(), ptr::null_mut()) };
     }
 }
 
-/// A buffer of kernel memory mapped for DMA on a device (`ib_dma_map_single()`).
+mod private {
+    pub trait Sealed {}
+}
+
+/// What the device does with a [`DmaBuf`]: the direction it is mapped for, fixed by its type.
+///
+/// Only [`ToDevice`] buffers can be sent ([`SendCtx::dma_buf`]) and only [`FromDevice`]
+/// buffers can be posted for receiving ([`Qp::post_recv`]), so a buffer is never used against
+/// the direction of its mapping.
+pub trait Direction: private::Sealed + Send + Sync + 'static {
+    /// The direction of the mapping.
+    const DIR: DataDirection;
+}
+
+/// The device reads the buffer: the message of a send.
+pub enum ToDevice {}
+
+/// The device writes the buffer: a posted receive.
+pub enum FromDevice {}
+
+impl private::Sealed for ToDevice {}
+impl private::Sealed for FromDevice {}
+
+impl Direction for ToDevice {
+    const DIR: DataDirection = DataDirection::ToDevice;
+}
+
+impl Direction for FromDevice {
+    const DIR: DataDirection = DataDirection::FromDevice;
+}
+
+/// A buffer of kernel memory mapped for DMA on a device (`ib_dma_map_single()`) in direction
+/// `D`.
 ///
 /// Its contents can be read and written through `&`/`&mut` while the buffer is owned; posting
 /// it gives it to the device until its completion.
 ///
+/// # Examples
+///
+/// A buffer mapped for the device to read cannot be posted for receiving:
+///
+/// ```compile_fail
+/// use kernel::rdma::verbs::{DmaBuf, Qp, SendCtx, ToDevice};
+///
+/// fn receive_into<S: SendCtx>(qp: &Qp<S>, buf: KBox<DmaBuf<ToDevice>>) -> Result {
+///     qp.post_recv(buf)
+/// }
+/// ```
+///
 /// # Invariants
 ///
-/// `addr` is the mapping of all of `mem` on `dev` in direction `dir`, valid until `drop`.
-pub struct DmaBuf {
+/// `mem` is not empty, and `addr` is the mapping of all of `mem` on `dev` in direction
+/// `D::DIR`, valid until `drop`.
+pub struct DmaBuf<D: Direction> {
     mem: KVec<u8>,
     addr: u64,
-    dir: DataDirection,
     dev: DeviceRef,
+    _dir: PhantomData<D>,
 }
 
-impl DmaBuf {
-    /// Allocates `len` zeroed bytes and maps them on `dev` for `dir`.
-    pub fn new(dev: &DeviceRef, len: usize, dir: DataDirection) -> Result<Self> {
+impl<D: Direction> DmaBuf<D> {
+    /// Allocates `len` zeroed bytes and maps them on `dev` for `D`. An empty buffer has no
+    /// memory to map and is refused with `EINVAL`.
+    pub fn new(dev: &DeviceRef, len: usize) -> Result<Self> {
+        if len == 0 {
+            return Err(EINVAL);
+        }
         let mut mem = KVec::from_elem(0u8, len, GFP_KERNEL)?;
-        // SAFETY: `dev` is registered; `mem` holds `len` bytes that stay allocated (and do not
-        // move, since the vector is never resized again) until they are unmapped in `drop`.
+        // SAFETY: `dev` is registered; `mem` holds `len > 0` bytes that stay allocated (and do
+        // not move, since the vector is never resized again) until they are unmapped in `drop`.
         let addr = unsafe {
-            bindings::ib_dma_map_single(dev.as_ptr(), mem.as_mut_ptr().cast(), len, dir.into())
+            bindings::ib_dma_map_single(dev.as_ptr(), mem.as_mut_ptr().cast(), len, D::DIR.into())
         };
         // SAFETY: `addr` was just returned by `ib_dma_map_single` on `dev`.
         if unsafe { bindings::ib_dma_mapping_error(dev.as_ptr(), addr) } != 0 {
             return Err(ENOMEM);
         }
-        // INVARIANT: `addr` maps `mem` on `dev`.
+        // INVARIANT: `mem` is not empty and `addr` maps it on `dev` in direction `D::DIR`.
         Ok(Self {
             mem,
             addr,
-            dir,
             dev: dev.clone(),
+            _dir: PhantomData,
         })
     }
 
@@ -215,7 +270,7 @@ impl DmaBuf {
         self.mem.len()
     }
 
-    /// Whether the buffer is empty.
+    /// Whether the buffer is empty (never: see the type invariant).
     pub fn is_empty(&self) -> bool {
         self.mem.is_empty()
     }
@@ -237,7 +292,7 @@ impl DmaBuf {
                 self.dev.as_ptr(),
                 self.addr,
                 len,
-                self.dir.into(),
+                D::DIR.into(),
             )
         };
     }
@@ -245,7 +300,7 @@ impl DmaBuf {
     fn sync_for_cpu(&self, len: usize) {
         // SAFETY: As in `sync_for_device`.
         unsafe {
-            bindings::ib_dma_sync_single_for_cpu(self.dev.as_ptr(), self.addr, len, self.dir.into())
+            bindings::ib_dma_sync_single_for_cpu(self.dev.as_ptr(), self.addr, len, D::DIR.into())
         };
     }
 
@@ -258,7 +313,7 @@ impl DmaBuf {
     }
 }
 
-impl Drop for DmaBuf {
+impl<D: Direction> Drop for DmaBuf<D> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant `addr` maps `mem` on `dev`, which is still registered
         // because we hold a reference. The buffer is not posted: posted buffers are owned by
@@ -268,7 +323,7 @@ impl Drop for DmaBuf {
                 self.dev.as_ptr(),
                 self.addr,
                 self.mem.len(),
-                self.dir.into(),
+                D::DIR.into(),
             )
         };
     }
@@ -278,7 +333,7 @@ impl Drop for DmaBuf {
 /// moves) and [`Cq::poll`] gives back with the request's completion.
 pub trait SendCtx: Send + 'static {
     /// The buffer whose first bytes are sent, if the context sends a message.
-    fn dma_buf(&self) -> Option<&DmaBuf>;
+    fn dma_buf(&self) -> Option<&DmaBuf<ToDevice>>;
 
     /// The RDMA read/write context [`Qp::post_rw`] posts.
     fn rw(&self) -> Option<&RwCtx> {
@@ -334,7 +389,7 @@ pub enum Completion<S> {
     /// A receive completed; on success with the number of bytes received.
     Recv {
         /// The buffer that was posted.
-        buf: KBox<DmaBuf>,
+        buf: KBox<DmaBuf<FromDevice>>,
         /// The received length, or why the receive failed.
         result: Result<usize, WcError>,
     },
@@ -370,10 +425,13 @@ const WR_RECV_DRAIN: u64 = 8 | TAG_RECV;
 /// as its context. The only queue pairs attached to it are created by
 /// [`super::cm::ConnectRequest::accept`], which posts only through [`Qp`] with send contexts of
 /// type `H::SendCtx`.
+///
+/// `handler` and `dev` are dropped only after the queue was destroyed: a queue that could not
+/// be destroyed keeps them for ever, since it may still call the handler.
 pub struct Cq<H: CqHandler> {
     cq: NonNull<bindings::ib_cq>,
-    handler: Arc<H>,
-    dev: DeviceRef,
+    handler: ManuallyDrop<Arc<H>>,
+    dev: ManuallyDrop<DeviceRef>,
 }
 
 // SAFETY: `ib_poll_cq()` and `ib_req_notify_cq()` may be called from any thread; the handler is
@@ -413,8 +471,8 @@ impl<H: CqHandler> Cq<H> {
         // INVARIANT: Created with our handler and context; no queue pair is attached yet.
         Ok(Self {
             cq: NonNull::new(cq).ok_or(ENOMEM)?,
-            handler,
-            dev: dev.clone(),
+            handler: ManuallyDrop::new(handler),
+            dev: ManuallyDrop::new(dev.clone()),
         })
     }
 
@@ -500,8 +558,9 @@ impl<H: CqHandler> Cq<H> {
                 Some(Completion::Send { ctx, result })
             }
             id => {
-                // SAFETY: As above, from `Qp::post_recv`, with a `KBox<DmaBuf>`.
-                let buf = unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut DmaBuf) };
+                // SAFETY: As above, from `Qp::post_recv`, with a `KBox<DmaBuf<FromDevice>>`.
+                let buf =
+                    unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut DmaBuf<FromDevice>) };
                 let result = result.map(|()| wc.byte_len as usize);
                 if let Ok(len) = result {
                     buf.sync_for_cpu(len);
@@ -524,14 +583,21 @@ impl<H: CqHandler> Cq<H> {
 
 impl<H: CqHandler> Drop for Cq<H> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant `cq` is ours.
+        // SAFETY: By the type invariant `cq` is ours. The only queue pairs on it are created by
+        // `ConnectRequest::accept`, which moves the `Cq` into the `Connection`, and the
+        // connection destroys its queue pair before it drops the queue (or leaks both).
         let ret = unsafe { bindings::ib_destroy_cq_user(self.as_ptr(), ptr::null_mut()) };
         if ret != 0 {
-            // A queue pair still uses the queue, which may still notify: keep the handler.
+            // The queue still exists and may still call the handler with its context: keep
+            // the handler and the device reference for ever (the fields are `ManuallyDrop`).
             pr_warn!("ib_destroy_cq failed ({}); leaking it\n", ret);
-            // SAFETY: Leaking the handler's reference keeps the context valid forever.
-            let _ = unsafe { ptr::read(&self.handler) }.into_raw();
+            return;
         }
+        // SAFETY: The queue is destroyed, so nothing reaches the handler through it any more;
+        // the field is dropped once, here.
+        unsafe { ManuallyDrop::drop(&mut self.handler) };
+        // SAFETY: As above, for the device reference.
+        unsafe { ManuallyDrop::drop(&mut self.dev) };
     }
 }
 
@@ -579,7 +645,7 @@ impl<S: SendCtx> Qp<S> {
     }
 
     /// Posts `buf` for receiving; it comes back in a [`Completion::Recv`].
-    pub fn post_recv(&self, buf: KBox<DmaBuf>) -> Result {
+    pub fn post_recv(&self, buf: KBox<DmaBuf<FromDevice>>) -> Result {
         let mut sge = buf.sge(buf.len(), self.lkey());
         buf.sync_for_device(buf.len());
         let raw = KBox::into_raw(buf);
@@ -716,7 +782,7 @@ impl<S: SendCtx> Qp<S> {
 }
 
 /// Checks at compile time that a `wr_id` tag fits below the alignment of posted objects.
-const _: () = assert!(core::mem::align_of::<DmaBuf>() > TAG_MASK as usize);
+const _: () = assert!(core::mem::align_of::<DmaBuf<FromDevice>>() > TAG_MASK as usize);
 
 pub(crate) fn qp_init_attr<H: CqHandler>(
     cq: &Cq<H>,

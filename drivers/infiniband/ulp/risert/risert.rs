@@ -26,9 +26,7 @@ use kernel::{
         Config,
         Pass, //
     },
-    debugfs,
-    dma::DataDirection,
-    impl_has_work,
+    debugfs, impl_has_work,
     net::sockaddr::SockAddr,
     new_condvar, new_mutex, new_work,
     prelude::*,
@@ -51,9 +49,11 @@ use kernel::{
             Cq,
             CqHandler,
             DmaBuf,
+            FromDevice,
             Pd,
             QpCaps,
-            SendCtx, //
+            SendCtx,
+            ToDevice, //
         },
     },
     revocable::Revocable,
@@ -279,9 +279,9 @@ struct Inner {
     /// The portal while the connection waits for the login thread.
     portal: Option<Arc<PortalQueue>>,
     /// The first login request, waiting for the login thread, and its length.
-    login_req: Option<(KBox<DmaBuf>, usize)>,
+    login_req: Option<(KBox<DmaBuf<FromDevice>>, usize)>,
     /// A buffer for the next login request.
-    login_rx: Option<KBox<DmaBuf>>,
+    login_rx: Option<KBox<DmaBuf<FromDevice>>>,
     /// The final login response, sent once the receive buffers are posted.
     login_rsp: Option<(KBox<TxDesc>, usize)>,
     /// Logouts whose response was sent, for the control work.
@@ -332,14 +332,14 @@ impl_has_work! {
 /// A send (the iSER and iSCSI headers and the data segment) or an RDMA READ, and the command
 /// it is for.
 struct TxDesc {
-    buf: Option<DmaBuf>,
+    buf: Option<DmaBuf<ToDevice>>,
     cmd: Option<Cmd>,
     /// An RDMA READ of a WRITE's data, without a send.
     read: bool,
 }
 
 impl SendCtx for TxDesc {
-    fn dma_buf(&self) -> Option<&DmaBuf> {
+    fn dma_buf(&self) -> Option<&DmaBuf<ToDevice>> {
         self.buf.as_ref()
     }
 
@@ -425,7 +425,7 @@ impl RConn {
         }
     }
 
-    fn post_recv(&self, buf: KBox<DmaBuf>) -> Result {
+    fn post_recv(&self, buf: KBox<DmaBuf<FromDevice>>) -> Result {
         match self.inner.lock().link.as_ref() {
             Some(l) => l.qp().post_recv(buf),
             None => Err(ENOTCONN),
@@ -478,19 +478,16 @@ impl RConn {
         Ok(())
     }
 
-    fn new_rx(&self) -> Result<KBox<DmaBuf>> {
+    fn new_rx(&self) -> Result<KBox<DmaBuf<FromDevice>>> {
         let dev = self.device()?;
-        Ok(KBox::new(
-            DmaBuf::new(&dev, RX_SIZE, DataDirection::FromDevice)?,
-            GFP_KERNEL,
-        )?)
+        Ok(KBox::new(DmaBuf::new(&dev, RX_SIZE)?, GFP_KERNEL)?)
     }
 
     /// A send of the iSER control header, the iSCSI header `hdr` and `data`.
     fn new_tx(&self, hdr: &[u8; iscsit::HDR_LEN], data: &[u8]) -> Result<(KBox<TxDesc>, usize)> {
         let dev = self.device()?;
         let len = HEADERS_LEN + data.len();
-        let mut buf = DmaBuf::new(&dev, len, DataDirection::ToDevice)?;
+        let mut buf = DmaBuf::<ToDevice>::new(&dev, len)?;
         let b = buf.as_mut_slice();
         IserHdr::control().write(&mut b[..ISER_HDR_LEN]);
         b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr);
@@ -591,7 +588,7 @@ impl RConn {
     }
 
     /// Handles a received message.
-    fn on_recv(self: &Arc<Self>, buf: KBox<DmaBuf>, len: usize) {
+    fn on_recv(self: &Arc<Self>, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
         self.rx.inc();
         STATS.pdus_rx.inc();
         let phase = self.inner.lock().phase;
@@ -647,7 +644,7 @@ impl RConn {
 
     /// A login request: the first one waits for the login thread, the others go to the
     /// target's login work.
-    fn on_login_pdu(&self, buf: KBox<DmaBuf>, len: usize) {
+    fn on_login_pdu(&self, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
         let pdu = &buf.as_slice()[ISER_HDR_LEN..len];
         if let Some(Ok(())) = self.iconn.with(|c| c.deliver_login_pdu(pdu)) {
             self.inner.lock().login_rx = Some(buf);
@@ -1005,14 +1002,11 @@ impl PortalEvents {
             Ok(c) => c,
             Err(e) => return (req.reject(), Err(e)),
         };
-        let setup = || -> Result<(Pd, Cq<CqKick>, KBox<DmaBuf>)> {
+        let setup = || -> Result<(Pd, Cq<CqKick>, KBox<DmaBuf<FromDevice>>)> {
             let pd = Pd::alloc(&dev, c"risert")?;
             let kick = Arc::new(CqKick { conn: conn.clone() }, GFP_KERNEL)?;
             let cq = Cq::new(&dev, TX_DESCS + RX_DESCS + 2, 0, kick, c"risert")?;
-            let rx = KBox::new(
-                DmaBuf::new(&dev, RX_SIZE, DataDirection::FromDevice)?,
-                GFP_KERNEL,
-            )?;
+            let rx = KBox::new(DmaBuf::new(&dev, RX_SIZE)?, GFP_KERNEL)?;
             Ok((pd, cq, rx))
         };
         let (pd, cq, rx) = match setup() {
