@@ -29,7 +29,7 @@
 # order; rounded up to a multiple of the number of drivers, as lib.sh does), BENCH_SECONDS per
 # run (default 5), BENCH_PROFILE=1 to sample every run with perf (profile-*.txt
 # in RESULTS_DIR; the sampling costs IOPS, so the tables are left as they are; BENCH_PROFILE=2
-# adds call chains), BENCH_CPUS the guest's vCPUs for aoe (default 2: one per host core, see raoe.rst).
+# adds call chains, 3 counts queued work items by function), BENCH_CPUS the guest's vCPUs for aoe (default 2: one per host core, see raoe.rst).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../../../.." && pwd)

@@ -41,7 +41,8 @@
 # Usage of the kind's script: KIND-guest.sh MODULE_DIR OUTPUT ROUNDS SECONDS KSELFTEST_DIR [PROFILE]
 #   PROFILE=1 samples every run with `perf record -a -e cpu-clock` and writes
 #   the top of its profile next to OUTPUT as profile-DRIVER-WORKLOAD-TARGETS-rROUND.txt;
-#   PROFILE=2 records call chains too and adds the chains of the hottest symbols.
+#   PROFILE=2 records call chains too and adds the chains of the hottest symbols;
+#   PROFILE=3 counts the work items queued during the run, by function.
 
 bench_moddir=$1 bench_out=$2 bench_rounds=$3 bench_secs=$4 bench_ksft=$5 bench_profile=${6:-0}
 export RSTORAGE_MODDIR=$bench_moddir
@@ -131,6 +132,7 @@ bench_run() {
 	case $bench_profile in
 	1) bench_wrap=(perf record -q -a -e cpu-clock -o "$bench_work/perf.data" --) ;;
 	2) bench_wrap=(perf record -q -a -g -e cpu-clock -o "$bench_work/perf.data" --) ;;
+	3) bench_wrap=(perf record -q -a -e workqueue:workqueue_queue_work -o "$bench_work/perf.data" --) ;;
 	esac
 	bench_run_begin "$drv"
 	e0=$(bench_events "$drv")
@@ -149,7 +151,13 @@ bench_run() {
 	bench_wrap=()
 	bench_run_end "$drv"
 	bench_record "$drv" "$round" "$wl" "$nt" "$ev" "$busy" "$tgt" "$json"
-	if [ "$bench_profile" != 0 ] && [ -f "$bench_work/perf.data" ]; then
+	if [ "$bench_profile" = 3 ] && [ -f "$bench_work/perf.data" ]; then
+		# Work items queued during the run, by function, most first.
+		perf script -i "$bench_work/perf.data" -F event,trace 2>/dev/null |
+			grep -o 'function=[^ ]*' | sort | uniq -c | sort -rn | head -30 \
+			>"$(dirname "$bench_out")/profile-$drv-$wl-$nt-r$round.txt"
+		rm -f "$bench_work/perf.data"
+	elif [ "$bench_profile" != 0 ] && [ -f "$bench_work/perf.data" ]; then
 		{ perf report -i "$bench_work/perf.data" --no-children --sort dso --stdio 2>/dev/null |
 			grep -v '^# [^S]' | grep -v '^#$' | grep -v '^$' | head -16
 		  echo
