@@ -23,6 +23,7 @@ use crate::{
     },
     types::Opaque,
 };
+use core::ptr;
 
 /// The queue pair that read/write contexts are built on, with the count of live contexts.
 ///
@@ -89,7 +90,8 @@ impl RwQp {
 /// # Invariants
 ///
 /// `ctx` was initialized on `qp` (counted in its `live`) for `nents` entries of `sg` in
-/// direction `dir`; `sg` stays valid until drop.
+/// direction `dir`; `sg` stays valid until drop. The last request of `ctx` links to nothing, or
+/// to `send`, whose scatter list is `sge`.
 #[pin_data(PinnedDrop)]
 pub struct RwCtx {
     #[pin]
@@ -98,13 +100,20 @@ pub struct RwCtx {
     sg: *mut bindings::scatterlist,
     nents: u32,
     dir: DataDirection,
+    /// The send [`RwCtx::wrs_then_send`] chains behind the context's requests, and its
+    /// scatter entry: kept here, so the context's last request never links to memory that
+    /// is gone.
+    #[pin]
+    send: Opaque<bindings::ib_send_wr>,
+    #[pin]
+    sge: Opaque<bindings::ib_sge>,
 }
 
 // SAFETY: The context may be destroyed from any thread.
 unsafe impl Send for RwCtx {}
 
-// SAFETY: `&RwCtx` is only used to post the context, which the queue pair serializes.
-unsafe impl Sync for RwCtx {}
+// No `Sync`: building a post ([`RwCtx::wrs`]) rewrites the C context's work requests, so it
+// takes `Pin<&mut RwCtx>`; `&RwCtx` only reads fields set at creation.
 
 impl RwCtx {
     /// Builds the work requests that move `sg` (`nents` entries, from byte `offset`) to
@@ -145,6 +154,8 @@ impl RwCtx {
                 sg,
                 nents,
                 dir,
+                send: Opaque::uninit(),
+                sge: Opaque::uninit(),
             }),
             GFP_KERNEL,
         );
@@ -155,10 +166,36 @@ impl RwCtx {
         this
     }
 
-    /// Chains the context's work requests in front of `chain` (or, without it, signals the
-    /// last one with `wr_id`) and returns the first (`rdma_rw_ctx_wrs()`).
-    pub(crate) fn wrs(
-        &self,
+    /// Returns the context's first work request (`rdma_rw_ctx_wrs()`), with the last one
+    /// signaled with `wr_id`.
+    pub(crate) fn wrs(self: Pin<&mut Self>, wr_id: u64) -> *mut bindings::ib_send_wr {
+        self.link(wr_id, ptr::null_mut())
+    }
+
+    /// Returns the context's first work request, with `send` (whose scatter list becomes
+    /// `sge`) chained behind the last one. Both are stored in the context, which must stay
+    /// allocated until the chain completes (a posted context is owned by its queue pair).
+    pub(crate) fn wrs_then_send(
+        self: Pin<&mut Self>,
+        mut send: bindings::ib_send_wr,
+        sge: bindings::ib_sge,
+    ) -> *mut bindings::ib_send_wr {
+        let sge_ptr = self.sge.get();
+        // SAFETY: `sge_ptr` points into the context, which we hold exclusively; nothing reads
+        // the entry but a post of this context.
+        unsafe { sge_ptr.write(sge) };
+        send.sg_list = sge_ptr;
+        send.num_sge = 1;
+        let send_ptr = self.send.get();
+        // SAFETY: As above, for the send request.
+        unsafe { send_ptr.write(send) };
+        self.link(0, send_ptr)
+    }
+
+    /// Links the context's requests (`rdma_rw_ctx_wrs()`) in front of `chain`, or signals the
+    /// last one with `wr_id` when `chain` is null.
+    fn link(
+        self: Pin<&mut Self>,
         wr_id: u64,
         chain: *mut bindings::ib_send_wr,
     ) -> *mut bindings::ib_send_wr {

@@ -335,8 +335,9 @@ pub trait SendCtx: Send + 'static {
     /// The buffer whose first bytes are sent, if the context sends a message.
     fn dma_buf(&self) -> Option<&DmaBuf<ToDevice>>;
 
-    /// The RDMA read/write context [`Qp::post_rw`] posts.
-    fn rw(&self) -> Option<&RwCtx> {
+    /// The RDMA read/write context [`Qp::post_rw`] posts. Posting rewrites the context's work
+    /// requests, so it takes the context exclusively.
+    fn rw(&mut self) -> Option<Pin<&mut RwCtx>> {
         None
     }
 }
@@ -686,7 +687,10 @@ impl<S: SendCtx> Qp<S> {
     /// Posts `ctx`'s RDMA read/write context ([`SendCtx::rw`]); with `send_len`, chains the
     /// send of that many bytes of its buffer after it (the send is signaled), else signals the
     /// last read or write. `ctx` comes back in a [`Completion::Send`].
-    pub fn post_rw(&self, ctx: KBox<S>, send_len: Option<usize>) -> Result {
+    ///
+    /// The chained send and its scatter entry are stored in the RDMA context itself
+    /// ([`RwCtx`]), so the context never links to memory that is gone.
+    pub fn post_rw(&self, mut ctx: KBox<S>, send_len: Option<usize>) -> Result {
         let rw = ctx.rw().ok_or(EINVAL)?;
         if !ptr::eq(rw.rw_qp().qp(), self.as_ptr()) {
             return Err(EINVAL);
@@ -699,21 +703,21 @@ impl<S: SendCtx> Qp<S> {
         }
         let raw = KBox::into_raw(ctx);
         let id = Self::wr_id(raw);
-        // SAFETY: `raw` came from `into_raw` above and is not freed before the post.
-        let rw = unsafe { (*raw).rw() }.ok_or(EINVAL)?;
-        let mut send = Self::send_wr(id);
-        let first = match sge.as_mut() {
-            Some(sge) => {
-                send.sg_list = sge;
-                send.num_sge = 1;
-                rw.wrs(0, &mut send)
-            }
-            None => rw.wrs(id, ptr::null_mut()),
+        // SAFETY: `raw` came from `into_raw` above; nothing else refers to the context until
+        // it is posted, and this function is the only user of `raw` until then.
+        let Some(mut rw) = unsafe { &mut *raw }.rw() else {
+            // SAFETY: Nothing was posted, so the box is still ours.
+            drop(unsafe { KBox::from_raw(raw) });
+            return Err(EINVAL);
+        };
+        let first = match sge {
+            Some(sge) => rw.as_mut().wrs_then_send(Self::send_wr(id), sge),
+            None => rw.as_mut().wrs(id),
         };
         let mut bad: *const bindings::ib_send_wr = ptr::null();
-        // SAFETY: The queue pair is valid; the requests live in the context (in `*raw`) and in
-        // `send`/`sge`, all valid for the call; the context and buffer stay allocated until the
-        // signaled request's completion takes `raw` back.
+        // SAFETY: The queue pair is valid; the requests, the chained send and its scatter
+        // entry all live in the context (in `*raw`); the context and its buffer stay allocated
+        // until the signaled request's completion takes `raw` back.
         let ret = unsafe { bindings::ib_post_send(self.as_ptr(), first, &mut bad) };
         if ret != 0 && !ptr::eq(bad, first) {
             // Part of the chain was posted and may still use the context's mappings: keep it.

@@ -663,6 +663,11 @@ impl Cmd {
         self.rw.as_deref()
     }
 
+    /// The RDMA context built by [`Cmd::rdma_setup`], for posting it.
+    pub fn rw_mut(&mut self) -> Option<Pin<&mut RwCtx>> {
+        self.rw.as_mut().map(|rw| rw.as_mut())
+    }
+
     /// The RDMA READ of a WRITE's data completed: the target executes the command
     /// (`target_execute_cmd()`), and later queues its status.
     pub fn rdma_read_done(mut self) {

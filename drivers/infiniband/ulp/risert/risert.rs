@@ -343,8 +343,8 @@ impl SendCtx for TxDesc {
         self.buf.as_ref()
     }
 
-    fn rw(&self) -> Option<&RwCtx> {
-        self.cmd.as_ref().and_then(|c| c.rw())
+    fn rw(&mut self) -> Option<Pin<&mut RwCtx>> {
+        self.cmd.as_mut().and_then(|c| c.rw_mut())
     }
 }
 
