@@ -581,6 +581,10 @@ impl<C: ConnEvents, H: CqHandler> Drop for Connection<C, H> {
             pr_err!(
                 "rdma_cm: connection dropped with RDMA read/write contexts alive; leaking it\n"
             );
+            // A device-removal handler waiting for this drop may go on: the identifier's
+            // reference to `inner` is its own, and the queue pair (whose queues and domain are
+            // leaked with it) is not reached through the identifier any more.
+            self.inner.removed.complete_all();
             return;
         }
         let owner = self
