@@ -23,7 +23,10 @@ use crate::{
     },
     types::Opaque,
 };
-use core::ptr;
+use core::{
+    cell::Cell,
+    ptr, //
+};
 
 /// The queue pair that read/write contexts are built on, with the count of live contexts.
 ///
@@ -90,8 +93,8 @@ impl RwQp {
 /// # Invariants
 ///
 /// `ctx` was initialized on `qp` (counted in its `live`) for `nents` entries of `sg` in
-/// direction `dir`; `sg` stays valid until drop. The last request of `ctx` links to nothing, or
-/// to `send`, whose scatter list is `sge`.
+/// direction `dir`; `sg` stays valid until drop. The last request of `ctx` links to nothing
+/// while `chained` is false, and to `send`, whose scatter list is `sge`, once it is true.
 #[pin_data(PinnedDrop)]
 pub struct RwCtx {
     #[pin]
@@ -107,6 +110,9 @@ pub struct RwCtx {
     send: Opaque<bindings::ib_send_wr>,
     #[pin]
     sge: Opaque<bindings::ib_sge>,
+    /// Whether `send` is linked behind the last request: `rdma_rw_ctx_wrs()` cannot unlink
+    /// it, so such a context is only posted with a send again.
+    chained: Cell<bool>,
 }
 
 // SAFETY: The context may be destroyed from any thread.
@@ -156,6 +162,7 @@ impl RwCtx {
                 dir,
                 send: Opaque::uninit(),
                 sge: Opaque::uninit(),
+                chained: Cell::new(false),
             }),
             GFP_KERNEL,
         );
@@ -167,9 +174,13 @@ impl RwCtx {
     }
 
     /// Returns the context's first work request (`rdma_rw_ctx_wrs()`), with the last one
-    /// signaled with `wr_id`.
-    pub(crate) fn wrs(self: Pin<&mut Self>, wr_id: u64) -> *mut bindings::ib_send_wr {
-        self.link(wr_id, ptr::null_mut())
+    /// signaled with `wr_id`. A context that was posted with a send
+    /// ([`RwCtx::wrs_then_send`]) still links to it and is refused (`EINVAL`).
+    pub(crate) fn wrs(self: Pin<&mut Self>, wr_id: u64) -> Result<*mut bindings::ib_send_wr> {
+        if self.chained.get() {
+            return Err(EINVAL);
+        }
+        Ok(self.link(wr_id, ptr::null_mut()))
     }
 
     /// Returns the context's first work request, with `send` (whose scatter list becomes
@@ -189,6 +200,8 @@ impl RwCtx {
         let send_ptr = self.send.get();
         // SAFETY: As above, for the send request.
         unsafe { send_ptr.write(send) };
+        // INVARIANT: The last request links to `send` from here on.
+        self.chained.set(true);
         self.link(0, send_ptr)
     }
 

@@ -711,8 +711,13 @@ impl<S: SendCtx> Qp<S> {
             return Err(EINVAL);
         };
         let first = match sge {
-            Some(sge) => rw.as_mut().wrs_then_send(Self::send_wr(id), sge),
+            Some(sge) => Ok(rw.as_mut().wrs_then_send(Self::send_wr(id), sge)),
             None => rw.as_mut().wrs(id),
+        };
+        let Ok(first) = first else {
+            // SAFETY: Nothing was posted, so the box is still ours.
+            drop(unsafe { KBox::from_raw(raw) });
+            return Err(EINVAL);
         };
         let mut bad: *const bindings::ib_send_wr = ptr::null();
         // SAFETY: The queue pair is valid; the requests, the chained send and its scatter
