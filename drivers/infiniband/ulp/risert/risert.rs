@@ -329,6 +329,11 @@ impl_has_work! {
     impl HasWork<Self, 1> for RConn { self.ctrl_work }
 }
 
+/// A receive buffer of `RX_SIZE` bytes on `dev`, for posting.
+fn rx_buf(dev: &kernel::rdma::verbs::DeviceRef) -> Result<KBox<DmaBuf<FromDevice>>> {
+    Ok(KBox::new(DmaBuf::new(dev, RX_SIZE)?, GFP_KERNEL)?)
+}
+
 /// A send (the iSER and iSCSI headers and the data segment) or an RDMA READ, and the command
 /// it is for.
 struct TxDesc {
@@ -479,8 +484,7 @@ impl RConn {
     }
 
     fn new_rx(&self) -> Result<KBox<DmaBuf<FromDevice>>> {
-        let dev = self.device()?;
-        Ok(KBox::new(DmaBuf::new(&dev, RX_SIZE)?, GFP_KERNEL)?)
+        rx_buf(&self.device()?)
     }
 
     /// A send of the iSER control header, the iSCSI header `hdr` and `data`.
@@ -1006,8 +1010,7 @@ impl PortalEvents {
             let pd = Pd::alloc(&dev, c"risert")?;
             let kick = Arc::new(CqKick { conn: conn.clone() }, GFP_KERNEL)?;
             let cq = Cq::new(&dev, TX_DESCS + RX_DESCS + 2, 0, kick, c"risert")?;
-            let rx = KBox::new(DmaBuf::new(&dev, RX_SIZE)?, GFP_KERNEL)?;
-            Ok((pd, cq, rx))
+            Ok((pd, cq, rx_buf(&dev)?))
         };
         let (pd, cq, rx) = match setup() {
             Ok(r) => r,

@@ -162,8 +162,8 @@ bench_run() {
 			grep -v '^# [^S]' | grep -v '^#$' | grep -v '^$' | head -16
 		  echo
 		  perf report -i "$bench_work/perf.data" --no-children --sort sym --stdio 2>/dev/null |
-			grep -v '^#' | grep -v '^$' | head -60
-		  :; } >"$(dirname "$bench_out")/profile-$drv-$wl-$nt-r$round.txt"
+			grep -v '^#' | grep -v '^$' | head -60; } \
+			>"$(dirname "$bench_out")/profile-$drv-$wl-$nt-r$round.txt"
 		# All call chains (root first) of the symbols above 3 %, one per line.
 		[ "$bench_profile" = 2 ] &&
 			perf report -i "$bench_work/perf.data" --no-children --sort sym --stdio \
