@@ -12,8 +12,12 @@
 //!
 //! - `rdma_destroy_id()` must not be called from an identifier's own event handler, since it
 //!   waits for that handler. Only dropping the [`ListenId`] or the [`Connection`] destroys an
-//!   identifier; a [`Listener`] never owns its [`ListenId`], and [`ConnEvents`] must not drop
-//!   their [`Connection`].
+//!   identifier, and the drop knows when it runs inside the identifier's own handler (the
+//!   handler records the task running it): a [`Connection`] dropped there destroys its queue
+//!   pair, completion queue and domain at once and has the CM destroy the identifier when the
+//!   handler returns (a non-zero return); a [`ListenId`] dropped in its own
+//!   [`Listener::connect_request`] stops calling its listener and is destroyed by a work item,
+//!   which holds a reference on the module whose handler the identifier still calls.
 //! - A handler that returns non-zero makes the CM destroy the identifier itself; it must then not
 //!   be destroyed again. That happens when the device goes away (and, for the listener, when its
 //!   address changes); a state word decides, once, whether the CM or the owner destroys it.
@@ -57,6 +61,15 @@ use crate::{
         ArcBorrow,
         Completion, //
     },
+    task::Task,
+    workqueue::{
+        self,
+        impl_has_work,
+        new_work,
+        Work,
+        WorkItem, //
+    },
+    ThisModule,
 };
 use core::{
     marker::PhantomData,
@@ -217,6 +230,9 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
             pin_init!(ConnInner {
                 id,
                 state: Atomic::new(OWNED),
+                // The request is handled by this task, in the identifier's handler;
+                // `ListenId::handler` clears it when the listener returns.
+                handler_task: Atomic::new(Task::current_raw()),
                 removed <- Completion::new(),
                 events,
             }),
@@ -300,13 +316,117 @@ const OWNED: i32 = 0;
 const OWNER_DESTROYS: i32 = 1;
 /// `ListenIdInner::state`: a handler returned non-zero; the CM destroys the identifier.
 const CM_DESTROYS: i32 = 2;
+/// `ListenIdInner::state`: the owner dropped the identifier inside its own handler; a
+/// [`DeferredDestroy`] destroys it.
+const DEFERRED: i32 = 3;
 
 struct ListenIdInner<L: Listener> {
     /// The listening identifier; set once, before it listens.
     id: Atomic<*mut bindings::rdma_cm_id>,
-    /// Who destroys `id`: [`OWNED`], [`OWNER_DESTROYS`] or [`CM_DESTROYS`].
+    /// Who destroys `id`: [`OWNED`], [`OWNER_DESTROYS`], [`CM_DESTROYS`] or [`DEFERRED`].
     state: Atomic<i32>,
+    /// The task running the identifier's handler (for its own events or for a connection
+    /// request), or null.
+    handler_task: Atomic<*mut bindings::task_struct>,
+    /// The module whose code the identifier's handler is.
+    module: &'static ThisModule,
     listener: L,
+}
+
+/// The destruction of a listening identifier dropped inside its own handler, run by a work
+/// item on the system workqueue.
+///
+/// It is not generic, so its code is in the kernel image: it may drop the last reference to
+/// the module that owned the identifier.
+///
+/// # Invariants
+///
+/// `id` is a listening identifier whose state is [`DEFERRED`] (nobody else destroys it); `ctx`,
+/// released by `release`, keeps its handler's context alive; `module` holds a reference
+/// (`try_module_get()`) on the module of the handler and of `release`.
+#[pin_data]
+struct DeferredDestroy {
+    #[pin]
+    work: Work<DeferredDestroy>,
+    id: *mut bindings::rdma_cm_id,
+    ctx: *const c_void,
+    release: unsafe fn(*const c_void),
+    module: *mut bindings::module,
+}
+
+// SAFETY: The identifier may be destroyed from any process context; `ctx` is a reference to a
+// `ListenIdInner`, which is `Send + Sync`, released by `release` from any thread.
+unsafe impl Send for DeferredDestroy {}
+
+impl_has_work! {
+    impl HasWork<Self> for DeferredDestroy { self.work }
+}
+
+impl WorkItem for DeferredDestroy {
+    type Pointer = Pin<KBox<Self>>;
+
+    fn run(this: Pin<KBox<Self>>) {
+        // SAFETY: By the type invariant the identifier is ours to destroy, and this is not one
+        // of its handlers. This waits for running handlers; none runs afterwards.
+        unsafe { bindings::rdma_destroy_id(this.id) };
+        // SAFETY: By the type invariant `ctx` is the reference `release` takes back; the
+        // identifier that used it is gone.
+        unsafe { (this.release)(this.ctx) };
+        // SAFETY: By the type invariant the reference is ours; nothing of the module runs
+        // after this (this function is in the kernel image).
+        unsafe { bindings::module_put(this.module) };
+    }
+}
+
+impl DeferredDestroy {
+    /// Queues the destruction of `id`; if the module is going away or memory is short, the
+    /// identifier is kept for ever instead (its handler no longer calls the listener).
+    ///
+    /// # Safety
+    ///
+    /// As for the type invariants, except the module reference, which this takes.
+    #[inline(never)]
+    unsafe fn queue(
+        id: *mut bindings::rdma_cm_id,
+        ctx: *const c_void,
+        release: unsafe fn(*const c_void),
+        module: &'static ThisModule,
+    ) {
+        // SAFETY: `module` is a module whose code is running (the caller's).
+        if !unsafe { bindings::try_module_get(module.as_ptr()) } {
+            pr_err!("rdma_cm: listener dropped in its handler while its module goes; leaking\n");
+            return;
+        }
+        let work = KBox::pin_init(
+            pin_init!(Self {
+                work <- new_work!("rdma_cm::DeferredDestroy::work"),
+                id,
+                ctx,
+                release,
+                module: module.as_ptr(),
+            }),
+            GFP_KERNEL,
+        );
+        match work {
+            // INVARIANT: The caller's guarantees, and the module reference taken above.
+            Ok(work) => workqueue::system().enqueue(work),
+            Err(_) => {
+                pr_err!("rdma_cm: no memory to destroy a listener; leaking it\n");
+                // SAFETY: The reference taken above, not used any more.
+                unsafe { bindings::module_put(module.as_ptr()) };
+            }
+        }
+    }
+}
+
+/// Releases a reference to a `ListenIdInner<L>` made by `Arc::into_raw`.
+///
+/// # Safety
+///
+/// `ctx` came from `Arc::into_raw` of an `Arc<ListenIdInner<L>>` and is not used afterwards.
+unsafe fn release_listen_inner<L: Listener>(ctx: *const c_void) {
+    // SAFETY: By the safety requirements.
+    drop(unsafe { Arc::from_raw(ctx.cast::<ListenIdInner<L>>()) });
 }
 
 /// An RDMA identifier listening on a local address, for reliable-connected queue pairs in the
@@ -316,7 +436,7 @@ struct ListenIdInner<L: Listener> {
 ///
 /// `inner.id` is an identifier created with [`ListenId::handler`] as its event handler and
 /// `Arc::as_ptr(&inner)` as its context. Unless `inner.state` is [`CM_DESTROYS`], it is
-/// destroyed only by `drop`.
+/// destroyed only by `drop` (or by the [`DeferredDestroy`] that `drop` queues).
 pub struct ListenId<L: Listener> {
     inner: Arc<ListenIdInner<L>>,
 }
@@ -324,12 +444,20 @@ pub struct ListenId<L: Listener> {
 impl<L: Listener> ListenId<L> {
     /// Creates an identifier, binds it to `addr` (restricted to `addr`'s family) and listens.
     ///
-    /// `name` is recorded by the RDMA resource tracker as the identifier's owner.
-    pub fn listen(name: &'static CStr, addr: &SockAddr, listener: L) -> Result<Self> {
+    /// `name` is recorded by the RDMA resource tracker as the identifier's owner; `module` is
+    /// the caller's module (`THIS_MODULE`), whose code handles the identifier's events.
+    pub fn listen(
+        module: &'static ThisModule,
+        name: &'static CStr,
+        addr: &SockAddr,
+        listener: L,
+    ) -> Result<Self> {
         let inner = Arc::new(
             ListenIdInner {
                 id: Atomic::new(ptr::null_mut()),
                 state: Atomic::new(OWNED),
+                handler_task: Atomic::new(ptr::null_mut()),
+                module,
                 listener,
             },
             GFP_KERNEL,
@@ -408,19 +536,36 @@ impl<L: Listener> ListenId<L> {
         let event = unsafe { &*event };
 
         if id != inner.id.load(Relaxed) {
-            if event.event == bindings::rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST {
-                // INVARIANT: `id` is the request's new identifier, valid during the call.
-                let Handled(accepted) = inner.listener.connect_request(ConnectRequest {
-                    id,
-                    event,
-                    _conn: PhantomData,
-                });
-                // A rejected request's identifier is destroyed by the CM; an accepted one now
-                // has its connection's context (and is handled above from now on).
-                return if accepted { 0 } else { 1 };
+            if event.event != bindings::rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST {
+                // Nothing else reaches a connection identifier with the listener's context.
+                return 0;
             }
-            // Nothing else reaches a connection identifier with the listener's context.
-            return 0;
+            if inner.state.load(Relaxed) == DEFERRED {
+                // The owner dropped the listener: refuse; the CM destroys the request's
+                // identifier.
+                return 1;
+            }
+            // The CM holds the listener's handler lock too: record the task, so that a drop of
+            // the `ListenId` by the listener is recognised.
+            inner.handler_task.store(Task::current_raw(), Relaxed);
+            // INVARIANT: `id` is the request's new identifier, valid during the call.
+            let Handled(accepted) = inner.listener.connect_request(ConnectRequest {
+                id,
+                event,
+                _conn: PhantomData,
+            });
+            inner.handler_task.store(ptr::null_mut(), Relaxed);
+            if !accepted {
+                // A rejected request's identifier is destroyed by the CM.
+                return 1;
+            }
+            // An accepted one now has its connection's context (and is handled above from now
+            // on).
+            // SAFETY: `id` is valid; `ConnectRequest::accept` set its context to a tagged
+            // reference to the connection's `ConnInner`, which the identifier holds.
+            let ctx = unsafe { (*id).context } as usize;
+            // SAFETY: As just said; the events of the listener's connections are `L::Conn`.
+            return unsafe { conn_handler_done::<L::Conn>(ctx & !CONN_TAG) };
         }
 
         let why = match event.event {
@@ -439,6 +584,25 @@ impl<L: Listener> ListenId<L> {
 
 impl<L: Listener> Drop for ListenId<L> {
     fn drop(&mut self) {
+        if self.inner.handler_task.load(Relaxed) == Task::current_raw() {
+            // Dropped by its listener, inside the handler: `rdma_destroy_id()` would wait for
+            // this very handler. A work item destroys the identifier instead.
+            if self.inner.state.cmpxchg(OWNED, DEFERRED, Full).is_ok() {
+                let ctx = Arc::into_raw(self.inner.clone()).cast::<c_void>();
+                // SAFETY: The identifier is ours to destroy (type invariant) and nobody else
+                // will now that the state is `DEFERRED`; `ctx` keeps its context alive and is
+                // released by `release_listen_inner::<L>`, code of the module `module`.
+                unsafe {
+                    DeferredDestroy::queue(
+                        self.inner.id.load(Relaxed),
+                        ctx,
+                        release_listen_inner::<L>,
+                        self.inner.module,
+                    )
+                };
+            }
+            return;
+        }
         if self
             .inner
             .state
@@ -457,8 +621,8 @@ impl<L: Listener> Drop for ListenId<L> {
 /// Receives the events of an accepted [`Connection`].
 ///
 /// The methods run in the CM's process context and may sleep, one at a time for a connection.
-/// They must not drop the connection's [`Connection`]: destroying an identifier waits for its
-/// handler.
+/// They may drop the connection's [`Connection`]: the CM then destroys the identifier when the
+/// method returns.
 pub trait ConnEvents: Send + Sync + 'static {
     /// The connection is established (`RDMA_CM_EVENT_ESTABLISHED`).
     fn established(&self);
@@ -486,6 +650,8 @@ struct ConnInner<C: ConnEvents> {
     id: *mut bindings::rdma_cm_id,
     /// Who destroys `id`: [`OWNED`], [`OWNER_DESTROYS`] or [`CM_DESTROYS`].
     state: Atomic<i32>,
+    /// The task running the identifier's handler, or null.
+    handler_task: Atomic<*mut bindings::task_struct>,
     /// Completed when the owner has released everything after a device removal.
     #[pin]
     removed: Completion,
@@ -503,7 +669,9 @@ unsafe impl<C: ConnEvents> Sync for ConnInner<C> {}
 ///
 /// Dropping it destroys the queue pair and the identifier (`rdma_destroy_qp()`,
 /// `rdma_destroy_id()`), then the completion queue and the protection domain. Work requests
-/// still posted leak their buffers: drain first ([`Qp::start_drain`]).
+/// still posted leak their buffers: drain first ([`Qp::start_drain`]). Dropped inside the
+/// identifier's own handler ([`ConnEvents`]), it leaves the identifier to the CM, which destroys
+/// it when the handler returns.
 ///
 /// # Invariants
 ///
@@ -587,11 +755,14 @@ impl<C: ConnEvents, H: CqHandler> Drop for Connection<C, H> {
             self.inner.removed.complete_all();
             return;
         }
-        let owner = self
-            .inner
-            .state
-            .cmpxchg(OWNED, OWNER_DESTROYS, Full)
-            .is_ok();
+        // In the identifier's own handler, `rdma_destroy_id()` would wait for that handler:
+        // the handler has the CM destroy the identifier when it returns.
+        let next = if self.inner.handler_task.load(Relaxed) == Task::current_raw() {
+            CM_DESTROYS
+        } else {
+            OWNER_DESTROYS
+        };
+        let owner = self.inner.state.cmpxchg(OWNED, next, Full).is_ok() && next == OWNER_DESTROYS;
         // SAFETY: By the type invariant `id` has a queue pair, which nobody uses any more.
         unsafe { bindings::rdma_destroy_qp(id) };
         if owner {
@@ -632,6 +803,8 @@ unsafe fn conn_handler<C: ConnEvents>(
     // releases only after `rdma_destroy_id()` returned, which waits for this handler.
     let inner = unsafe { &*ptr };
     let _ = id;
+    // A drop of the `Connection` by the methods below is recognised by this.
+    inner.handler_task.store(Task::current_raw(), Relaxed);
     match event.event {
         bindings::rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED => inner.events.established(),
         bindings::rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED
@@ -643,9 +816,13 @@ unsafe fn conn_handler<C: ConnEvents>(
         bindings::rdma_cm_event_type_RDMA_CM_EVENT_DEVICE_REMOVAL => {
             if inner.state.cmpxchg(OWNED, CM_DESTROYS, Full).is_err() {
                 // The owner is in `rdma_destroy_id()`, waiting for this handler.
+                inner.handler_task.store(ptr::null_mut(), Relaxed);
                 return 0;
             }
+            // A drop inside `device_removal` finds `CM_DESTROYS` and leaves the identifier to
+            // the CM, as the owner's drop from elsewhere does.
             inner.events.device_removal();
+            inner.handler_task.store(ptr::null_mut(), Relaxed);
             inner.removed.wait_for_completion();
             // SAFETY: The owner released the queue pair and will not touch the identifier
             // again; the CM destroys it when we return 1, so its reference goes back now.
@@ -654,5 +831,29 @@ unsafe fn conn_handler<C: ConnEvents>(
         }
         _ => {}
     }
-    0
+    // SAFETY: By the safety requirements.
+    unsafe { conn_handler_done::<C>(ctx) }
+}
+
+/// Ends a run of a connection identifier's handler: if the [`Connection`] was dropped during
+/// it, the handler returns 1 and the CM destroys the identifier.
+///
+/// # Safety
+///
+/// Called at the end of the identifier's handler; `ctx` is the untagged context of the
+/// identifier, which holds a reference to a `ConnInner<C>`.
+unsafe fn conn_handler_done<C: ConnEvents>(ctx: usize) -> c_int {
+    let ptr = ctx as *const ConnInner<C>;
+    // SAFETY: By the safety requirements the identifier holds a reference to `*ptr`.
+    let inner = unsafe { &*ptr };
+    inner.handler_task.store(ptr::null_mut(), Relaxed);
+    // Only a drop inside the handler sets this outside a device removal (which does not come
+    // here).
+    if inner.state.load(Relaxed) != CM_DESTROYS {
+        return 0;
+    }
+    // SAFETY: The owner released the queue pair and will not touch the identifier again; the
+    // CM destroys it when we return 1, so its reference goes back now.
+    drop(unsafe { Arc::from_raw(ptr) });
+    1
 }

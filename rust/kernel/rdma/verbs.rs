@@ -602,6 +602,32 @@ impl<H: CqHandler> Drop for Cq<H> {
     }
 }
 
+/// A send context that [`Qp::post_send`] or [`Qp::post_rw`] did not post, given back with the
+/// error, so that what it carries (a command, a buffer) can be handed back to its owner rather
+/// than dropped.
+pub struct PostError<S> {
+    /// Why the post failed (`ENOMEM` when the send queue is full).
+    pub error: Error,
+    /// The context, or `None` if the device took part of its chain and keeps it.
+    pub ctx: Option<KBox<S>>,
+}
+
+impl<S> PostError<S> {
+    /// `ctx`, not posted because of `error`.
+    pub fn unposted(error: Error, ctx: KBox<S>) -> Self {
+        Self {
+            error,
+            ctx: Some(ctx),
+        }
+    }
+}
+
+impl<S> From<PostError<S>> for Error {
+    fn from(e: PostError<S>) -> Self {
+        e.error
+    }
+}
+
 /// Sizes of a queue pair's queues (`struct ib_qp_cap`).
 #[derive(Clone, Copy, Debug)]
 pub struct QpCaps {
@@ -670,9 +696,11 @@ impl<S: SendCtx> Qp<S> {
     }
 
     /// Sends the first `len` bytes of `ctx`'s buffer (`IB_WR_SEND`, signaled); `ctx` comes
-    /// back in a [`Completion::Send`].
-    pub fn post_send(&self, ctx: KBox<S>, len: usize) -> Result {
-        let buf = ctx.dma_buf().ok_or(EINVAL)?;
+    /// back in a [`Completion::Send`], or in the [`PostError`] if it was not posted.
+    pub fn post_send(&self, ctx: KBox<S>, len: usize) -> Result<(), PostError<S>> {
+        let Some(buf) = ctx.dma_buf() else {
+            return Err(PostError::unposted(EINVAL, ctx));
+        };
         let mut sge = buf.sge(len, self.lkey());
         buf.sync_for_device(sge.length as usize);
         let raw = KBox::into_raw(ctx);
@@ -686,18 +714,29 @@ impl<S: SendCtx> Qp<S> {
 
     /// Posts `ctx`'s RDMA read/write context ([`SendCtx::rw`]); with `send_len`, chains the
     /// send of that many bytes of its buffer after it (the send is signaled), else signals the
-    /// last read or write. `ctx` comes back in a [`Completion::Send`].
+    /// last read or write. `ctx` comes back in a [`Completion::Send`], or in the [`PostError`]
+    /// if nothing was posted.
     ///
     /// The chained send and its scatter entry are stored in the RDMA context itself
     /// ([`RwCtx`]), so the context never links to memory that is gone.
-    pub fn post_rw(&self, mut ctx: KBox<S>, send_len: Option<usize>) -> Result {
-        let rw = ctx.rw().ok_or(EINVAL)?;
+    ///
+    /// If the device takes only the start of the chain (its send queue filled up), the
+    /// requests it took may still use the context's mappings, and no completion will say when
+    /// they are done: the context is then kept for ever ([`PostError::ctx`] is `None`). Size
+    /// the send queue for the transfers in flight ([`QpCaps::rdma_ctxs`]) so that this does not
+    /// happen.
+    pub fn post_rw(&self, mut ctx: KBox<S>, send_len: Option<usize>) -> Result<(), PostError<S>> {
+        let Some(rw) = ctx.rw() else {
+            return Err(PostError::unposted(EINVAL, ctx));
+        };
         if !ptr::eq(rw.rw_qp().qp(), self.as_ptr()) {
-            return Err(EINVAL);
+            return Err(PostError::unposted(EINVAL, ctx));
         }
         let mut sge = None;
         if let Some(len) = send_len {
-            let buf = ctx.dma_buf().ok_or(EINVAL)?;
+            let Some(buf) = ctx.dma_buf() else {
+                return Err(PostError::unposted(EINVAL, ctx));
+            };
             buf.sync_for_device(len.min(buf.len()));
             sge = Some(buf.sge(len, self.lkey()));
         }
@@ -706,18 +745,14 @@ impl<S: SendCtx> Qp<S> {
         // SAFETY: `raw` came from `into_raw` above; nothing else refers to the context until
         // it is posted, and this function is the only user of `raw` until then.
         let Some(mut rw) = unsafe { &mut *raw }.rw() else {
-            // SAFETY: Nothing was posted, so the box is still ours.
-            drop(unsafe { KBox::from_raw(raw) });
-            return Err(EINVAL);
+            return Self::posted(raw, EINVAL.to_errno());
         };
         let first = match sge {
             Some(sge) => Ok(rw.as_mut().wrs_then_send(Self::send_wr(id), sge)),
             None => rw.as_mut().wrs(id),
         };
         let Ok(first) = first else {
-            // SAFETY: Nothing was posted, so the box is still ours.
-            drop(unsafe { KBox::from_raw(raw) });
-            return Err(EINVAL);
+            return Self::posted(raw, EINVAL.to_errno());
         };
         let mut bad: *const bindings::ib_send_wr = ptr::null();
         // SAFETY: The queue pair is valid; the requests, the chained send and its scatter
@@ -730,7 +765,10 @@ impl<S: SendCtx> Qp<S> {
                 "ib_post_send posted part of an RDMA chain ({}); leaking it\n",
                 ret
             );
-            return to_result(ret);
+            return Err(PostError {
+                error: Error::from_errno(ret),
+                ctx: None,
+            });
         }
         Self::posted(raw, ret)
     }
@@ -740,12 +778,14 @@ impl<S: SendCtx> Qp<S> {
         (raw as usize as u64) | TAG_SEND
     }
 
-    fn posted(raw: *mut S, ret: i32) -> Result {
-        if ret != 0 {
-            // SAFETY: Nothing was posted, so the box is still ours.
-            drop(unsafe { KBox::from_raw(raw) });
+    /// The result of a post of `raw` that returned `ret`, all or nothing.
+    fn posted(raw: *mut S, ret: i32) -> Result<(), PostError<S>> {
+        if ret == 0 {
+            return Ok(());
         }
-        to_result(ret)
+        // SAFETY: Nothing was posted, so the box is still ours.
+        let ctx = unsafe { KBox::from_raw(raw) };
+        Err(PostError::unposted(Error::from_errno(ret), ctx))
     }
 
     fn send_wr(wr_id: u64) -> bindings::ib_send_wr {

@@ -44,6 +44,7 @@ use crate::{
 };
 use core::{
     marker::PhantomData,
+    mem::ManuallyDrop,
     ptr::NonNull, //
 };
 
@@ -190,9 +191,10 @@ impl Conn {
         remote: Remote,
     ) -> Result {
         let mut hdr = *hdr;
-        let c = cmd.raw();
         // SAFETY: The transport area is ours until the command is given to the target.
         unsafe { cmd.remote_ptr().write(remote) };
+        // From here on the target owns the command, also on error (it rejects it itself).
+        let c = cmd.into_target();
         // SAFETY: The connection and command are valid; `hdr` is a full header, copied by the
         // target. From here on the target owns the command.
         let rc = unsafe { bindings::iscsit_setup_scsi_cmd(self.as_ptr(), c, hdr.as_mut_ptr()) };
@@ -302,9 +304,10 @@ impl Conn {
     /// response comes back with [`State::SendTaskMgtRsp`].
     pub fn handle_tmf(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
         let mut hdr = *hdr;
+        let c = cmd.into_target();
         // SAFETY: As in `handle_logout`.
         to_result(unsafe {
-            bindings::iscsit_handle_task_mgt_cmd(self.as_ptr(), cmd.raw(), hdr.as_mut_ptr())
+            bindings::iscsit_handle_task_mgt_cmd(self.as_ptr(), c, hdr.as_mut_ptr())
         })
     }
 
@@ -314,9 +317,10 @@ impl Conn {
     pub fn handle_text(&self, cmd: Cmd, hdr: &[u8; HDR_LEN], data: &[u8]) -> Result {
         let mut hdr = *hdr;
         let h = hdr.as_mut_ptr().cast::<bindings::iscsi_text>();
-        // SAFETY: The connection and `cmd` are valid; `hdr` is a full header. The target takes
-        // ownership of `cmd` (on error it releases or rejects it itself).
-        let ret = unsafe { bindings::iscsit_setup_text_cmd(self.as_ptr(), cmd.cmd.as_ptr(), h) };
+        // The target takes ownership of `cmd` (on error it releases or rejects it itself).
+        let c = cmd.into_target();
+        // SAFETY: The connection and `c` are valid; `hdr` is a full header.
+        let ret = unsafe { bindings::iscsit_setup_text_cmd(self.as_ptr(), c, h) };
         if ret < 0 {
             return to_result(ret);
         }
@@ -331,25 +335,24 @@ impl Conn {
         // releases the command, and `KVec` memory comes from `kmalloc` (a zero-capacity vector
         // holds a dangling pointer, which we do not hand over).
         unsafe {
-            (*cmd.cmd.as_ptr()).text_in_ptr = if data.is_empty() {
+            (*c).text_in_ptr = if data.is_empty() {
                 core::ptr::null_mut()
             } else {
                 ptr.cast()
             }
         };
         // SAFETY: As for `iscsit_setup_text_cmd`.
-        to_result(unsafe { bindings::iscsit_process_text_cmd(self.as_ptr(), cmd.cmd.as_ptr(), h) })
+        to_result(unsafe { bindings::iscsit_process_text_cmd(self.as_ptr(), c, h) })
     }
 
     /// Hands a logout request to the target (`iscsit_handle_logout_cmd()`); the response
     /// comes back with [`State::SendLogoutRsp`].
     pub fn handle_logout(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
         let mut hdr = *hdr;
-        // SAFETY: The connection and `cmd` are valid; `hdr` is a full header; the target takes
-        // ownership of `cmd`.
-        to_result(unsafe {
-            bindings::iscsit_handle_logout_cmd(self.as_ptr(), cmd.cmd.as_ptr(), hdr.as_mut_ptr())
-        })
+        // The target takes ownership of `cmd`.
+        let c = cmd.into_target();
+        // SAFETY: The connection and `c` are valid; `hdr` is a full header.
+        to_result(unsafe { bindings::iscsit_handle_logout_cmd(self.as_ptr(), c, hdr.as_mut_ptr()) })
     }
 
     /// Hands a NOP-Out to the target (`iscsit_setup_nop_out()`, `iscsit_process_nop_out()`);
@@ -358,13 +361,14 @@ impl Conn {
     pub fn handle_nop_out(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
         let mut hdr = *hdr;
         let h = hdr.as_mut_ptr().cast::<bindings::iscsi_nopout>();
+        let c = cmd.into_target();
         // SAFETY: As in `handle_logout`.
-        let ret = unsafe { bindings::iscsit_setup_nop_out(self.as_ptr(), cmd.cmd.as_ptr(), h) };
+        let ret = unsafe { bindings::iscsit_setup_nop_out(self.as_ptr(), c, h) };
         if ret < 0 {
             return to_result(ret);
         }
         // SAFETY: As in `handle_logout`.
-        to_result(unsafe { bindings::iscsit_process_nop_out(self.as_ptr(), cmd.cmd.as_ptr(), h) })
+        to_result(unsafe { bindings::iscsit_process_nop_out(self.as_ptr(), c, h) })
     }
 
     /// Rejects a PDU the transport does not handle (`iscsit_add_reject()` with reason
@@ -520,6 +524,13 @@ impl Login {
 /// queued by the target for sending, until the transport gives it to the target or releases
 /// it.
 ///
+/// Every way out is explicit: the `Conn::handle_*` methods, [`Cmd::rdma_read_done`] and
+/// [`Cmd::logout_post_handler`] give the command to the target, [`Cmd::release`] frees it, and
+/// a [`Refused`] hands it back to the target from a [`Transport`] callback that could not queue
+/// it. A command that is simply dropped (an early return) is released as failed
+/// (`release(true)`), so its tag goes back and the connection's teardown does not wait for it
+/// for ever (the owned-command pattern of the SCSI abstraction).
+///
 /// # Invariants
 ///
 /// `cmd` is valid; the target does not free it before [`Cmd::release`], or before the
@@ -548,6 +559,45 @@ pub struct Remote {
 
 // SAFETY: A command may be handed between the transport's threads.
 unsafe impl Send for Cmd {}
+
+impl Drop for Cmd {
+    fn drop(&mut self) {
+        self.release_now(true);
+    }
+}
+
+/// A command that a [`Transport`] callback could not queue now, handed back to the target with
+/// the error: for `ENOMEM` and `EAGAIN` the target queues it again later (its queue-full
+/// handling); otherwise it fails the command or the connection. The only way to return an
+/// error from such a callback is to give the command back, so a command cannot be both released
+/// by the transport and retried by the target.
+pub struct Refused {
+    cmd: Cmd,
+    err: Error,
+}
+
+impl Refused {
+    /// Gives `cmd` back to the target, which sees `err`.
+    pub fn new(cmd: Cmd, err: Error) -> Self {
+        Self { cmd, err }
+    }
+
+    /// The error the target sees.
+    pub fn error(&self) -> Error {
+        self.err
+    }
+
+    /// Hands the command back to the target and returns the error code for it.
+    fn into_errno(self) -> c_int {
+        let Self { cmd, err } = self;
+        cmd.into_target();
+        err.to_errno()
+    }
+}
+
+/// What a [`Transport`] callback that is handed a command returns: `Ok` when the transport keeps
+/// the command (it releases it later, or has released it), or the command given back.
+pub type QueueResult = core::result::Result<(), Refused>;
 
 /// The state a command is queued in (`enum cmd_i_state_table`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -593,6 +643,14 @@ impl State {
 impl Cmd {
     fn raw(&self) -> *mut bindings::iscsit_cmd {
         self.cmd.as_ptr()
+    }
+
+    /// Gives the command to the target without releasing it: its RDMA context (built again
+    /// if the target retries) is dropped, then `self` is forgotten.
+    fn into_target(self) -> *mut bindings::iscsit_cmd {
+        let mut this = ManuallyDrop::new(self);
+        drop(this.rw.take());
+        this.raw()
     }
 
     fn remote_ptr(&self) -> *mut Remote {
@@ -670,9 +728,8 @@ impl Cmd {
 
     /// The RDMA READ of a WRITE's data completed: the target executes the command
     /// (`target_execute_cmd()`), and later queues its status.
-    pub fn rdma_read_done(mut self) {
-        drop(self.rw.take());
-        let c = self.raw();
+    pub fn rdma_read_done(self) {
+        let c = self.into_target();
         // SAFETY: By the type invariant the command is valid; its data is complete; the target
         // takes the command back.
         unsafe {
@@ -827,7 +884,7 @@ impl Cmd {
     /// target closes the connection or session, and waits for it: call it from a context that
     /// [`Transport::wait_conn`] does not wait for, and not inside [`ConnSlot::with`].
     pub fn logout_post_handler(self) {
-        let c = self.raw();
+        let c = self.into_target();
         // SAFETY: By the type invariant the command is valid; its connection is kept by the
         // usage count the target took when it accepted the logout, which this call drops.
         unsafe { bindings::iscsit_logout_post_handler(c, (*c).conn) };
@@ -840,11 +897,16 @@ impl Cmd {
     ///
     /// `failed` says the response (or data transfer) did not complete; a WRITE still waiting
     /// for its data then gives back the reference the target took for the transfer.
-    pub fn release(mut self, failed: bool) {
+    pub fn release(self, failed: bool) {
+        ManuallyDrop::new(self).release_now(failed);
+    }
+
+    /// [`Cmd::release`], for `release` and `drop`: the command is not used afterwards.
+    fn release_now(&mut self, failed: bool) {
         drop(self.rw.take());
         let c = self.raw();
         // SAFETY: By the type invariant the command and its connection are valid and the
-        // command is ours; once released it is not used again (`self` is consumed).
+        // command is ours; both callers make sure it is not used again.
         unsafe {
             bindings::iscsit_conn_unlink_cmd((*c).conn, c);
             if u32::from((*c).iscsi_opcode) == bindings::ISCSI_OP_SCSI_CMD && self.is_write() {
@@ -974,12 +1036,15 @@ pub trait Transport: Sized + Send + Sync + 'static {
     fn get_rx_pdu(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>);
 
     /// Sends what the target queued on the response queue (`iscsit_response_queue`).
+    ///
+    /// This and the other callbacks that are handed a [`Cmd`] keep it on success and give it
+    /// back in the [`Refused`] on failure (see [`QueueResult`]).
     fn response_queue(
         conn: &Conn,
         ctx: ArcBorrow<'_, Self::ConnData>,
         cmd: Cmd,
         state: State,
-    ) -> Result;
+    ) -> QueueResult;
 
     /// Handles what the target queued on the immediate queue (`iscsit_immediate_queue`).
     fn immediate_queue(
@@ -987,17 +1052,19 @@ pub trait Transport: Sized + Send + Sync + 'static {
         ctx: ArcBorrow<'_, Self::ConnData>,
         cmd: Cmd,
         state: State,
-    ) -> Result;
+    ) -> QueueResult;
 
-    /// Sends a SCSI READ's data and its status (`iscsit_queue_data_in`).
-    fn queue_data_in(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> Result;
+    /// Sends a SCSI READ's data and its status (`iscsit_queue_data_in`). `ENOMEM` or `EAGAIN`
+    /// in the [`Refused`] makes the target call again later.
+    fn queue_data_in(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> QueueResult;
 
-    /// Sends a SCSI command's status (`iscsit_queue_status`).
-    fn queue_status(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> Result;
+    /// Sends a SCSI command's status (`iscsit_queue_status`); errors as for
+    /// [`Transport::queue_data_in`].
+    fn queue_status(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> QueueResult;
 
     /// Fetches the rest of a SCSI WRITE's data (`iscsit_get_dataout`), then gives the command
-    /// back with [`Cmd::rdma_read_done`].
-    fn get_dataout(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> Result;
+    /// back with [`Cmd::rdma_read_done`]; errors as for [`Transport::queue_data_in`].
+    fn get_dataout(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> QueueResult;
 
     /// Stops the connection and waits until nothing of it runs any more
     /// (`iscsit_wait_conn`): every [`Cmd`] the transport holds is released.
@@ -1246,7 +1313,7 @@ impl<T: Transport> Adapter<T> {
     unsafe fn cmd_call(
         conn: *mut bindings::iscsit_conn,
         cmd: *mut bindings::iscsit_cmd,
-        f: impl FnOnce(&Conn, ArcBorrow<'_, T::ConnData>, Cmd) -> Result,
+        f: impl FnOnce(&Conn, ArcBorrow<'_, T::ConnData>, Cmd) -> QueueResult,
     ) -> c_int {
         // SAFETY: By the safety requirements.
         let (c, ctx) = unsafe { Self::ctx(conn) };
@@ -1256,7 +1323,7 @@ impl<T: Transport> Adapter<T> {
         // INVARIANT: The target hands the command to the transport until it is released.
         match f(c, ctx, Cmd { cmd, rw: None }) {
             Ok(()) => 0,
-            Err(e) => e.to_errno(),
+            Err(refused) => refused.into_errno(),
         }
     }
 

@@ -51,6 +51,7 @@ use kernel::{
             DmaBuf,
             FromDevice,
             Pd,
+            PostError,
             QpCaps,
             SendCtx,
             ToDevice, //
@@ -77,6 +78,8 @@ use kernel::{
         Login,
         NetworkType,
         Np,
+        QueueResult,
+        Refused,
         Registration,
         Remote,
         State,
@@ -353,6 +356,16 @@ impl SendCtx for TxDesc {
     }
 }
 
+/// Gives the command of a descriptor that could not be posted back to the target, which tries
+/// again later (`ENOMEM`: the send queue is full) or fails it.
+fn unposted(e: PostError<TxDesc>) -> QueueResult {
+    match e.ctx.and_then(|tx| KBox::into_inner(tx).cmd) {
+        Some(cmd) => Err(Refused::new(cmd, e.error)),
+        // The device took part of the chain and keeps the descriptor, with the command.
+        None => Ok(()),
+    }
+}
+
 /// Schedules a connection's completion work when its completion queue fires.
 struct CqKick {
     conn: Arc<RConn>,
@@ -445,10 +458,10 @@ impl RConn {
     }
 
     /// Posts `tx`'s RDMA transfer, followed by its send if `send_len` is given.
-    fn post_rw(&self, tx: KBox<TxDesc>, send_len: Option<usize>) -> Result {
+    fn post_rw(&self, tx: KBox<TxDesc>, send_len: Option<usize>) -> QueueResult {
         match self.inner.lock().link.as_ref() {
-            Some(l) => l.qp().post_rw(tx, send_len)?,
-            None => return Err(ENOTCONN),
+            Some(l) => l.qp().post_rw(tx, send_len).or_else(unposted)?,
+            None => return unposted(PostError::unposted(ENOTCONN, tx)),
         }
         self.sends.fetch_add(1, Relaxed);
         if send_len.is_some() {
@@ -459,23 +472,28 @@ impl RConn {
     }
 
     /// Sends `cmd`'s SCSI response, after its RDMA WRITE of read data if `data_in`.
-    fn send_rsp(&self, c: &Conn, mut cmd: Cmd, data_in: bool) -> Result {
+    fn send_rsp(&self, c: &Conn, mut cmd: Cmd, data_in: bool) -> QueueResult {
         let mut hdr = [0u8; iscsit::HDR_LEN];
         let sense = cmd.build_rsp(c, &mut hdr);
-        let (mut tx, n) = self.new_tx(&hdr, sense)?;
+        let (mut tx, n) = match self.new_tx(&hdr, sense) {
+            Ok(tx) => tx,
+            Err(e) => return Err(Refused::new(cmd, e)),
+        };
         if !data_in {
             return self.send_with((tx, n), cmd);
         }
-        cmd.rdma_setup(&self.rw_qp()?)?;
+        if let Err(e) = self.rw_qp().and_then(|qp| cmd.rdma_setup(&qp)) {
+            return Err(Refused::new(cmd, e));
+        }
         tx.cmd = Some(cmd);
         STATS.data_in.inc();
         self.post_rw(tx, Some(n))
     }
 
-    fn post_send(&self, tx: KBox<TxDesc>, len: usize) -> Result {
+    fn post_send(&self, tx: KBox<TxDesc>, len: usize) -> Result<(), PostError<TxDesc>> {
         match self.inner.lock().link.as_ref() {
             Some(l) => l.qp().post_send(tx, len)?,
-            None => return Err(ENOTCONN),
+            None => return Err(PostError::unposted(ENOTCONN, tx)),
         }
         self.sends.fetch_add(1, Relaxed);
         self.tx.inc();
@@ -504,12 +522,11 @@ impl RConn {
         Ok((KBox::new(tx, GFP_KERNEL)?, len))
     }
 
-    /// Sends `hdr` and `data` for `cmd`.
     /// Posts `tx` (from [`RConn::new_tx`]) as the answer to `cmd`, which its completion
-    /// releases.
-    fn send_with(&self, (mut tx, len): (KBox<TxDesc>, usize), cmd: Cmd) -> Result {
+    /// releases; if it cannot be posted, `cmd` goes back to the target.
+    fn send_with(&self, (mut tx, len): (KBox<TxDesc>, usize), cmd: Cmd) -> QueueResult {
         tx.cmd = Some(cmd);
-        self.post_send(tx, len)
+        self.post_send(tx, len).or_else(unposted)
     }
 
     /// Starts the disconnection once (`isert_conn_terminate()`). A connection the target
@@ -1121,7 +1138,13 @@ impl Transport for Risert {
         let events = PortalEvents {
             queue: queue.clone(),
         };
-        let listen = ListenId::listen(c"risert", addr, events).inspect_err(|e| {
+        let listen = ListenId::listen(
+            &<RisertModule as kernel::ModuleMetadata>::THIS_MODULE,
+            c"risert",
+            addr,
+            events,
+        )
+        .inspect_err(|e| {
             STATS.listen_failed.inc();
             pr_err!("{}: cannot listen: {:?}\n", addr, e);
         })?;
@@ -1231,7 +1254,7 @@ impl Transport for Risert {
             };
             conn.post_recv(rx)?;
         }
-        conn.post_send(tx, n)
+        Ok(conn.post_send(tx, n)?)
     }
 
     fn get_rx_pdu(_c: &Conn, conn: ArcBorrow<'_, RConn>) {
@@ -1257,7 +1280,7 @@ impl Transport for Risert {
             pr_err!(
                 "conn {}: cannot send the login response: {:?}\n",
                 conn.id,
-                e
+                e.error
             );
             return;
         }
@@ -1272,43 +1295,50 @@ impl Transport for Risert {
         }
     }
 
-    fn response_queue(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd, state: State) -> Result {
+    fn response_queue(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd, state: State) -> QueueResult {
         let mut hdr = [0u8; iscsit::HDR_LEN];
-        match state {
-            State::SendTextRsp => {
-                let data = cmd.build_text_rsp(c, &mut hdr)?;
-                let tx = conn.new_tx(&hdr, data)?;
-                conn.send_with(tx, cmd)
-            }
-            State::SendLogoutRsp => {
-                cmd.build_logout_rsp(c, &mut hdr)?;
-                conn.send_with(conn.new_tx(&hdr, &[])?, cmd)?;
-                conn.inner.lock().logout_posted = true;
-                Ok(())
-            }
+        let tx = match state {
+            State::SendTextRsp => cmd
+                .build_text_rsp(c, &mut hdr)
+                .and_then(|data| conn.new_tx(&hdr, data)),
+            State::SendLogoutRsp => cmd
+                .build_logout_rsp(c, &mut hdr)
+                .and_then(|()| conn.new_tx(&hdr, &[])),
             State::SendNopin => {
                 let data = cmd.build_nopin(c, &mut hdr, true);
-                let tx = conn.new_tx(&hdr, data)?;
-                conn.send_with(tx, cmd)
+                conn.new_tx(&hdr, data)
             }
             State::SendReject => {
                 let data = cmd.build_reject(c, &mut hdr);
-                let tx = conn.new_tx(&hdr, data)?;
-                conn.send_with(tx, cmd)
+                conn.new_tx(&hdr, data)
             }
             State::SendTaskMgtRsp => {
                 cmd.build_tm_rsp(c, &mut hdr);
-                conn.send_with(conn.new_tx(&hdr, &[])?, cmd)
+                conn.new_tx(&hdr, &[])
             }
-            State::SendStatus => conn.send_rsp(c, cmd, false),
+            State::SendStatus => return conn.send_rsp(c, cmd, false),
             s => {
                 pr_err!("conn {}: unexpected response state {:?}\n", conn.id, s);
                 Err(EINVAL)
             }
+        };
+        let tx = match tx {
+            Ok(tx) => tx,
+            Err(e) => return Err(Refused::new(cmd, e)),
+        };
+        conn.send_with(tx, cmd)?;
+        if state == State::SendLogoutRsp {
+            conn.inner.lock().logout_posted = true;
         }
+        Ok(())
     }
 
-    fn immediate_queue(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd, state: State) -> Result {
+    fn immediate_queue(
+        c: &Conn,
+        conn: ArcBorrow<'_, RConn>,
+        cmd: Cmd,
+        state: State,
+    ) -> QueueResult {
         match state {
             State::Remove => {
                 cmd.release(true);
@@ -1317,32 +1347,42 @@ impl Transport for Risert {
             State::SendNopinWantResponse => {
                 let mut hdr = [0u8; iscsit::HDR_LEN];
                 let data = cmd.build_nopin(c, &mut hdr, false);
-                let tx = conn.new_tx(&hdr, data)?;
-                conn.send_with(tx, cmd)
+                match conn.new_tx(&hdr, data) {
+                    Ok(tx) => conn.send_with(tx, cmd),
+                    Err(e) => Err(Refused::new(cmd, e)),
+                }
             }
             s => {
                 pr_err!("conn {}: unexpected immediate state {:?}\n", conn.id, s);
-                Err(EINVAL)
+                Err(Refused::new(cmd, EINVAL))
             }
         }
     }
 
-    fn queue_data_in(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> Result {
+    fn queue_data_in(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> QueueResult {
         conn.send_rsp(c, cmd, true)
     }
 
-    fn queue_status(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> Result {
+    fn queue_status(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> QueueResult {
         conn.send_rsp(c, cmd, false)
     }
 
-    fn get_dataout(_c: &Conn, conn: ArcBorrow<'_, RConn>, mut cmd: Cmd) -> Result {
-        cmd.rdma_setup(&conn.rw_qp()?)?;
+    fn get_dataout(_c: &Conn, conn: ArcBorrow<'_, RConn>, mut cmd: Cmd) -> QueueResult {
         let tx = TxDesc {
             buf: None,
-            cmd: Some(cmd),
+            cmd: None,
             read: true,
         };
-        conn.post_rw(KBox::new(tx, GFP_KERNEL)?, None)
+        let mut tx = match conn
+            .rw_qp()
+            .and_then(|qp| cmd.rdma_setup(&qp))
+            .and_then(|()| Ok(KBox::new(tx, GFP_KERNEL)?))
+        {
+            Ok(tx) => tx,
+            Err(e) => return Err(Refused::new(cmd, e)),
+        };
+        tx.cmd = Some(cmd);
+        conn.post_rw(tx, None)
     }
 
     fn wait_conn(c: &Conn, conn: ArcBorrow<'_, RConn>) {
