@@ -243,22 +243,27 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
         let mut attr = verbs::qp_init_attr(cq, caps, port);
         // SAFETY: `id` is valid and has no queue pair; `pd` and `attr` are valid for the call.
         to_result(unsafe { bindings::rdma_create_qp(id, pd.as_ptr(), &mut attr) })?;
-        // SAFETY: `rdma_create_qp` set `id->qp`, which lives until `rdma_destroy_qp`; its
-        // queues complete on `cq`, whose send contexts are `H::SendCtx`.
-        let qp = unsafe { Qp::<H::SendCtx>::from_raw((*id).qp) };
         let destroy_qp = |id: *mut bindings::rdma_cm_id| {
             // SAFETY: `id` has the queue pair created above; it is not used any more.
             unsafe { bindings::rdma_destroy_qp(id) }
         };
-        // SAFETY: The queue pair lives until `Connection::drop` destroys it, which it only
-        // does once `RwQp::retire` allows it.
-        let rw = match unsafe { RwQp::new((*id).qp, port) } {
+        // SAFETY: `rdma_create_qp` set `id->qp`, which lives until `Connection::drop`
+        // destroys it, which it only does once `RwQp::retire` allows it; it wrote the send
+        // queue's size into `attr`; nothing is posted yet.
+        let rw = match unsafe { RwQp::new((*id).qp, port, attr.cap.max_send_wr) } {
             Ok(rw) => rw,
             Err(e) => {
                 destroy_qp(id);
                 return Err(e);
             }
         };
+        // SAFETY: `id->qp` is valid and not used by anyone else yet. The core reads
+        // `qp_context` only for a registered event handler, and we register none.
+        unsafe { (*(*id).qp).qp_context = Arc::as_ptr(&rw).cast_mut().cast::<c_void>() };
+        // SAFETY: `id->qp` lives until `rdma_destroy_qp`; its queues complete on `cq`, whose
+        // send contexts are `H::SendCtx`; its `qp_context` is its `RwQp`, which the connection
+        // keeps longer than the queue pair.
+        let qp = unsafe { Qp::<H::SendCtx>::from_raw((*id).qp) };
         if let Err(e) = prepare(qp) {
             destroy_qp(id);
             return Err(e);

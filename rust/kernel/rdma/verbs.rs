@@ -26,7 +26,10 @@ use crate::{
     ffi::c_void,
     fmt,
     prelude::*,
-    rdma::rw::RwCtx,
+    rdma::rw::{
+        RwCtx,
+        RwQp, //
+    },
     sync::Arc,
     types::Opaque,
 };
@@ -93,6 +96,14 @@ impl DeviceRef {
         // SAFETY: By the type invariant the device is valid; its attributes are set before it
         // is registered and then left unchanged.
         let v = unsafe { (*self.as_ptr()).attrs.max_qp_init_rd_atom };
+        v.try_into().unwrap_or(0)
+    }
+
+    /// The number of completion vectors (`num_comp_vectors`): a completion queue's `vector`
+    /// is below it.
+    pub fn num_comp_vectors(&self) -> u32 {
+        // SAFETY: As in `max_qp_init_rd_atom`; the count is set before registration.
+        let v = unsafe { (*self.as_ptr()).num_comp_vectors };
         v.try_into().unwrap_or(0)
     }
 
@@ -555,7 +566,15 @@ impl<H: CqHandler> Cq<H> {
                 // SAFETY: By the type invariant this `wr_id` came from `Qp::post_send` on a queue
                 // pair of this queue, which leaked a `KBox<H::SendCtx>` into it; the request
                 // completes once, so the box is taken back once.
-                let ctx = unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut H::SendCtx) };
+                let mut ctx =
+                    unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut H::SendCtx) };
+                // The post recorded its send-queue slots in the RDMA context, if it has one.
+                let slots = ctx.rw().map_or(1, |rw| rw.slots());
+                // SAFETY: The request came from a queue pair of this queue (as above), which is
+                // valid while a completion of it is polled; its `qp_context` is its `RwQp`
+                // (type invariant of `Qp`).
+                let qp = unsafe { &*(*wc.qp).qp_context.cast::<RwQp>() };
+                qp.give_slots(slots);
                 Some(Completion::Send { ctx, result })
             }
             id => {
@@ -641,11 +660,16 @@ pub struct QpCaps {
 
 /// A reliable-connected queue pair (`struct ib_qp`) whose sends carry contexts of type `S`.
 ///
+/// Posts count the send queue's free slots: a post that does not fit fails with `ENOMEM` and
+/// gives its context back ([`PostError`]), so the device never takes only part of a chain for
+/// lack of room.
+///
 /// # Invariants
 ///
 /// The queue pair was created by [`super::cm::ConnectRequest::accept`], with its send and
 /// receive queues on a [`Cq`] whose handler's `SendCtx` is `S`, and with a protection domain
-/// whose `local_dma_lkey` covers the DMA mappings of its device.
+/// whose `local_dma_lkey` covers the DMA mappings of its device. Its `qp_context` is its
+/// [`RwQp`], which lives as long as the queue pair.
 #[repr(transparent)]
 pub struct Qp<S>(Opaque<bindings::ib_qp>, PhantomData<S>);
 
@@ -664,6 +688,12 @@ impl<S: SendCtx> Qp<S> {
 
     fn as_ptr(&self) -> *mut bindings::ib_qp {
         self.0.get()
+    }
+
+    fn slots(&self) -> &RwQp {
+        // SAFETY: By the type invariant `qp_context` is the queue pair's `RwQp`, alive while
+        // the queue pair is.
+        unsafe { &*(*self.as_ptr()).qp_context.cast::<RwQp>() }
     }
 
     fn lkey(&self) -> u32 {
@@ -697,19 +727,30 @@ impl<S: SendCtx> Qp<S> {
 
     /// Sends the first `len` bytes of `ctx`'s buffer (`IB_WR_SEND`, signaled); `ctx` comes
     /// back in a [`Completion::Send`], or in the [`PostError`] if it was not posted.
-    pub fn post_send(&self, ctx: KBox<S>, len: usize) -> Result<(), PostError<S>> {
-        let Some(buf) = ctx.dma_buf() else {
+    pub fn post_send(&self, mut ctx: KBox<S>, len: usize) -> Result<(), PostError<S>> {
+        if ctx.dma_buf().is_none() {
             return Err(PostError::unposted(EINVAL, ctx));
+        }
+        if !self.slots().take_slots(1) {
+            return Err(PostError::unposted(ENOMEM, ctx));
+        }
+        if let Some(rw) = ctx.rw() {
+            // The completion gives back the slots recorded here.
+            rw.set_slots(1);
+        }
+        let raw = KBox::into_raw(ctx);
+        // SAFETY: `raw` came from `into_raw` above and is not posted yet.
+        let Some(buf) = (unsafe { &*raw }).dma_buf() else {
+            return self.posted(raw, EINVAL.to_errno(), 1);
         };
         let mut sge = buf.sge(len, self.lkey());
         buf.sync_for_device(sge.length as usize);
-        let raw = KBox::into_raw(ctx);
         let mut wr = Self::send_wr(Self::wr_id(raw));
         wr.sg_list = &mut sge;
         wr.num_sge = 1;
         // SAFETY: As in `post_recv`.
         let ret = unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) };
-        Self::posted(raw, ret)
+        self.posted(raw, ret, 1)
     }
 
     /// Posts `ctx`'s RDMA read/write context ([`SendCtx::rw`]); with `send_len`, chains the
@@ -718,13 +759,10 @@ impl<S: SendCtx> Qp<S> {
     /// if nothing was posted.
     ///
     /// The chained send and its scatter entry are stored in the RDMA context itself
-    /// ([`RwCtx`]), so the context never links to memory that is gone.
-    ///
-    /// If the device takes only the start of the chain (its send queue filled up), the
-    /// requests it took may still use the context's mappings, and no completion will say when
-    /// they are done: the context is then kept for ever ([`PostError::ctx`] is `None`). Size
-    /// the send queue for the transfers in flight ([`QpCaps::rdma_ctxs`]) so that this does not
-    /// happen.
+    /// ([`RwCtx`]), so the context never links to memory that is gone. The whole chain takes
+    /// its send-queue slots before it is posted; should the device still refuse part of it,
+    /// the requests it took may use the context's mappings and no completion will say when
+    /// they are done: the context is then kept for ever ([`PostError::ctx`] is `None`).
     pub fn post_rw(&self, mut ctx: KBox<S>, send_len: Option<usize>) -> Result<(), PostError<S>> {
         let Some(rw) = ctx.rw() else {
             return Err(PostError::unposted(EINVAL, ctx));
@@ -745,15 +783,22 @@ impl<S: SendCtx> Qp<S> {
         // SAFETY: `raw` came from `into_raw` above; nothing else refers to the context until
         // it is posted, and this function is the only user of `raw` until then.
         let Some(mut rw) = unsafe { &mut *raw }.rw() else {
-            return Self::posted(raw, EINVAL.to_errno());
+            return self.posted(raw, EINVAL.to_errno(), 0);
         };
         let first = match sge {
             Some(sge) => Ok(rw.as_mut().wrs_then_send(Self::send_wr(id), sge)),
             None => rw.as_mut().wrs(id),
         };
         let Ok(first) = first else {
-            return Self::posted(raw, EINVAL.to_errno());
+            return self.posted(raw, EINVAL.to_errno(), 0);
         };
+        // SAFETY: `first` starts the chain the context just linked; every request of it lives
+        // in the context (or in the C context's own arrays) and ends with a null link.
+        let n = unsafe { chain_len(first) };
+        if !self.slots().take_slots(n) {
+            return self.posted(raw, ENOMEM.to_errno(), 0);
+        }
+        rw.set_slots(n);
         let mut bad: *const bindings::ib_send_wr = ptr::null();
         // SAFETY: The queue pair is valid; the requests, the chained send and its scatter
         // entry all live in the context (in `*raw`); the context and its buffer stay allocated
@@ -761,6 +806,9 @@ impl<S: SendCtx> Qp<S> {
         let ret = unsafe { bindings::ib_post_send(self.as_ptr(), first, &mut bad) };
         if ret != 0 && !ptr::eq(bad, first) {
             // Part of the chain was posted and may still use the context's mappings: keep it.
+            // The slots of the part that was not posted go back.
+            // SAFETY: `bad` is the first request of the chain that was not posted.
+            self.slots().give_slots(unsafe { chain_len(bad) });
             pr_warn!(
                 "ib_post_send posted part of an RDMA chain ({}); leaking it\n",
                 ret
@@ -770,7 +818,7 @@ impl<S: SendCtx> Qp<S> {
                 ctx: None,
             });
         }
-        Self::posted(raw, ret)
+        self.posted(raw, ret, n)
     }
 
     fn wr_id(raw: *mut S) -> u64 {
@@ -778,11 +826,13 @@ impl<S: SendCtx> Qp<S> {
         (raw as usize as u64) | TAG_SEND
     }
 
-    /// The result of a post of `raw` that returned `ret`, all or nothing.
-    fn posted(raw: *mut S, ret: i32) -> Result<(), PostError<S>> {
+    /// The result of a post of `raw` that returned `ret`, all or nothing, for which `slots`
+    /// send-queue slots were taken.
+    fn posted(&self, raw: *mut S, ret: i32, slots: u32) -> Result<(), PostError<S>> {
         if ret == 0 {
             return Ok(());
         }
+        self.slots().give_slots(slots);
         // SAFETY: Nothing was posted, so the box is still ours.
         let ctx = unsafe { KBox::from_raw(raw) };
         Err(PostError::unposted(Error::from_errno(ret), ctx))
@@ -828,6 +878,21 @@ impl<S: SendCtx> Qp<S> {
         // SAFETY: As above.
         to_result(unsafe { bindings::ib_post_recv(self.as_ptr(), &mut rwr, ptr::null_mut()) })
     }
+}
+
+/// The number of requests in the chain that starts at `wr`.
+///
+/// # Safety
+///
+/// `wr` and every request it links to are valid, and the last one links to nothing.
+unsafe fn chain_len(mut wr: *const bindings::ib_send_wr) -> u32 {
+    let mut n = 0;
+    while !wr.is_null() {
+        n += 1;
+        // SAFETY: By the safety requirements.
+        wr = unsafe { (*wr).next };
+    }
+    n
 }
 
 /// Checks at compile time that a `wr_id` tag fits below the alignment of posted objects.

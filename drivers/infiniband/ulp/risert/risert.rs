@@ -125,6 +125,12 @@ module! {
                           leave polling after this many microseconds without a completion \
                           (0: always interrupt-driven)",
         },
+        send_queue: u32 {
+            default: 0,
+            description: "Send queue size of new connections, in sends and in RDMA transfers \
+                          (0: 128 of each, as ib_isert); a small queue exercises the queue-full \
+                          path",
+        },
     },
 }
 
@@ -195,6 +201,8 @@ stats!(
     bad_pdus,
     wc_errors,
     cq_events,
+    sq_full,
+    backlogged,
 );
 
 /// The module's state shared with portals and connections.
@@ -289,6 +297,9 @@ struct Inner {
     login_rsp: Option<(KBox<TxDesc>, usize)>,
     /// Logouts whose response was sent, for the control work.
     logouts: KVec<Cmd>,
+    /// Control responses that found the send queue full, in order; posted by the completion
+    /// work as sends complete.
+    backlog: KVec<(KBox<TxDesc>, Post)>,
     /// A logout response was posted: teardown waits for the target's logout completion.
     logout_posted: bool,
     /// The connection never reached the target and is to be released by the control work.
@@ -319,6 +330,8 @@ struct RConn {
     events: Counter,
     /// Signaled sends and RDMA READs posted and not yet completed.
     sends: Atomic<u64>,
+    /// Control responses in `Inner::backlog` (read without the lock on each send completion).
+    backlogged: Atomic<u32>,
     rx: Counter,
     tx: Counter,
     #[pin]
@@ -353,6 +366,21 @@ impl SendCtx for TxDesc {
 
     fn rw(&mut self) -> Option<Pin<&mut RwCtx>> {
         self.cmd.as_mut().and_then(|c| c.rw_mut())
+    }
+}
+
+/// How a descriptor is posted.
+#[derive(Clone, Copy)]
+enum Post {
+    /// A send of this many bytes of its buffer.
+    Send(usize),
+    /// Its command's RDMA transfer, then a send of this many bytes if given.
+    Rw(Option<usize>),
+}
+
+impl Post {
+    fn sends(self) -> bool {
+        matches!(self, Self::Send(_) | Self::Rw(Some(_)))
     }
 }
 
@@ -457,48 +485,129 @@ impl RConn {
         }
     }
 
-    /// Posts `tx`'s RDMA transfer, followed by its send if `send_len` is given.
-    fn post_rw(&self, tx: KBox<TxDesc>, send_len: Option<usize>) -> QueueResult {
-        match self.inner.lock().link.as_ref() {
-            Some(l) => l.qp().post_rw(tx, send_len).or_else(unposted)?,
-            None => return unposted(PostError::unposted(ENOTCONN, tx)),
+    /// Posts `tx` as `how` says, with the connection's lock held (`inner`).
+    fn post_locked(
+        &self,
+        inner: &Inner,
+        tx: KBox<TxDesc>,
+        how: Post,
+    ) -> Result<(), PostError<TxDesc>> {
+        let Some(l) = inner.link.as_ref() else {
+            return Err(PostError::unposted(ENOTCONN, tx));
+        };
+        match how {
+            Post::Send(len) => l.qp().post_send(tx, len)?,
+            Post::Rw(send_len) => l.qp().post_rw(tx, send_len)?,
         }
         self.sends.fetch_add(1, Relaxed);
-        if send_len.is_some() {
+        if how.sends() {
             self.tx.inc();
             STATS.pdus_tx.inc();
         }
         Ok(())
     }
 
-    /// Sends `cmd`'s SCSI response, after its RDMA WRITE of read data if `data_in`.
-    fn send_rsp(&self, c: &Conn, mut cmd: Cmd, data_in: bool) -> QueueResult {
+    fn post(&self, tx: KBox<TxDesc>, how: Post) -> Result<(), PostError<TxDesc>> {
+        self.post_locked(&self.inner.lock(), tx, how)
+    }
+
+    /// Posts `tx` for the target's queue-full handling: if the send queue is full, its command
+    /// goes back to the target, which calls again later. Only for the callbacks whose callers
+    /// in the target check the error (`queue_data_in`, `queue_status`).
+    fn post_or_refuse(&self, tx: KBox<TxDesc>, how: Post) -> QueueResult {
+        self.post(tx, how).or_else(|e| {
+            if e.error == ENOMEM {
+                STATS.sq_full.inc();
+            }
+            unposted(e)
+        })
+    }
+
+    /// Posts `tx`; if the send queue is full, it waits in the connection's backlog, which the
+    /// completion work posts, in order, as sends complete. For what the target does not retry:
+    /// it takes a failed response (`response_queue`) as a failed connection, and ignores the
+    /// error of most of its calls of `get_dataout`.
+    fn post_or_queue(&self, tx: KBox<TxDesc>, how: Post) -> QueueResult {
+        let tx = match self.post(tx, how) {
+            Err(PostError {
+                error,
+                ctx: Some(tx),
+            }) if error == ENOMEM => tx,
+            r => return r.or_else(unposted),
+        };
+        STATS.sq_full.inc();
+        let mut inner = self.inner.lock();
+        if inner.backlog.reserve(1, GFP_KERNEL).is_err() {
+            drop(inner);
+            return unposted(PostError::unposted(ENOMEM, tx));
+        }
+        // Cannot fail: room was reserved.
+        let _ = inner.backlog.push_within_capacity((tx, how));
+        self.backlogged.fetch_add(1, Relaxed);
+        STATS.backlogged.inc();
+        drop(inner);
+        // The requests that filled the queue may all have completed meanwhile.
+        self.flush_backlog();
+        Ok(())
+    }
+
+    /// Posts the backlog, in order, until the send queue is full again.
+    fn flush_backlog(&self) {
+        if self.backlogged.load(Relaxed) == 0 {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        while let Ok((tx, how)) = inner.backlog.remove(0) {
+            match self.post_locked(&inner, tx, how) {
+                Ok(()) => {
+                    self.backlogged.fetch_sub(1, Relaxed);
+                }
+                Err(PostError {
+                    error,
+                    ctx: Some(tx),
+                }) if error == ENOMEM || error == ENOTCONN => {
+                    // Full again, or torn down (the drain releases what is left). Room for it:
+                    // it was just removed.
+                    let _ = inner.backlog.insert_within_capacity(0, (tx, how));
+                    return;
+                }
+                Err(e) => {
+                    self.backlogged.fetch_sub(1, Relaxed);
+                    pr_warn!(
+                        "conn {}: cannot post a queued request: {:?}\n",
+                        self.id,
+                        e.error
+                    );
+                    // Dropping it releases its command as failed.
+                }
+            }
+        }
+    }
+
+    /// Sends `cmd`'s SCSI response, after its RDMA WRITE of read data if `data_in`; when the
+    /// send queue is full, gives the command back to the target if `refuse`, else queues it.
+    fn send_rsp(&self, c: &Conn, mut cmd: Cmd, data_in: bool, refuse: bool) -> QueueResult {
         let mut hdr = [0u8; iscsit::HDR_LEN];
         let sense = cmd.build_rsp(c, &mut hdr);
         let (mut tx, n) = match self.new_tx(&hdr, sense) {
             Ok(tx) => tx,
             Err(e) => return Err(Refused::new(cmd, e)),
         };
-        if !data_in {
-            return self.send_with((tx, n), cmd);
-        }
-        if let Err(e) = self.rw_qp().and_then(|qp| cmd.rdma_setup(&qp)) {
-            return Err(Refused::new(cmd, e));
-        }
+        let how = if data_in {
+            if let Err(e) = self.rw_qp().and_then(|qp| cmd.rdma_setup(&qp)) {
+                return Err(Refused::new(cmd, e));
+            }
+            STATS.data_in.inc();
+            Post::Rw(Some(n))
+        } else {
+            Post::Send(n)
+        };
         tx.cmd = Some(cmd);
-        STATS.data_in.inc();
-        self.post_rw(tx, Some(n))
-    }
-
-    fn post_send(&self, tx: KBox<TxDesc>, len: usize) -> Result<(), PostError<TxDesc>> {
-        match self.inner.lock().link.as_ref() {
-            Some(l) => l.qp().post_send(tx, len)?,
-            None => return Err(PostError::unposted(ENOTCONN, tx)),
+        if refuse {
+            self.post_or_refuse(tx, how)
+        } else {
+            self.post_or_queue(tx, how)
         }
-        self.sends.fetch_add(1, Relaxed);
-        self.tx.inc();
-        STATS.pdus_tx.inc();
-        Ok(())
     }
 
     fn new_rx(&self) -> Result<KBox<DmaBuf<FromDevice>>> {
@@ -522,11 +631,10 @@ impl RConn {
         Ok((KBox::new(tx, GFP_KERNEL)?, len))
     }
 
-    /// Posts `tx` (from [`RConn::new_tx`]) as the answer to `cmd`, which its completion
-    /// releases; if it cannot be posted, `cmd` goes back to the target.
-    fn send_with(&self, (mut tx, len): (KBox<TxDesc>, usize), cmd: Cmd) -> QueueResult {
+    /// Posts a control response (`tx` for `cmd`), queued if the send queue is full.
+    fn send_ctrl(&self, (mut tx, len): (KBox<TxDesc>, usize), cmd: Cmd) -> QueueResult {
         tx.cmd = Some(cmd);
-        self.post_send(tx, len).or_else(unposted)
+        self.post_or_queue(tx, Post::Send(len))
     }
 
     /// Starts the disconnection once (`isert_conn_terminate()`). A connection the target
@@ -593,6 +701,11 @@ impl RConn {
         while !(inner.send_drained && inner.recv_drained) {
             self.wait.wait(&mut inner);
         }
+        // Control responses never posted: dropping them releases their commands as failed.
+        let backlog = core::mem::take(&mut inner.backlog);
+        self.backlogged.store(0, Relaxed);
+        drop(inner);
+        drop(backlog);
     }
 
     /// Drains and drops the RDMA connection, and forgets the connection.
@@ -796,6 +909,7 @@ impl RConn {
                     self.wc_error("send", e);
                 }
                 self.on_send(ctx, result.is_ok());
+                self.flush_backlog();
             }
             Completion::Recv {
                 buf,
@@ -999,6 +1113,7 @@ impl PortalEvents {
                     login_rx: None,
                     login_rsp: None,
                     logouts: KVec::new(),
+                    backlog: KVec::new(),
                     logout_posted: false,
                     release: false,
                     established: false,
@@ -1013,6 +1128,7 @@ impl PortalEvents {
                 busy_poll: idle_us != 0,
                 events: Counter::new(),
                 sends: Atomic::new(0),
+                backlogged: Atomic::new(0),
                 rx: Counter::new(),
                 tx: Counter::new(),
                 poll_work <- new_work!("risert::poll"),
@@ -1026,7 +1142,10 @@ impl PortalEvents {
         let setup = || -> Result<(Pd, Cq<CqKick>, KBox<DmaBuf<FromDevice>>)> {
             let pd = Pd::alloc(&dev, c"risert")?;
             let kick = Arc::new(CqKick { conn: conn.clone() }, GFP_KERNEL)?;
-            let cq = Cq::new(&dev, TX_DESCS + RX_DESCS + 2, 0, kick, c"risert")?;
+            // Connections take the device's completion vectors in turn, so their
+            // interrupts spread over the CPUs the vectors are bound to.
+            let vector = (conn.id % u64::from(dev.num_comp_vectors().max(1))) as u32;
+            let cq = Cq::new(&dev, TX_DESCS + RX_DESCS + 2, vector, kick, c"risert")?;
             Ok((pd, cq, rx_buf(&dev)?))
         };
         let (pd, cq, rx) = match setup() {
@@ -1035,10 +1154,17 @@ impl PortalEvents {
         };
         // Take as many RDMA reads outstanding as the initiator asks for and the device allows.
         let depth = u32::from(req.initiator_depth()).min(dev.max_qp_init_rd_atom()) as u8;
-        let caps = QpCaps {
-            send_wr: TX_DESCS + 1,
-            recv_wr: RX_DESCS + 1,
-            rdma_ctxs: TX_DESCS,
+        let caps = match module_parameters::send_queue.value() {
+            0 => QpCaps {
+                send_wr: TX_DESCS + 1,
+                recv_wr: RX_DESCS + 1,
+                rdma_ctxs: TX_DESCS,
+            },
+            n => QpCaps {
+                send_wr: n,
+                recv_wr: RX_DESCS + 1,
+                rdma_ctxs: n,
+            },
         };
         // iSER CM response header: no zero-based virtual addresses, no send with invalidate.
         let private = [wire::ZBVA_NOT_USED | wire::SEND_W_INV_NOT_USED, 0, 0, 0];
@@ -1254,7 +1380,7 @@ impl Transport for Risert {
             };
             conn.post_recv(rx)?;
         }
-        Ok(conn.post_send(tx, n)?)
+        Ok(conn.post(tx, Post::Send(n))?)
     }
 
     fn get_rx_pdu(_c: &Conn, conn: ArcBorrow<'_, RConn>) {
@@ -1276,7 +1402,7 @@ impl Transport for Risert {
             }
             inner.phase = Phase::FullFeature;
         }
-        if let Err(e) = conn.post_send(tx, n) {
+        if let Err(e) = conn.post(tx, Post::Send(n)) {
             pr_err!(
                 "conn {}: cannot send the login response: {:?}\n",
                 conn.id,
@@ -1316,7 +1442,8 @@ impl Transport for Risert {
                 cmd.build_tm_rsp(c, &mut hdr);
                 conn.new_tx(&hdr, &[])
             }
-            State::SendStatus => return conn.send_rsp(c, cmd, false),
+            // The target's response thread takes an error as a failed connection.
+            State::SendStatus => return conn.send_rsp(c, cmd, false, false),
             s => {
                 pr_err!("conn {}: unexpected response state {:?}\n", conn.id, s);
                 Err(EINVAL)
@@ -1326,7 +1453,7 @@ impl Transport for Risert {
             Ok(tx) => tx,
             Err(e) => return Err(Refused::new(cmd, e)),
         };
-        conn.send_with(tx, cmd)?;
+        conn.send_ctrl(tx, cmd)?;
         if state == State::SendLogoutRsp {
             conn.inner.lock().logout_posted = true;
         }
@@ -1348,7 +1475,7 @@ impl Transport for Risert {
                 let mut hdr = [0u8; iscsit::HDR_LEN];
                 let data = cmd.build_nopin(c, &mut hdr, false);
                 match conn.new_tx(&hdr, data) {
-                    Ok(tx) => conn.send_with(tx, cmd),
+                    Ok(tx) => conn.send_ctrl(tx, cmd),
                     Err(e) => Err(Refused::new(cmd, e)),
                 }
             }
@@ -1360,11 +1487,11 @@ impl Transport for Risert {
     }
 
     fn queue_data_in(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> QueueResult {
-        conn.send_rsp(c, cmd, true)
+        conn.send_rsp(c, cmd, true, true)
     }
 
     fn queue_status(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd) -> QueueResult {
-        conn.send_rsp(c, cmd, false)
+        conn.send_rsp(c, cmd, false, true)
     }
 
     fn get_dataout(_c: &Conn, conn: ArcBorrow<'_, RConn>, mut cmd: Cmd) -> QueueResult {
@@ -1382,7 +1509,8 @@ impl Transport for Risert {
             Err(e) => return Err(Refused::new(cmd, e)),
         };
         tx.cmd = Some(cmd);
-        conn.post_rw(tx, None)
+        // The target ignores the error when it asks for the data from its data-out handling.
+        conn.post_or_queue(tx, Post::Rw(None))
     }
 
     fn wait_conn(c: &Conn, conn: ArcBorrow<'_, RConn>) {

@@ -18,7 +18,7 @@ stats=/sys/kernel/debug/risert/stats
 
 ktap_print_header
 rstorage_require fio iscsiadm iscsid rdma sg_reset
-ktap_set_plan 20
+ktap_set_plan 21
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -417,6 +417,24 @@ adaptive() {
 		rmmod risert
 }
 
+# A send queue of 4 sends and 4 RDMA transfers (send_queue=4) under fio at
+# queue depth 16: posts find it full (ENOMEM, before anything is posted).
+# SCSI responses and RDMA transfers then go back to LIO, which queues them
+# again later (its queue-full path); control responses wait in the
+# connection's backlog. The data is verified, the refusals are counted.
+queue_full() {
+	local luns rc
+	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
+	rstorage_insmod risert send_queue=4 && echo 1 >"$np/iser" || return 1
+	session_io "send_queue=4" "$luns"
+	rc=$?
+	ktap_print_msg "posts refused with a full send queue: $(rstat sq_full)," \
+		"control responses backlogged: $(rstat backlogged), wc_errors $(rstat wc_errors)"
+	echo 0 >"$np/iser"
+	[ "$rc" = 0 ] && [ "$(rstat sq_full)" -gt 0 ] && [ "$(rstat backlogged)" -gt 0 ] &&
+		[ "$(rstat wc_errors)" = 0 ] && all_freed && rmmod risert
+}
+
 mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
 : >"$work/orphans"
@@ -440,6 +458,7 @@ rstorage_case "20 portal disable/enable cycles, one listener each" cycles
 rstorage_case "RDMA device removed under a live session with fio running: no hang, all freed" device_removed
 rstorage_case "risert unloads, reloads with budget=0 and serves a verified session" reload
 rstorage_case "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left and rejoined the polling set" adaptive
+rstorage_case "send queue of 4: posts refused when full, LIO queues again, fio verify=crc32c" queue_full
 
 # Tear down, best effort.
 iser_autoload on
