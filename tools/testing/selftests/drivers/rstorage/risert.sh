@@ -179,13 +179,21 @@ malformed() {
 	[ "$rc" = 0 ] && [ "$(rstat bad_pdus)" = $((bad + 3)) ] && all_freed
 }
 
+# Send descriptors come from the connection's pool: of the session's sends,
+# only the few login responses (before the pool exists) are allocated.
 risert_session() {
-	local rc
+	local rc a0 p0 da dp
+	a0=$(rstat tx_allocs)
+	p0=$(rstat pdus_tx)
 	session_io risert 1
 	rc=$?
+	da=$(($(rstat tx_allocs) - a0))
+	dp=$(($(rstat pdus_tx) - p0))
 	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in), data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "sends $dp, of which with a descriptor allocated for them: $da"
 	[ "$rc" = 0 ] && [ "$(rstat data_in)" -gt 0 ] && [ "$(rstat data_out)" -gt 0 ] &&
-		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
+		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] &&
+		[ $((da * 10)) -lt "$dp" ] && all_freed
 }
 
 # login_no PARAM: logs in to target A with the session parameter PARAM

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The connection's work items: completion polling through the batcher, and control work.
+
+use super::*;
+
+/// Queues a connection's work item `ID` (0: completions, 1: control) on the module's
+/// workqueue, unless the module is going away.
+pub(crate) fn enqueue<const ID: u64>(conn: Arc<RConn>)
+where
+    RConn: WorkItem<ID, Pointer = Arc<RConn>> + kernel::workqueue::HasWork<RConn, ID>,
+{
+    let not_queued = shared()
+        .wq
+        .try_access()
+        .map(|wq| wq.enqueue::<Arc<RConn>, ID>(conn).err());
+    // Dropped outside the RCU read section of `try_access`.
+    drop(not_queued);
+}
+
+/// A connection's completion queue as a completion source for the [`Batcher`].
+pub(crate) struct Source<'a> {
+    pub(crate) conn: &'a Arc<RConn>,
+}
+
+/// A connection's completion queue with the connection's lock held, for one batcher pass.
+pub(crate) struct LockedCq<'a> {
+    pub(crate) inner: MutexGuard<'a, Inner>,
+}
+
+impl CompletionQueue for LockedCq<'_> {
+    type Completion = Completion<TxDesc>;
+
+    fn poll(&mut self, max: usize, sink: impl FnMut(Self::Completion)) -> usize {
+        match self.inner.link.as_ref() {
+            Some(l) => l.cq().poll(max, sink),
+            None => 0,
+        }
+    }
+
+    fn arm(&mut self) -> Armed {
+        // `IB_CQ_REPORT_MISSED_EVENTS`: a positive answer means completions may be queued that
+        // raise no event.
+        match self.inner.link.as_ref() {
+            Some(l) if l.cq().arm() => Armed::MaybeMissed,
+            _ => Armed::Quiet,
+        }
+    }
+}
+
+impl CompletionSource for Source<'_> {
+    type Completion = Completion<TxDesc>;
+    type Queue<'b>
+        = LockedCq<'b>
+    where
+        Self: 'b;
+
+    fn lock(&self) -> LockedCq<'_> {
+        LockedCq {
+            inner: self.conn.inner.lock(),
+        }
+    }
+
+    /// Called after the connection's lock is dropped: handling a completion takes it.
+    fn complete(&self, c: Self::Completion) {
+        self.conn.on_completion(c);
+    }
+}
+
+/// The completion work: one budgeted pass, requeued while completions remain (the stgt iSER
+/// technique). In the adaptive mode, one busy-polling pass, requeued while the connection stays
+/// in the polling set.
+impl WorkItem<0> for RConn {
+    type Pointer = Arc<RConn>;
+
+    fn run(this: Arc<RConn>) {
+        let src = Source { conn: &this };
+        let pass = if this.busy_poll && this.batcher.is_polling() {
+            this.batcher.poll(&src, Instant::now())
+        } else {
+            this.batcher.run(&src)
+        };
+        match pass {
+            Pass::Reschedule | Pass::Polling => this.kick(),
+            Pass::Armed | Pass::Deferred => {}
+        }
+    }
+}
+
+/// The control work: logout post-handling, and the release of connections the target never
+/// knew (`isert_do_control_comp()`, `isert_release_work()`).
+impl WorkItem<1> for RConn {
+    type Pointer = Arc<RConn>;
+
+    fn run(this: Arc<RConn>) {
+        let (logouts, release) = {
+            let mut inner = this.inner.lock();
+            let logouts = core::mem::take(&mut inner.logouts);
+            let release = core::mem::take(&mut inner.release);
+            (logouts, release)
+        };
+        for cmd in logouts {
+            cmd.logout_post_handler();
+        }
+        if release {
+            let portal = this.inner.lock().portal.take();
+            if let Some(p) = portal {
+                p.remove(&this);
+            }
+            this.release_link();
+        }
+    }
+}

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Received PDUs and completed sends: dispatch to the iSCSI target.
+
+use super::*;
+
+impl RConn {
+    /// Handles a received message.
+    pub(crate) fn on_recv(self: &Arc<Self>, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
+        self.rx.inc();
+        STATS.pdus_rx.inc();
+        let phase = self.inner.lock().phase;
+        let msg = &buf.as_slice()[..len.min(buf.len())];
+        if msg.len() < HEADERS_LEN {
+            STATS.bad_pdus.inc();
+            pr_warn!("conn {}: short message ({} bytes)\n", self.id, msg.len());
+            self.terminate("malformed PDU");
+            return;
+        }
+        let pdu = &msg[ISER_HDR_LEN..];
+        let mut bhs = [0u8; iscsit::HDR_LEN];
+        bhs.copy_from_slice(&pdu[..iscsit::HDR_LEN]);
+        let dlen = wire::dlength(&bhs);
+        if pdu.len() < iscsit::HDR_LEN + dlen {
+            STATS.bad_pdus.inc();
+            pr_warn!(
+                "conn {}: PDU declares {} data bytes but {} arrived\n",
+                self.id,
+                dlen,
+                pdu.len() - iscsit::HDR_LEN
+            );
+            self.terminate("malformed PDU");
+            return;
+        }
+        match IserHdr::parse(msg).map(|h| h.kind()) {
+            Some(Kind::Control) => {}
+            k => {
+                STATS.bad_pdus.inc();
+                pr_warn!("conn {}: unexpected iSER message {:?}\n", self.id, k);
+                let _ = self.post_recv(buf);
+                return;
+            }
+        }
+        if phase < Phase::FullFeature {
+            self.on_login_pdu(buf, len);
+            return;
+        }
+        let data = &pdu[iscsit::HDR_LEN..iscsit::HDR_LEN + dlen];
+        let iser = IserHdr::parse(msg).unwrap_or_default();
+        let ret = self.iconn.with(|c| self.dispatch(c, &iser, &bhs, data));
+        if let Some(Err(e)) = ret {
+            pr_warn!(
+                "conn {}: opcode {:#x} failed: {:?}\n",
+                self.id,
+                wire::opcode(&bhs),
+                e
+            );
+        }
+        // The data was copied out: the buffer can take the next PDU.
+        let _ = self.post_recv(buf);
+    }
+
+    /// A login request: the first one waits for the login thread, the others go to the
+    /// target's login work.
+    pub(crate) fn on_login_pdu(&self, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
+        let pdu = &buf.as_slice()[ISER_HDR_LEN..len];
+        if let Some(Ok(())) = self.iconn.with(|c| c.deliver_login_pdu(pdu)) {
+            self.inner.lock().login_rx = Some(buf);
+            return;
+        }
+        self.inner.lock().login_req = Some((buf, len));
+        self.wait.notify_all();
+    }
+
+    /// Hands a full-feature PDU to the target (`isert_rx_opcode()`).
+    pub(crate) fn dispatch(
+        &self,
+        c: &Conn,
+        iser: &IserHdr,
+        bhs: &[u8; iscsit::HDR_LEN],
+        data: &[u8],
+    ) -> Result {
+        let op = wire::opcode(bhs);
+        if c.is_discovery() && op != wire::OP_TEXT && op != wire::OP_LOGOUT {
+            STATS.pdus_rejected.inc();
+            pr_warn!(
+                "conn {}: opcode {:#x} in a discovery session, ignored\n",
+                self.id,
+                op
+            );
+            return Ok(());
+        }
+        match op {
+            wire::OP_SCSI_CMD => {
+                STATS.scsi_cmds.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                let remote = Remote {
+                    read_stag: iser.read_stag,
+                    read_va: iser.read_va,
+                    write_stag: iser.write_stag,
+                    write_va: iser.write_va,
+                };
+                c.handle_scsi_cmd(cmd, bhs, data, remote)
+            }
+            wire::OP_SCSI_DATA_OUT => {
+                STATS.unsol_data_out.inc();
+                c.handle_data_out(bhs, data)
+            }
+            wire::OP_SCSI_TMFUNC => {
+                STATS.tmfs.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_tmf(cmd, bhs)
+            }
+            wire::OP_TEXT => {
+                STATS.text.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_text(cmd, bhs, data)
+            }
+            wire::OP_LOGOUT => {
+                STATS.logouts.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_logout(cmd, bhs)
+            }
+            wire::OP_NOOP_OUT => {
+                STATS.nops.inc();
+                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
+                c.handle_nop_out(cmd, bhs)
+            }
+            _ => {
+                // SNACK needs error recovery level 1; the rest are target-to-initiator
+                // opcodes.
+                STATS.pdus_rejected.inc();
+                c.reject(bhs);
+                Ok(())
+            }
+        }
+    }
+
+    /// A send completed: release the command it answered (`isert_send_done()`).
+    pub(crate) fn on_send(self: &Arc<Self>, mut tx: KBox<TxDesc>, ok: bool) {
+        let cmd = tx.cmd.take();
+        let read = tx.read;
+        let mut hdr = [0u8; iscsit::HDR_LEN];
+        if let Some(b) = tx.buf.as_ref() {
+            hdr.copy_from_slice(&b.as_slice()[ISER_HDR_LEN..HEADERS_LEN]);
+        }
+        self.recycle(tx);
+        let Some(cmd) = cmd else {
+            return;
+        };
+        if read {
+            if ok {
+                STATS.data_out.inc();
+                cmd.rdma_read_done();
+            } else {
+                cmd.release(true);
+            }
+            return;
+        }
+        match cmd.state() {
+            State::SendLogoutRsp if ok => {
+                // The target closes the connection from the post handler, and waits for it:
+                // not from this work, which the teardown waits for.
+                let queued = self.inner.lock().logouts.push(cmd, GFP_KERNEL);
+                match queued {
+                    Ok(()) => enqueue::<1>(self.clone()),
+                    Err(_) => pr_err!("conn {}: no memory to complete a logout\n", self.id),
+                }
+            }
+            State::SendTextRsp if ok && Cmd::text_continues(&hdr) => {
+                // The target keeps the command for the next text request.
+            }
+            State::SendTaskMgtRsp if ok => {
+                cmd.tmr_post_handler();
+                cmd.set_sent();
+                cmd.release(false);
+            }
+            _ => {
+                cmd.set_sent();
+                cmd.release(!ok);
+            }
+        }
+    }
+
+    pub(crate) fn on_completion(self: &Arc<Self>, c: Completion<TxDesc>) {
+        match c {
+            Completion::Recv {
+                buf,
+                result: Ok(len),
+            } => self.on_recv(buf, len),
+            Completion::Send { ctx, result } => {
+                self.sends.fetch_sub(1, Relaxed);
+                if let Err(e) = &result {
+                    self.wc_error("send", e);
+                }
+                self.on_send(ctx, result.is_ok());
+                self.flush_backlog();
+            }
+            Completion::Recv {
+                buf,
+                result: Err(e),
+            } => {
+                drop(buf);
+                self.wc_error("receive", &e);
+            }
+            Completion::SendDrained => {
+                self.inner.lock().send_drained = true;
+                self.wait.notify_all();
+            }
+            Completion::RecvDrained => {
+                self.inner.lock().recv_drained = true;
+                self.wait.notify_all();
+            }
+        }
+    }
+
+    pub(crate) fn wc_error(self: &Arc<Self>, what: &str, e: &kernel::rdma::verbs::WcError) {
+        if e.is_flush() {
+            return;
+        }
+        STATS.wc_errors.inc();
+        pr_warn!("conn {}: {} failed: {}\n", self.id, what, e);
+        self.terminate("work request failed");
+    }
+}

@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Portals: the `rdma_cm` listener, connection requests, and the queue to the login thread.
+
+use super::*;
+
+/// A portal's connections on their way to its login thread.
+#[pin_data]
+pub(crate) struct PortalQueue {
+    pub(crate) addr: SockAddr,
+    /// Established connections, oldest first; `None` once the portal is closing.
+    #[pin]
+    pub(crate) pending: Mutex<Option<KVec<Arc<RConn>>>>,
+    #[pin]
+    pub(crate) wait: CondVar,
+}
+
+impl PortalQueue {
+    pub(crate) fn push_pending(&self, conn: Arc<RConn>) {
+        let mut p = self.pending.lock();
+        match &mut *p {
+            Some(v) => {
+                if v.push(conn.clone(), GFP_KERNEL).is_err() {
+                    drop(p);
+                    conn.terminate("no memory to queue the connection");
+                    return;
+                }
+            }
+            None => {
+                drop(p);
+                conn.terminate("portal closed");
+                return;
+            }
+        }
+        self.wait.notify_all();
+    }
+
+    pub(crate) fn remove(&self, conn: &Arc<RConn>) {
+        if let Some(v) = &mut *self.pending.lock() {
+            v.retain(|c| !Arc::ptr_eq(c, conn));
+        }
+    }
+}
+
+/// The events of a portal's `rdma_cm` listener.
+pub(crate) struct PortalEvents {
+    pub(crate) queue: Arc<PortalQueue>,
+}
+
+/// Connection numbers, for logs and debugfs.
+pub(crate) static NEXT_ID: Atomic<u64> = Atomic::new(1);
+
+impl PortalEvents {
+    pub(crate) fn accept(&self, req: ConnectRequest<'_, ConnEv>) -> (Handled, Result) {
+        let Some(dev) = req.device() else {
+            return (req.reject(), Err(ENODEV));
+        };
+        let idle_us = module_parameters::poll_idle_us.value();
+        let peer = req.peer();
+        let conn = match Arc::pin_init(
+            pin_init!(RConn {
+                id: NEXT_ID.fetch_add(1, Relaxed),
+                peer,
+                iconn <- ConnSlot::new(),
+                inner <- new_mutex!(Inner {
+                    phase: Phase::Init,
+                    link: None,
+                    portal: Some(self.queue.clone()),
+                    login_req: None,
+                    login_rx: None,
+                    login_rsp: None,
+                    logouts: KVec::new(),
+                    backlog: KVec::new(),
+                    logout_posted: false,
+                    release: false,
+                    established: false,
+                    send_drained: false,
+                    recv_drained: false,
+                }),
+                wait <- new_condvar!(),
+                batcher: Batcher::new(Config {
+                    idle: Delta::from_micros(idle_us.into()),
+                    ..Config::from_param(module_parameters::budget.value())
+                }),
+                busy_poll: idle_us != 0,
+                events: Counter::new(),
+                sends: Atomic::new(0),
+                backlogged: Atomic::new(0),
+                tx_pool <- new_spinlock!(Some(KVec::new()), "risert::RConn::tx_pool"),
+                rx: Counter::new(),
+                tx: Counter::new(),
+                poll_work <- new_work!("risert::poll"),
+                ctrl_work <- new_work!("risert::ctrl"),
+            }),
+            GFP_KERNEL,
+        ) {
+            Ok(c) => c,
+            Err(e) => return (req.reject(), Err(e)),
+        };
+        let setup = || -> Result<(Pd, Cq<CqKick>, KBox<DmaBuf<FromDevice>>)> {
+            let pd = Pd::alloc(&dev, c"risert")?;
+            let kick = Arc::new(CqKick { conn: conn.clone() }, GFP_KERNEL)?;
+            // Connections take the device's completion vectors in turn, so their
+            // interrupts spread over the CPUs the vectors are bound to.
+            let vector = (conn.id % u64::from(dev.num_comp_vectors().max(1))) as u32;
+            let cq = Cq::new(&dev, TX_DESCS + RX_DESCS + 2, vector, kick, c"risert")?;
+            Ok((pd, cq, rx_buf(&dev)?))
+        };
+        let (pd, cq, rx) = match setup() {
+            Ok(r) => r,
+            Err(e) => return (req.reject(), Err(e)),
+        };
+        // Take as many RDMA reads outstanding as the initiator asks for and the device allows.
+        let depth = u32::from(req.initiator_depth()).min(dev.max_qp_init_rd_atom()) as u8;
+        let caps = match module_parameters::send_queue.value() {
+            0 => QpCaps {
+                send_wr: TX_DESCS + 1,
+                recv_wr: RX_DESCS + 1,
+                rdma_ctxs: TX_DESCS,
+            },
+            n => QpCaps {
+                send_wr: n,
+                recv_wr: RX_DESCS + 1,
+                rdma_ctxs: n,
+            },
+        };
+        // iSER CM response header: no zero-based virtual addresses, no send with invalidate.
+        let private = [wire::ZBVA_NOT_USED | wire::SEND_W_INV_NOT_USED, 0, 0, 0];
+        let events = ConnEv { conn: conn.clone() };
+        let (handled, link) = req.accept(pd, cq, caps, depth, &private, events, |qp| {
+            // The login request may arrive as soon as the peer sees the accept.
+            qp.post_recv(rx)
+        });
+        let link = match link {
+            Ok(l) => l,
+            Err(e) => return (handled, Err(e)),
+        };
+        conn.inner.lock().link = Some(link);
+        let _ = link_arm(&conn);
+        let sh = shared();
+        if sh.conns.lock().push(conn.clone(), GFP_KERNEL).is_err() {
+            pr_warn!("conn {}: not listed in debugfs (no memory)\n", conn.id);
+        }
+        (handled, Ok(()))
+    }
+}
+
+/// Arms a new connection's completion queue.
+pub(crate) fn link_arm(conn: &Arc<RConn>) -> bool {
+    match conn.inner.lock().link.as_ref() {
+        Some(l) => l.cq().arm(),
+        None => false,
+    }
+}
+
+impl Listener for PortalEvents {
+    type Conn = ConnEv;
+
+    fn connect_request(&self, req: ConnectRequest<'_, ConnEv>) -> Handled {
+        STATS.connect_requests.inc();
+        let peer = req.peer();
+        let (handled, ret) = self.accept(req);
+        match ret {
+            Ok(()) => {
+                STATS.accepted.inc();
+                pr_info!("{}: accepted a connection from {}\n", self.queue.addr, peer);
+            }
+            Err(e) => {
+                STATS.rejected.inc();
+                pr_warn!(
+                    "{}: rejected a connection from {}: {:?}\n",
+                    self.queue.addr,
+                    peer,
+                    e
+                );
+            }
+        }
+        handled
+    }
+
+    fn lost(&self, why: Lost) {
+        STATS.listeners_lost.inc();
+        pr_warn!(
+            "{}: no longer listening ({}); disable and enable the portal to listen again\n",
+            self.queue.addr,
+            match why {
+                Lost::DeviceRemoval => "RDMA device removed",
+                Lost::AddrChange => "address moved",
+            }
+        );
+    }
+}
+
+/// A portal with iSER enabled.
+pub(crate) struct Portal {
+    pub(crate) listen: ListenId<PortalEvents>,
+    pub(crate) queue: Arc<PortalQueue>,
+}

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Transmission: posting responses and RDMA transfers, the backlog of a full send queue, and
+//! the pool of send descriptors.
+
+use super::*;
+
+/// How a descriptor is posted.
+#[derive(Clone, Copy)]
+pub(crate) enum Post {
+    /// A send of this many bytes of its buffer.
+    Send(usize),
+    /// Its command's RDMA transfer, then a send of this many bytes if given.
+    Rw(Option<usize>),
+}
+
+impl Post {
+    pub(crate) fn sends(self) -> bool {
+        matches!(self, Self::Send(_) | Self::Rw(Some(_)))
+    }
+}
+
+/// Gives the command of a descriptor that could not be posted back to the target, which tries
+/// again later (`ENOMEM`: the send queue is full) or fails it.
+pub(crate) fn unposted(e: PostError<TxDesc>) -> QueueResult {
+    match e.ctx.and_then(|tx| KBox::into_inner(tx).cmd) {
+        Some(cmd) => Err(Refused::new(cmd, e.error)),
+        // The device took part of the chain and keeps the descriptor, with the command.
+        None => Ok(()),
+    }
+}
+
+impl RConn {
+    /// Posts `tx` as `how` says, with the connection's lock held (`inner`).
+    pub(crate) fn post_locked(
+        &self,
+        inner: &Inner,
+        tx: KBox<TxDesc>,
+        how: Post,
+    ) -> Result<(), PostError<TxDesc>> {
+        let Some(l) = inner.link.as_ref() else {
+            return Err(PostError::unposted(ENOTCONN, tx));
+        };
+        match how {
+            Post::Send(len) => l.qp().post_send(tx, len)?,
+            Post::Rw(send_len) => l.qp().post_rw(tx, send_len)?,
+        }
+        self.sends.fetch_add(1, Relaxed);
+        if how.sends() {
+            self.tx.inc();
+            STATS.pdus_tx.inc();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn post(&self, tx: KBox<TxDesc>, how: Post) -> Result<(), PostError<TxDesc>> {
+        self.post_locked(&self.inner.lock(), tx, how)
+    }
+
+    /// Posts `tx` for the target's queue-full handling: if the send queue is full, its command
+    /// goes back to the target, which calls again later. Only for the callbacks whose callers
+    /// in the target check the error (`queue_data_in`, `queue_status`).
+    pub(crate) fn post_or_refuse(&self, tx: KBox<TxDesc>, how: Post) -> QueueResult {
+        self.post(tx, how).or_else(|e| {
+            if e.error == ENOMEM {
+                STATS.sq_full.inc();
+            }
+            unposted(e)
+        })
+    }
+
+    /// Posts `tx`; if the send queue is full, it waits in the connection's backlog, which the
+    /// completion work posts, in order, as sends complete. For what the target does not retry:
+    /// it takes a failed response (`response_queue`) as a failed connection, and ignores the
+    /// error of most of its calls of `get_dataout`.
+    pub(crate) fn post_or_queue(&self, tx: KBox<TxDesc>, how: Post) -> QueueResult {
+        let tx = match self.post(tx, how) {
+            Err(PostError {
+                error,
+                ctx: Some(tx),
+            }) if error == ENOMEM => tx,
+            r => return r.or_else(unposted),
+        };
+        STATS.sq_full.inc();
+        let mut inner = self.inner.lock();
+        if inner.backlog.reserve(1, GFP_KERNEL).is_err() {
+            drop(inner);
+            return unposted(PostError::unposted(ENOMEM, tx));
+        }
+        // Cannot fail: room was reserved.
+        let _ = inner.backlog.push_within_capacity((tx, how));
+        self.backlogged.fetch_add(1, Relaxed);
+        STATS.backlogged.inc();
+        drop(inner);
+        // The requests that filled the queue may all have completed meanwhile.
+        self.flush_backlog();
+        Ok(())
+    }
+
+    /// Posts the backlog, in order, until the send queue is full again.
+    pub(crate) fn flush_backlog(&self) {
+        if self.backlogged.load(Relaxed) == 0 {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        while let Ok((tx, how)) = inner.backlog.remove(0) {
+            match self.post_locked(&inner, tx, how) {
+                Ok(()) => {
+                    self.backlogged.fetch_sub(1, Relaxed);
+                }
+                Err(PostError {
+                    error,
+                    ctx: Some(tx),
+                }) if error == ENOMEM || error == ENOTCONN => {
+                    // Full again, or torn down (the drain releases what is left). Room for it:
+                    // it was just removed.
+                    let _ = inner.backlog.insert_within_capacity(0, (tx, how));
+                    return;
+                }
+                Err(e) => {
+                    self.backlogged.fetch_sub(1, Relaxed);
+                    pr_warn!(
+                        "conn {}: cannot post a queued request: {:?}\n",
+                        self.id,
+                        e.error
+                    );
+                    // Dropping it releases its command as failed.
+                }
+            }
+        }
+    }
+
+    /// Sends `cmd`'s SCSI response, after its RDMA WRITE of read data if `data_in`; when the
+    /// send queue is full, gives the command back to the target if `refuse`, else queues it.
+    pub(crate) fn send_rsp(
+        &self,
+        c: &Conn,
+        mut cmd: Cmd,
+        data_in: bool,
+        refuse: bool,
+    ) -> QueueResult {
+        let mut hdr = [0u8; iscsit::HDR_LEN];
+        let sense = cmd.build_rsp(c, &mut hdr);
+        let (mut tx, n) = match self.new_tx(&hdr, sense) {
+            Ok(tx) => tx,
+            Err(e) => return Err(Refused::new(cmd, e)),
+        };
+        let how = if data_in {
+            if let Err(e) = self.rw_qp().and_then(|qp| cmd.rdma_setup(&qp)) {
+                return Err(Refused::new(cmd, e));
+            }
+            STATS.data_in.inc();
+            Post::Rw(Some(n))
+        } else {
+            Post::Send(n)
+        };
+        tx.cmd = Some(cmd);
+        if refuse {
+            self.post_or_refuse(tx, how)
+        } else {
+            self.post_or_queue(tx, how)
+        }
+    }
+
+    pub(crate) fn new_rx(&self) -> Result<KBox<DmaBuf<FromDevice>>> {
+        rx_buf(&self.device()?)
+    }
+
+    /// A send of the iSER control header, the iSCSI header `hdr` and `data`: a pooled
+    /// descriptor when the message fits one and the pool has one, else a new one.
+    pub(crate) fn new_tx(
+        &self,
+        hdr: &[u8; iscsit::HDR_LEN],
+        data: &[u8],
+    ) -> Result<(KBox<TxDesc>, usize)> {
+        let len = HEADERS_LEN + data.len();
+        let pooled = if len <= POOLED_TX_SIZE {
+            (*self.tx_pool.lock()).as_mut().and_then(|p| p.pop())
+        } else {
+            None
+        };
+        let mut tx = match pooled {
+            Some(tx) => tx,
+            None => {
+                STATS.tx_allocs.inc();
+                let buf = DmaBuf::<ToDevice>::new(&self.device()?, len)?;
+                KBox::new(
+                    TxDesc {
+                        buf: Some(buf),
+                        cmd: None,
+                        read: false,
+                    },
+                    GFP_KERNEL,
+                )?
+            }
+        };
+        let Some(buf) = tx.buf.as_mut() else {
+            return Err(EINVAL);
+        };
+        let b = buf.as_mut_slice();
+        IserHdr::control().write(&mut b[..ISER_HDR_LEN]);
+        b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr);
+        b[HEADERS_LEN..len].copy_from_slice(data);
+        Ok((tx, len))
+    }
+
+    /// Fills the descriptor pool (at login, with the receive buffers).
+    pub(crate) fn fill_tx_pool(&self) -> Result {
+        let dev = self.device()?;
+        let mut fresh = KVec::with_capacity(TX_DESCS as usize, GFP_KERNEL)?;
+        for _ in 0..TX_DESCS {
+            let tx = TxDesc {
+                buf: Some(DmaBuf::new(&dev, POOLED_TX_SIZE)?),
+                cmd: None,
+                read: false,
+            };
+            fresh.push(KBox::new(tx, GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        if let Some(pool) = (*self.tx_pool.lock()).as_mut() {
+            // Room for all of them is kept, so that `recycle` never allocates.
+            core::mem::swap(pool, &mut fresh);
+        }
+        Ok(())
+    }
+
+    /// Gives a completed descriptor (whose command was taken out) back to the pool, if it is
+    /// a pooled one and the pool has room; else frees it.
+    pub(crate) fn recycle(&self, mut tx: KBox<TxDesc>) {
+        if tx.buf.as_ref().map(|b| b.len()) != Some(POOLED_TX_SIZE) {
+            return;
+        }
+        tx.read = false;
+        let mut pool = self.tx_pool.lock();
+        let left = match (*pool).as_mut() {
+            Some(p) => p.push_within_capacity(tx).err().map(|e| e.0),
+            None => Some(tx),
+        };
+        drop(pool);
+        // Not pooled (the pool is full or gone): freed outside the lock.
+        drop(left);
+    }
+
+    /// Posts a control response (`tx` for `cmd`), queued if the send queue is full.
+    pub(crate) fn send_ctrl(&self, (mut tx, len): (KBox<TxDesc>, usize), cmd: Cmd) -> QueueResult {
+        tx.cmd = Some(cmd);
+        self.post_or_queue(tx, Post::Send(len))
+    }
+}
