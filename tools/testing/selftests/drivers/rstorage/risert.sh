@@ -18,7 +18,7 @@ stats=/sys/kernel/debug/risert/stats
 
 ktap_print_header
 rstorage_require fio iscsiadm iscsid rdma sg_reset
-ktap_set_plan 21
+ktap_set_plan 23
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -302,6 +302,66 @@ two_sessions() {
 	[ "$rc" = 0 ] && all_freed
 }
 
+# Four sessions to target A at once (open-iscsi's node.session.nr_sessions),
+# each on its own RDMA connection: fio verify=crc32c on every disk of every
+# session at once (each in its own 2 MiB region of its LUN).
+four_sessions() {
+	local luns args=() i=0 d rc
+	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
+	discovery_st "$portal" >/dev/null 2>&1 &&
+		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+			-n node.session.nr_sessions -v 4 &&
+		timeout 120 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
+		iser_disks $((4 * luns)) || { ktap_print_msg "four logins failed"; return 1; }
+	ktap_print_msg "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}, live connections $(live_conns)"
+	for d in "${DISKS[@]}"; do
+		args+=(--name="s$i" --filename="/dev/$d" --offset=$((i * 2))m)
+		i=$((i + 1))
+	done
+	fio --output="$work/fio-four.log" --ioengine=libaio --direct=1 --iodepth=16 \
+		--rw=randwrite --bsrange=4k-64k --size=2m --verify=crc32c --do_verify=1 \
+		--verify_fatal=1 --group_reporting "${args[@]}" >/dev/null 2>&1
+	rc=$?
+	[ "$rc" = 0 ] || tail -n 20 "$work/fio-four.log" | sed 's/^/# /'
+	[ "$(conn_ids | comm -23 - <(sort -u "$work/orphans") | wc -l)" = 4 ] || rc=1
+	timeout 120 iscsiadm -m node --logoutall=all >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	[ "$rc" = 0 ] && all_freed
+}
+
+# CHAP through the target's configfs attributes (demo mode: tpgt_1/auth):
+# a login with a wrong secret is refused, one with the right secret works
+# and carries verified I/O; the multi-PDU CHAP exchange runs over iSER.
+chap() {
+	local rc=0 luns
+	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
+	echo risert-user >"$tpg/auth/userid" && echo risert-secret-12 >"$tpg/auth/password" &&
+		echo 1 >"$tpg/attrib/authentication" &&
+		discovery_st "$portal" >/dev/null 2>&1 &&
+		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+			-n node.session.auth.authmethod -v CHAP &&
+		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+			-n node.session.auth.username -v risert-user &&
+		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+			-n node.session.auth.password -v wrong-secret-1 || rc=1
+	if timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1; then
+		ktap_print_msg "login with a wrong CHAP secret succeeded"
+		rc=1
+	fi
+	iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
+		-n node.session.auth.password -v risert-secret-12 &&
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
+		iser_disks "$luns" || { ktap_print_msg "login with the right CHAP secret failed"; rc=1; }
+	if [ "$rc" = 0 ]; then
+		rstorage_fio_verify chap 8m "/dev/${DISKS[0]}" || rc=1
+	fi
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	echo 0 >"$tpg/attrib/authentication"
+	ktap_print_msg "logins $(rstat logins), accepted $(rstat accepted), freed $(rstat conns_freed)"
+	[ "$rc" = 0 ] && all_freed
+}
+
 # Task management and NOP: the initiator pings an idle session (NOP-Out every
 # 5 s, answered with NOP-In), sg_reset sends a LUN reset (a task management
 # request), and the session keeps working.
@@ -459,6 +519,8 @@ rstorage_case "risert: iSER login, fio verify=crc32c, logout, connection freed" 
 rstorage_case "InitialR2T=No: unsolicited Data-Out PDUs, fio verify=crc32c" unsolicited
 rstorage_case "ImmediateData=No: write data by RDMA READ, 1 MiB I/O, fio verify=crc32c" no_immediate
 rstorage_case "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
+rstorage_case "four sessions to one target at once: fio verify=crc32c on every disk" four_sessions
+rstorage_case "CHAP: a wrong secret is refused, the right one logs in, fio verify=crc32c" chap
 rstorage_case "NOP-Out pings and a LUN reset (task management) on a live session, then verified I/O" tmf_nop
 rstorage_case "logout while fio runs: no hang, connection drained and freed" logout_under_io
 rstorage_case "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
