@@ -107,6 +107,14 @@ impl DeviceRef {
         v.try_into().unwrap_or(0)
     }
 
+    /// Whether the device can invalidate a memory key on a received send
+    /// (`IB_DEVICE_MEM_MGT_EXTENSIONS`), as send with invalidate needs.
+    pub fn has_mem_mgt_extensions(&self) -> bool {
+        // SAFETY: As in `max_qp_init_rd_atom`.
+        let flags = unsafe { (*self.as_ptr()).attrs.device_cap_flags };
+        flags & bindings::ib_device_cap_flags_IB_DEVICE_MEM_MGT_EXTENSIONS as u64 != 0
+    }
+
     /// The most work requests one queue of a queue pair may hold (`attrs.max_qp_wr`).
     pub fn max_qp_wr(&self) -> u32 {
         // SAFETY: As in `max_qp_init_rd_atom`.
@@ -621,6 +629,27 @@ impl<H: CqHandler> Drop for Cq<H> {
     }
 }
 
+/// The send of a post: how many bytes of the context's buffer, and the peer's memory key that
+/// the send invalidates on arrival (`IB_WR_SEND_WITH_INV`: the peer then need not invalidate
+/// it itself), if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendWr {
+    /// Bytes sent from the start of the context's buffer.
+    pub len: usize,
+    /// The peer's key to invalidate.
+    pub invalidate: Option<u32>,
+}
+
+impl SendWr {
+    /// A plain send of `len` bytes.
+    pub fn plain(len: usize) -> Self {
+        Self {
+            len,
+            invalidate: None,
+        }
+    }
+}
+
 /// A send context that [`Qp::post_send`] or [`Qp::post_rw`] did not post, given back with the
 /// error, so that what it carries (a command, a buffer) can be handed back to its owner rather
 /// than dropped.
@@ -725,9 +754,10 @@ impl<S: SendCtx> Qp<S> {
         to_result(ret)
     }
 
-    /// Sends the first `len` bytes of `ctx`'s buffer (`IB_WR_SEND`, signaled); `ctx` comes
-    /// back in a [`Completion::Send`], or in the [`PostError`] if it was not posted.
-    pub fn post_send(&self, mut ctx: KBox<S>, len: usize) -> Result<(), PostError<S>> {
+    /// Sends the first `send.len` bytes of `ctx`'s buffer (`IB_WR_SEND`, or
+    /// `IB_WR_SEND_WITH_INV`; signaled); `ctx` comes back in a [`Completion::Send`], or in the
+    /// [`PostError`] if it was not posted.
+    pub fn post_send(&self, mut ctx: KBox<S>, send: SendWr) -> Result<(), PostError<S>> {
         if ctx.dma_buf().is_none() {
             return Err(PostError::unposted(EINVAL, ctx));
         }
@@ -743,9 +773,9 @@ impl<S: SendCtx> Qp<S> {
         let Some(buf) = (unsafe { &*raw }).dma_buf() else {
             return self.posted(raw, EINVAL.to_errno(), 1);
         };
-        let mut sge = buf.sge(len, self.lkey());
+        let mut sge = buf.sge(send.len, self.lkey());
         buf.sync_for_device(sge.length as usize);
-        let mut wr = Self::send_wr(Self::wr_id(raw));
+        let mut wr = Self::send_wr(Self::wr_id(raw), send.invalidate);
         wr.sg_list = &mut sge;
         wr.num_sge = 1;
         // SAFETY: As in `post_recv`.
@@ -753,9 +783,8 @@ impl<S: SendCtx> Qp<S> {
         self.posted(raw, ret, 1)
     }
 
-    /// Posts `ctx`'s RDMA read/write context ([`SendCtx::rw`]); with `send_len`, chains the
-    /// send of that many bytes of its buffer after it (the send is signaled), else signals the
-    /// last read or write. `ctx` comes back in a [`Completion::Send`], or in the [`PostError`]
+    /// Posts `ctx`'s RDMA read/write context ([`SendCtx::rw`]); with `send`, chains that send
+    /// of its buffer after it (the send is signaled), else signals the last read or write. `ctx` comes back in a [`Completion::Send`], or in the [`PostError`]
     /// if nothing was posted.
     ///
     /// The chained send and its scatter entry are stored in the RDMA context itself
@@ -763,7 +792,7 @@ impl<S: SendCtx> Qp<S> {
     /// its send-queue slots before it is posted; should the device still refuse part of it,
     /// the requests it took may use the context's mappings and no completion will say when
     /// they are done: the context is then kept for ever ([`PostError::ctx`] is `None`).
-    pub fn post_rw(&self, mut ctx: KBox<S>, send_len: Option<usize>) -> Result<(), PostError<S>> {
+    pub fn post_rw(&self, mut ctx: KBox<S>, send: Option<SendWr>) -> Result<(), PostError<S>> {
         let Some(rw) = ctx.rw() else {
             return Err(PostError::unposted(EINVAL, ctx));
         };
@@ -771,12 +800,12 @@ impl<S: SendCtx> Qp<S> {
             return Err(PostError::unposted(EINVAL, ctx));
         }
         let mut sge = None;
-        if let Some(len) = send_len {
+        if let Some(send) = send {
             let Some(buf) = ctx.dma_buf() else {
                 return Err(PostError::unposted(EINVAL, ctx));
             };
-            buf.sync_for_device(len.min(buf.len()));
-            sge = Some(buf.sge(len, self.lkey()));
+            buf.sync_for_device(send.len.min(buf.len()));
+            sge = Some((buf.sge(send.len, self.lkey()), send.invalidate));
         }
         let raw = KBox::into_raw(ctx);
         let id = Self::wr_id(raw);
@@ -786,7 +815,7 @@ impl<S: SendCtx> Qp<S> {
             return self.posted(raw, EINVAL.to_errno(), 0);
         };
         let first = match sge {
-            Some(sge) => Ok(rw.as_mut().wrs_then_send(Self::send_wr(id), sge)),
+            Some((sge, inv)) => Ok(rw.as_mut().wrs_then_send(Self::send_wr(id, inv), sge)),
             None => rw.as_mut().wrs(id),
         };
         let Ok(first) = first else {
@@ -838,11 +867,18 @@ impl<S: SendCtx> Qp<S> {
         Err(PostError::unposted(Error::from_errno(ret), ctx))
     }
 
-    fn send_wr(wr_id: u64) -> bindings::ib_send_wr {
+    /// A signaled send with `wr_id`, invalidating the peer's key `invalidate` if given.
+    fn send_wr(wr_id: u64, invalidate: Option<u32>) -> bindings::ib_send_wr {
         // SAFETY: All-zero is a valid `ib_send_wr` (no next request, no scatter list).
         let mut wr: bindings::ib_send_wr = unsafe { core::mem::zeroed() };
         wr.__bindgen_anon_1.wr_id = wr_id;
-        wr.opcode = bindings::ib_wr_opcode_IB_WR_SEND;
+        match invalidate {
+            Some(rkey) => {
+                wr.opcode = bindings::ib_wr_opcode_IB_WR_SEND_WITH_INV;
+                wr.ex.invalidate_rkey = rkey;
+            }
+            None => wr.opcode = bindings::ib_wr_opcode_IB_WR_SEND,
+        }
         wr.send_flags = bindings::ib_send_flags_IB_SEND_SIGNALED;
         wr
     }
@@ -863,7 +899,7 @@ impl<S: SendCtx> Qp<S> {
                 bindings::ib_qp_attr_mask_IB_QP_STATE as i32,
             )
         })?;
-        let wr = Self::send_wr(WR_SEND_DRAIN);
+        let wr = Self::send_wr(WR_SEND_DRAIN, None);
         // SAFETY: The queue pair is in the error state, so the marker is flushed, not sent; it
         // carries no buffer.
         to_result(unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) })?;

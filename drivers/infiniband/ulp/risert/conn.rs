@@ -70,6 +70,9 @@ pub(crate) struct RConn {
     pub(crate) events: Counter,
     /// Signaled sends and RDMA READs posted and not yet completed.
     pub(crate) sends: Atomic<u64>,
+    /// The initiator offered send with invalidate and the device can do it: SCSI responses
+    /// invalidate the command's key at the initiator (`isert_conn->snd_w_inv`).
+    pub(crate) send_w_inv: bool,
     /// Control responses in `Inner::backlog` (read without the lock on each send completion).
     pub(crate) backlogged: Atomic<u32>,
     /// Send descriptors with a mapped buffer of `POOLED_TX_SIZE` bytes, allocated once at

@@ -57,10 +57,15 @@ impl PortalEvents {
         };
         let idle_us = module_parameters::poll_idle_us.value();
         let peer = req.peer();
+        // Send with invalidate when the initiator accepts it and the device can do it (as
+        // `isert_set_nego_params()`).
+        let send_w_inv =
+            wire::peer_takes_send_w_inv(req.private_data()) && dev.has_mem_mgt_extensions();
         let conn = match Arc::pin_init(
             pin_init!(RConn {
                 id: NEXT_ID.fetch_add(1, Relaxed),
                 peer,
+                send_w_inv,
                 iconn <- ConnSlot::new(),
                 inner <- new_mutex!(Inner {
                     phase: Phase::Init,
@@ -124,8 +129,13 @@ impl PortalEvents {
                 rdma_ctxs: n,
             },
         };
-        // iSER CM response header: no zero-based virtual addresses, no send with invalidate.
-        let private = [wire::ZBVA_NOT_USED | wire::SEND_W_INV_NOT_USED, 0, 0, 0];
+        // iSER CM response header: no zero-based virtual addresses; send with invalidate when
+        // it was negotiated.
+        let mut flags = wire::ZBVA_NOT_USED;
+        if !send_w_inv {
+            flags |= wire::SEND_W_INV_NOT_USED;
+        }
+        let private = [flags, 0, 0, 0];
         let events = ConnEv { conn: conn.clone() };
         let (handled, link) = req.accept(pd, cq, caps, depth, &private, events, |qp| {
             // The login request may arrive as soon as the peer sees the accept.

@@ -68,6 +68,7 @@ use kernel::{
             PostError,
             QpCaps,
             SendCtx,
+            SendWr,
             ToDevice, //
         },
     },

@@ -67,6 +67,7 @@ stats!(
     sq_full,
     backlogged,
     tx_allocs,
+    send_inv,
 );
 
 pub(crate) fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -145,7 +145,7 @@ impl Transport for Risert {
             };
             conn.post_recv(rx)?;
         }
-        Ok(conn.post(tx, Post::Send(n))?)
+        Ok(conn.post(tx, Post::Send(SendWr::plain(n)))?)
     }
 
     fn get_rx_pdu(_c: &Conn, conn: ArcBorrow<'_, RConn>) {
@@ -171,7 +171,7 @@ impl Transport for Risert {
             }
             inner.phase = Phase::FullFeature;
         }
-        if let Err(e) = conn.post(tx, Post::Send(n)) {
+        if let Err(e) = conn.post(tx, Post::Send(SendWr::plain(n))) {
             pr_err!(
                 "conn {}: cannot send the login response: {:?}\n",
                 conn.id,

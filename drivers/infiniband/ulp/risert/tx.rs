@@ -8,10 +8,10 @@ use super::*;
 /// How a descriptor is posted.
 #[derive(Clone, Copy)]
 pub(crate) enum Post {
-    /// A send of this many bytes of its buffer.
-    Send(usize),
-    /// Its command's RDMA transfer, then a send of this many bytes if given.
-    Rw(Option<usize>),
+    /// A send of its buffer.
+    Send(SendWr),
+    /// Its command's RDMA transfer, then a send of its buffer if given.
+    Rw(Option<SendWr>),
 }
 
 impl Post {
@@ -42,8 +42,8 @@ impl RConn {
             return Err(PostError::unposted(ENOTCONN, tx));
         };
         match how {
-            Post::Send(len) => l.qp().post_send(tx, len)?,
-            Post::Rw(send_len) => l.qp().post_rw(tx, send_len)?,
+            Post::Send(send) => l.qp().post_send(tx, send)?,
+            Post::Rw(send) => l.qp().post_rw(tx, send)?,
         }
         self.sends.fetch_add(1, Relaxed);
         if how.sends() {
@@ -145,14 +145,18 @@ impl RConn {
             Ok(tx) => tx,
             Err(e) => return Err(Refused::new(cmd, e)),
         };
+        let send = SendWr {
+            len: n,
+            invalidate: self.invalidate(&cmd),
+        };
         let how = if data_in {
             if let Err(e) = self.rw_qp().and_then(|qp| cmd.rdma_setup(&qp)) {
                 return Err(Refused::new(cmd, e));
             }
             STATS.data_in.inc();
-            Post::Rw(Some(n))
+            Post::Rw(Some(send))
         } else {
-            Post::Send(n)
+            Post::Send(send)
         };
         tx.cmd = Some(cmd);
         if refuse {
@@ -243,6 +247,21 @@ impl RConn {
     /// Posts a control response (`tx` for `cmd`), queued if the send queue is full.
     pub(crate) fn send_ctrl(&self, (mut tx, len): (KBox<TxDesc>, usize), cmd: Cmd) -> QueueResult {
         tx.cmd = Some(cmd);
-        self.post_or_queue(tx, Post::Send(len))
+        self.post_or_queue(tx, Post::Send(SendWr::plain(len)))
+    }
+
+    /// The initiator's key that a SCSI response invalidates (`isert_cmd->inv_rkey`): the read
+    /// buffer's, else the write buffer's; none if the initiator did not offer send with
+    /// invalidate or the command has no buffer.
+    pub(crate) fn invalidate(&self, cmd: &Cmd) -> Option<u32> {
+        if !self.send_w_inv {
+            return None;
+        }
+        let r = cmd.remote();
+        let key = [r.read_stag, r.write_stag].into_iter().find(|&k| k != 0);
+        if key.is_some() {
+            STATS.send_inv.inc();
+        }
+        key
     }
 }

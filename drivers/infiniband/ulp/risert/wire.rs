@@ -111,9 +111,18 @@ pub(crate) fn dlength(bhs: &[u8; 48]) -> usize {
 }
 
 /// iSER CM response flags (`struct iser_cm_hdr`): the target does not use zero-based virtual
-/// addresses (`ISERT_ZBVA_NOT_USED`) nor send with invalidate (`ISERT_SEND_W_INV_NOT_USED`).
+/// addresses (`ISERT_ZBVA_NOT_USED`), or send with invalidate (`ISERT_SEND_W_INV_NOT_USED`).
 pub(crate) const ZBVA_NOT_USED: u8 = 0x80;
 pub(crate) const SEND_W_INV_NOT_USED: u8 = 0x40;
+/// iSER CM request flag: the initiator cannot take send with invalidate
+/// (`ISER_SEND_W_INV_NOT_SUP`).
+const SEND_W_INV_NOT_SUP: u8 = 0x40;
+
+/// Whether the initiator's CM request header (`private`, the request's private data) lets the
+/// target send with invalidate. A request without one does not.
+pub(crate) fn peer_takes_send_w_inv(private: &[u8]) -> bool {
+    private.first().is_some_and(|f| f & SEND_W_INV_NOT_SUP == 0)
+}
 
 /// iSCSI opcodes the transport handles (RFC 7143, 11.1.1).
 pub(crate) const OP_NOOP_OUT: u8 = 0x00;
@@ -154,6 +163,14 @@ mod tests {
         assert_eq!(IserHdr::parse(&b).unwrap().kind(), Kind::Hello);
         b[0] = 0x70;
         assert_eq!(IserHdr::parse(&b).unwrap().kind(), Kind::Unknown(0x70));
+    }
+
+    #[test]
+    fn send_w_inv_negotiation() {
+        // The kernel initiator with `always_register` (its default): ZBVA not supported only.
+        assert!(peer_takes_send_w_inv(&[0x80, 0, 0, 0]));
+        assert!(!peer_takes_send_w_inv(&[0xc0, 0, 0, 0]));
+        assert!(!peer_takes_send_w_inv(&[]));
     }
 
     #[test]

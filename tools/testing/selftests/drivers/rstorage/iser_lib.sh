@@ -108,7 +108,14 @@ iser_disks() {
 # iser_teardown: logs out, removes the target's configfs objects, the RDMA
 # device and the veth pair, and restores module autoloading.
 iser_teardown() {
+	local i
 	iser_logout
+	# The target closes a logged-out session after the initiator has its
+	# response; its portal group must not go before (see risert.sh tpg_idle).
+	for i in $(seq 40); do
+		[ -z "$(tr -d '[:space:]' <"$iser_tpg/dynamic_sessions" 2>/dev/null)" ] && break
+		sleep 0.5
+	done
 	echo 0 >"$iser_np/iser" 2>/dev/null
 	echo 0 >"$iser_tpg/enable" 2>/dev/null
 	rm -f "$iser_tpg/lun/lun_0/ram0" "$iser_tpg/lun/lun_0/file0"
