@@ -4,7 +4,12 @@
 
 use super::*;
 
-/// Queues a connection's work item `ID` (0: completions, 1: control) on the module's
+/// The completion work item of a connection ([`RConn::poll_work`]).
+pub(crate) const POLL_WORK: u64 = 0;
+/// The control work item of a connection ([`RConn::ctrl_work`]).
+pub(crate) const CTRL_WORK: u64 = 1;
+
+/// Queues a connection's work item `ID` ([`POLL_WORK`] or [`CTRL_WORK`]) on the module's
 /// workqueue, unless the module is going away.
 pub(crate) fn enqueue<const ID: u64>(conn: Arc<RConn>)
 where
@@ -70,7 +75,7 @@ impl CompletionSource for Source<'_> {
 /// The completion work: one budgeted pass, requeued while completions remain (the stgt iSER
 /// technique). In the adaptive mode, one busy-polling pass, requeued while the connection stays
 /// in the polling set.
-impl WorkItem<0> for RConn {
+impl WorkItem<POLL_WORK> for RConn {
     type Pointer = Arc<RConn>;
 
     fn run(this: Arc<RConn>) {
@@ -89,7 +94,7 @@ impl WorkItem<0> for RConn {
 
 /// The control work: logout post-handling, and the release of connections the target never
 /// knew (`isert_do_control_comp()`, `isert_release_work()`).
-impl WorkItem<1> for RConn {
+impl WorkItem<CTRL_WORK> for RConn {
     type Pointer = Arc<RConn>;
 
     fn run(this: Arc<RConn>) {

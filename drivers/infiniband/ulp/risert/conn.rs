@@ -84,14 +84,14 @@ pub(crate) struct RConn {
     pub(crate) rx: Counter,
     pub(crate) tx: Counter,
     #[pin]
-    pub(crate) poll_work: Work<RConn, 0>,
+    pub(crate) poll_work: Work<RConn, POLL_WORK>,
     #[pin]
-    pub(crate) ctrl_work: Work<RConn, 1>,
+    pub(crate) ctrl_work: Work<RConn, CTRL_WORK>,
 }
 
 impl_has_work! {
-    impl HasWork<Self, 0> for RConn { self.poll_work }
-    impl HasWork<Self, 1> for RConn { self.ctrl_work }
+    impl HasWork<Self, POLL_WORK> for RConn { self.poll_work }
+    impl HasWork<Self, CTRL_WORK> for RConn { self.ctrl_work }
 }
 
 /// A receive buffer of `RX_SIZE` bytes on `dev`, for posting.
@@ -185,7 +185,7 @@ impl ConnEvents for ConnEv {
 
 impl RConn {
     pub(crate) fn kick(self: &Arc<Self>) {
-        enqueue::<0>(self.clone());
+        enqueue::<POLL_WORK>(self.clone());
     }
 
     pub(crate) fn device(&self) -> Result<kernel::rdma::verbs::DeviceRef> {
@@ -246,7 +246,7 @@ impl RConn {
     pub(crate) fn release_unbound(self: &Arc<Self>) {
         self.disconnect();
         self.inner.lock().release = true;
-        enqueue::<1>(self.clone());
+        enqueue::<CTRL_WORK>(self.clone());
     }
 
     /// Drains the queue pair (`ib_drain_qp()`): every posted request completes, which gives

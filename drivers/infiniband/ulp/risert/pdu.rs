@@ -163,7 +163,7 @@ impl RConn {
                 // not from this work, which the teardown waits for.
                 let queued = self.inner.lock().logouts.push(cmd, GFP_KERNEL);
                 match queued {
-                    Ok(()) => enqueue::<1>(self.clone()),
+                    Ok(()) => enqueue::<CTRL_WORK>(self.clone()),
                     Err(_) => pr_err!("conn {}: no memory to complete a logout\n", self.id),
                 }
             }

@@ -357,7 +357,9 @@ four_sessions() {
 chap() {
 	local rc=0 luns
 	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
-	echo risert-user >"$tpg/auth/userid" && echo risert-secret-12 >"$tpg/auth/password" &&
+	# LIO keeps what is written, newline included (targetcli writes none).
+	printf %s risert-user >"$tpg/auth/userid" &&
+		printf %s risert-secret-12 >"$tpg/auth/password" &&
 		echo 1 >"$tpg/attrib/authentication" &&
 		discovery_st "$portal" >/dev/null 2>&1 &&
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
