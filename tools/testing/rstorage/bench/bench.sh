@@ -29,7 +29,7 @@
 # order; rounded up to a multiple of the number of drivers, as lib.sh does), BENCH_SECONDS per
 # run (default 5), BENCH_PROFILE=1 to sample every run with perf (profile-*.txt
 # in RESULTS_DIR; the sampling costs IOPS, so the tables are left as they are; BENCH_PROFILE=2
-# adds call chains, 3 counts queued work items by function), BENCH_CPUS the guest's vCPUs for aoe (default 2: one per host core, see raoe.rst).
+# adds call chains, 3 counts queued work items by function), BENCH_CPUS the guest's vCPUs for aoe and iser (default 2: one per host core, see raoe.rst).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../../../.." && pwd)
@@ -53,7 +53,8 @@ aoe)
 	name=raoe drivers=3
 	vm=(--cpus "${BENCH_CPUS:-2}" --append "modprobe.blacklist=aoe") ;;
 iser)
-	name=risert drivers=4 ;;
+	name=risert drivers=4
+	vm=(--cpus "${BENCH_CPUS:-2}") ;;
 *)
 	echo "usage: bench.sh vscsi|aoe|iser KERNEL_OBJ MODULE_DIR RESULTS_DIR" >&2
 	exit 2 ;;

@@ -3,7 +3,8 @@
 #
 # Guest side of the iSER benchmark (see bench.sh): rdma_rxe on a veth pair,
 # LIO with a 128 MiB ramdisk LUN and an iSER portal, open-iscsi with ib_iser
-# (the selftests' iser_lib.sh). The C ib_isert, risert (budget 16), risert
+# (the selftests' iser_lib.sh), two sessions (two connections) at queue
+# depth 32. The C ib_isert, risert (budget 16), risert
 # with budget=0 and risert in its adaptive completion mode (busy-polled
 # completion queues, poll_idle_us=500). The rounds: bench/lib.sh.
 #
@@ -21,12 +22,16 @@ set -u
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 BENCH_DRIVERS=(c rust rust-nobatch rust-adaptive)
-BENCH_WORKLOADS="randread-4k randwrite-4k"
-BENCH_TARGETS=1
+BENCH_WORKLOADS="randread-4k randwrite-4k seqread-64k seqwrite-64k"
+# Two sessions to the target (two connections, two disks of the same LUN),
+# fio at queue depth 32 on each disk.
+BENCH_SESSIONS=${BENCH_SESSIONS:-2}
+BENCH_TARGETS=$BENCH_SESSIONS
+BENCH_IODEPTH=32
 tr=/sys/kernel/tracing
 : >"$bench_work/c-cqs"
 
-bench_devs() { [ -n "${DISKS[0]:-}" ] && echo "/dev/${DISKS[0]}"; }
+bench_devs() { local d; for d in "${DISKS[@]}"; do echo "/dev/$d"; done; }
 
 bench_load() {
 	case $1 in
@@ -40,7 +45,8 @@ bench_load() {
 	rust-nobatch) rstorage_insmod risert budget=0 ;;
 	rust-adaptive) rstorage_insmod risert poll_idle_us=500 ;;
 	esac || return 1
-	echo 1 >"$iser_np/iser" && iser_login && iser_disks 1 || return 1
+	echo 1 >"$iser_np/iser" && iser_login "$BENCH_SESSIONS" && iser_disks "$BENCH_SESSIONS" ||
+		return 1
 	if [ "$1" = c ]; then
 		echo 0 >"$tr/tracing_on"
 		echo 0 >"$tr/events/rdma_core/cq_alloc/enable"

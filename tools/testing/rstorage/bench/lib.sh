@@ -28,6 +28,7 @@
 #                      seqwrite-128k; pollread-4k is randread-4k as polled
 #                      I/O (io_uring, --hipri)
 #   BENCH_TARGETS      target counts to run each workload on (e.g. "1 8")
+#   BENCH_IODEPTH      fio's queue depth per device (default 16)
 # and defines:
 #   bench_load DRIVER     load the driver's module(s) and bring up its devices
 #   bench_unload DRIVER   take them down and unload
@@ -83,7 +84,8 @@ bench_fio() {
 		args+=(--name="${d##*/}" --filename="$d")
 	done
 	[ "${#args[@]}" = "$((2 * $2))" ] || return 1
-	"${bench_wrap[@]}" fio --output-format=json "${engine[@]}" --direct=1 --iodepth=16 --rw="$rw" --bs="$bs" \
+	"${bench_wrap[@]}" fio --output-format=json "${engine[@]}" --direct=1 \
+		--iodepth="${BENCH_IODEPTH:-16}" --rw="$rw" --bs="$bs" \
 		--time_based --runtime="$3" --ramp_time=1 --group_reporting "${args[@]}" >"$4" 2>/dev/null
 }
 

@@ -72,6 +72,8 @@ iser_autoload() {
 # with either target; a discovery that crashed (exit 139) is tried again, up
 # to three times. (risert.sh does not use this: it must show that each such
 # crash is the initiator's.)
+# iser_login [SESSIONS]: discovery, then SESSIONS (default 1) sessions to the
+# target, each on its own connection (node.session.nr_sessions).
 iser_login() {
 	local i rc
 	for i in 1 2 3; do
@@ -81,6 +83,8 @@ iser_login() {
 		echo "# iscsiadm discovery crashed (exit 139), trying again"
 	done
 	[ "$rc" = 0 ] &&
+		iscsiadm -m node -T "$iser_iqn" -p "$iser_portal" -I iser -o update \
+			-n node.session.nr_sessions -v "${1:-1}" &&
 		timeout 60 iscsiadm -m node -T "$iser_iqn" -p "$iser_portal" -I iser --login >/dev/null 2>&1
 }
 
