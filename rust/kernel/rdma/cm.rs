@@ -385,7 +385,10 @@ impl WorkItem for DeferredDestroy {
 
 impl DeferredDestroy {
     /// Queues the destruction of `id`; if the module is going away or memory is short, the
-    /// identifier is kept for ever instead (its handler no longer calls the listener).
+    /// identifier is kept for ever instead (its handler no longer calls the listener, but it
+    /// is still the module's code: an event after the module is gone would run freed code, so
+    /// that corner, a listener dropped in its own handler while its module unloads, is not
+    /// closed).
     ///
     /// # Safety
     ///
