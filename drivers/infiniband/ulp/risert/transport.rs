@@ -265,7 +265,7 @@ impl Transport for Risert {
 
     fn get_dataout(_c: &Conn, conn: ArcBorrow<'_, RConn>, mut cmd: Cmd) -> QueueResult {
         // A pooled descriptor when there is one; its buffer is not sent.
-        let pooled = (*conn.tx_pool.lock()).as_mut().and_then(|p| p.pop());
+        let pooled = conn.pooled_tx();
         let tx = match pooled {
             Some(tx) => Ok(tx),
             None => KBox::new(

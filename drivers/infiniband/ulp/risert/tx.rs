@@ -179,7 +179,7 @@ impl RConn {
     ) -> Result<(KBox<TxDesc>, usize)> {
         let len = HEADERS_LEN + data.len();
         let pooled = if len <= POOLED_TX_SIZE {
-            (*self.tx_pool.lock()).as_mut().and_then(|p| p.pop())
+            self.pooled_tx()
         } else {
             None
         };
@@ -206,6 +206,11 @@ impl RConn {
         b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr);
         b[HEADERS_LEN..len].copy_from_slice(data);
         Ok((tx, len))
+    }
+
+    /// A descriptor from the pool, if it has one.
+    pub(crate) fn pooled_tx(&self) -> Option<KBox<TxDesc>> {
+        (*self.tx_pool.lock()).as_mut().and_then(|p| p.pop())
     }
 
     /// Fills the descriptor pool (at login, with the receive buffers).
