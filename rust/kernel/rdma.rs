@@ -11,4 +11,5 @@
 
 pub mod cm;
 pub mod rw;
+mod sq;
 pub mod verbs;

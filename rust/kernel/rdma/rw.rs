@@ -10,6 +10,7 @@
 //!
 //! C header: [`include/rdma/rw.h`](srctree/include/rdma/rw.h)
 
+use super::sq::SendQueue;
 use crate::{
     bindings,
     dma::DataDirection,
@@ -17,10 +18,12 @@ use crate::{
     sync::{
         atomic::{
             Atomic,
-            Full,
-            Relaxed, //
+            Full, //
         },
+        new_spinlock_irq,
         Arc,
+        SpinLockIrq,
+        SpinLockIrqGuard, //
     },
     types::Opaque,
 };
@@ -30,27 +33,32 @@ use core::{
 };
 
 /// The queue pair that read/write contexts are built on, with the count of live contexts and
-/// of free send-queue slots.
+/// the record of its send queue.
 ///
 /// # Invariants
 ///
 /// While `alive` is 1, `qp` is a valid queue pair on port `port`; it is destroyed only after
 /// `alive` was cleared and `live` was seen at zero (see [`RwQp::retire`]).
 ///
-/// `sq_free` is at most the number of send work requests the queue pair can take beyond those
-/// posted and not yet completed, minus one kept for the drain marker: a post that takes its
-/// slots first never finds the send queue full, so a chain is never posted in part for lack of
-/// room.
+/// `sq` is the record of the queue pair's send queue ([`SendQueue`]): every request posted to
+/// it is recorded there, under the lock, in posting order, by the same lock holder that posts
+/// it. So a post that takes its slots first never finds the send queue full (a chain is never
+/// posted in part for lack of room), and a context leaves the record only once its request or
+/// a later one completed.
+#[pin_data]
 pub struct RwQp {
     qp: *mut bindings::ib_qp,
     port: u32,
     /// 1 while contexts may be built, then 0.
     alive: Atomic<i32>,
     live: Atomic<usize>,
-    sq_free: Atomic<i32>,
+    /// Taken with interrupts off: a completion queue may be polled from its interrupt.
+    #[pin]
+    sq: SpinLockIrq<SendQueue>,
 }
 
-// SAFETY: The pointer is only used under the protocol of the type invariant, which uses atomics.
+// SAFETY: The pointer is only used under the protocol of the type invariant, which uses atomics
+// and the lock.
 unsafe impl Send for RwQp {}
 
 // SAFETY: As for `Send`.
@@ -66,41 +74,23 @@ impl RwQp {
         port: u32,
         send_wr: u32,
     ) -> Result<Arc<Self>> {
-        let sq_free = i32::try_from(send_wr).map_err(|_| EINVAL)? - 1;
-        // INVARIANT: By the safety requirements; one slot is kept for the drain marker.
-        Ok(Arc::new(
-            Self {
+        let sq = SendQueue::new(send_wr)?;
+        // INVARIANT: By the safety requirements; nothing is posted, and the record says so.
+        Arc::pin_init(
+            pin_init!(Self {
                 qp,
                 port,
                 alive: Atomic::new(1),
                 live: Atomic::new(0),
-                sq_free: Atomic::new(sq_free.max(0)),
-            },
+                sq <- new_spinlock_irq!(sq, "RwQp::sq"),
+            }),
             GFP_KERNEL,
-        )?)
+        )
     }
 
-    /// Takes `n` send-queue slots for a post; `false` (nothing taken) if fewer are free.
-    pub(crate) fn take_slots(&self, n: u32) -> bool {
-        let Ok(n) = i32::try_from(n) else {
-            return false;
-        };
-        let mut cur = self.sq_free.load(Relaxed);
-        loop {
-            if cur < n {
-                return false;
-            }
-            match self.sq_free.cmpxchg(cur, cur - n, Relaxed) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    /// Gives back the `n` slots of requests that completed, or were not posted after all.
-    pub(crate) fn give_slots(&self, n: u32) {
-        // INVARIANT: The caller's requests no longer occupy the send queue.
-        self.sq_free.fetch_add(n as i32, Relaxed);
+    /// The record of the send queue, locked.
+    pub(crate) fn sq(&self) -> SpinLockIrqGuard<'_, SendQueue> {
+        self.sq.lock()
     }
 
     /// Stops new contexts; returns whether the queue pair may be destroyed (no context is
@@ -151,9 +141,6 @@ pub struct RwCtx {
     /// Whether `send` is linked behind the last request: `rdma_rw_ctx_wrs()` cannot unlink
     /// it, so such a context is only posted with a send again.
     chained: Cell<bool>,
-    /// Send-queue slots the last post of the context took, given back when its signaled
-    /// request completes.
-    slots: Cell<u32>,
 }
 
 // SAFETY: The context may be destroyed from any thread.
@@ -204,7 +191,6 @@ impl RwCtx {
                 send: Opaque::uninit(),
                 sge: Opaque::uninit(),
                 chained: Cell::new(false),
-                slots: Cell::new(1),
             }),
             GFP_KERNEL,
         );
@@ -272,16 +258,6 @@ impl RwCtx {
     /// The queue pair the context was built on.
     pub(crate) fn rw_qp(&self) -> &RwQp {
         &self.qp
-    }
-
-    /// The send-queue slots of the context's last post.
-    pub(crate) fn slots(&self) -> u32 {
-        self.slots.get()
-    }
-
-    /// Records the send-queue slots of a post of the context.
-    pub(crate) fn set_slots(&self, n: u32) {
-        self.slots.set(n);
     }
 }
 

@@ -4,8 +4,9 @@
 //! buffers, and posting of send and receive work requests.
 //!
 //! Buffers change hands when they are posted: [`Qp::post_recv`] and [`Qp::post_send`] take a
-//! boxed buffer (or send context) and keep it, as the `wr_id` of the work request, until
-//! [`Cq::poll`] hands it back in a [`Completion`]. The CPU therefore never touches memory the
+//! boxed buffer (or send context) and keep it (a receive buffer as the `wr_id` of its work
+//! request, a send context in its queue pair's record of posted sends) until [`Cq::poll`] hands
+//! it back in a [`Completion`]. The CPU therefore never touches memory the
 //! device may be writing, and a buffer cannot be freed while it is posted. A queue pair destroyed
 //! with work requests still posted leaks their buffers instead of freeing memory the device may
 //! use; owners drain a queue pair ([`Qp::start_drain`]) before they destroy it.
@@ -26,9 +27,12 @@ use crate::{
     ffi::c_void,
     fmt,
     prelude::*,
-    rdma::rw::{
-        RwCtx,
-        RwQp, //
+    rdma::{
+        rw::{
+            RwCtx,
+            RwQp, //
+        },
+        sq::Posted,
     },
     sync::Arc,
     types::Opaque,
@@ -427,13 +431,14 @@ pub enum Completion<S> {
     RecvDrained,
 }
 
-/// Tags in the low bits of a `wr_id`. Posted objects are at least 8-byte aligned.
-const TAG_MASK: u64 = 7;
+/// Tags in the low bits of a `wr_id`. A receive's `wr_id` is its buffer's address (at least
+/// 8-byte aligned) and the receive tag; a send's is its sequence number in the queue pair's
+/// record ([`super::sq::SendQueue`]) shifted up, and the send tag.
+const TAG_BITS: u32 = 3;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 const TAG_RECV: u64 = 0;
 const TAG_SEND: u64 = 1;
-/// `wr_id` of the send queue's drain marker (no pointer is this small).
-const WR_SEND_DRAIN: u64 = 8 | TAG_SEND;
-/// `wr_id` of the receive queue's drain marker.
+/// `wr_id` of the receive queue's drain marker (no buffer's address is this small).
 const WR_RECV_DRAIN: u64 = 8 | TAG_RECV;
 
 /// A completion queue (`struct ib_cq`) created with `ib_create_cq()` and polled by its owner,
@@ -526,8 +531,11 @@ impl<H: CqHandler> Cq<H> {
         ret != 0
     }
 
-    /// Takes up to `max` completions, oldest first, and passes each to `f`. Returns how many
-    /// were taken.
+    /// Takes up to `max` work completions, oldest first, and passes what completed to `f`.
+    /// Returns how many work completions were taken.
+    ///
+    /// One work completion of a send may hand back several contexts: those of the
+    /// unsignaled sends posted before it, then its own.
     pub fn poll(&self, max: usize, mut f: impl FnMut(Completion<H::SendCtx>)) -> usize {
         const BATCH: usize = 8;
         let mut wcs = [const { MaybeUninit::<bindings::ib_wc>::uninit() }; BATCH];
@@ -541,10 +549,7 @@ impl<H: CqHandler> Cq<H> {
             let n = usize::try_from(n).unwrap_or(0).min(want);
             for wc in &wcs[..n] {
                 // SAFETY: `ib_poll_cq` initialized the first `n` entries.
-                let wc = unsafe { wc.assume_init_ref() };
-                if let Some(c) = Self::decode(wc) {
-                    f(c);
-                }
+                Self::decode(unsafe { wc.assume_init_ref() }, &mut f);
             }
             done += n;
             if n < want {
@@ -554,7 +559,7 @@ impl<H: CqHandler> Cq<H> {
         done
     }
 
-    fn decode(wc: &bindings::ib_wc) -> Option<Completion<H::SendCtx>> {
+    fn decode(wc: &bindings::ib_wc, f: &mut impl FnMut(Completion<H::SendCtx>)) {
         // SAFETY: Every work request on our queue pairs is posted with a `wr_id`.
         let wr_id = unsafe { wc.__bindgen_anon_1.wr_id };
         let result = if wc.status == bindings::ib_wc_status_IB_WC_SUCCESS {
@@ -566,34 +571,53 @@ impl<H: CqHandler> Cq<H> {
             })
         };
         match wr_id {
-            // An unsignaled request that was flushed: nothing was posted with it.
-            0 => None,
-            WR_SEND_DRAIN => Some(Completion::SendDrained),
-            WR_RECV_DRAIN => Some(Completion::RecvDrained),
+            // A request inside an RDMA read/write chain that failed or was flushed: the chain's
+            // last request completes after it and stands for the chain.
+            0 => {}
+            WR_RECV_DRAIN => f(Completion::RecvDrained),
             id if id & TAG_MASK == TAG_SEND => {
-                // SAFETY: By the type invariant this `wr_id` came from `Qp::post_send` on a queue
-                // pair of this queue, which leaked a `KBox<H::SendCtx>` into it; the request
-                // completes once, so the box is taken back once.
-                let mut ctx =
-                    unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut H::SendCtx) };
-                // The post recorded its send-queue slots in the RDMA context, if it has one.
-                let slots = ctx.rw().map_or(1, |rw| rw.slots());
-                // SAFETY: The request came from a queue pair of this queue (as above), which is
-                // valid while a completion of it is polled; its `qp_context` is its `RwQp`
-                // (type invariant of `Qp`).
+                let seq = id >> TAG_BITS;
+                // SAFETY: The request came from a queue pair of this queue (type invariant),
+                // which is valid while a completion of it is polled; its `qp_context` is its
+                // `RwQp` (type invariant of `Qp`).
                 let qp = unsafe { &*(*wc.qp).qp_context.cast::<RwQp>() };
-                qp.give_slots(slots);
-                Some(Completion::Send { ctx, result })
+                // The send queue completes in order: everything posted up to `seq` is done.
+                while let Some(e) = qp.sq().pop_through(seq) {
+                    let result = match e.what {
+                        _ if e.seq == seq => result,
+                        // Its chain was posted in part; the part that was posted is done.
+                        Posted::Partial(_) => Err(WcError {
+                            status: bindings::ib_wc_status_IB_WC_GENERAL_ERR,
+                            vendor_err: 0,
+                        }),
+                        // Unsignaled and done: a failure would have completed it before.
+                        _ => Ok(()),
+                    };
+                    match e.what {
+                        Posted::Ctx(raw) | Posted::Partial(raw) => {
+                            // SAFETY: By the type invariant of `Qp` the entry was recorded by a
+                            // post of a `KBox<H::SendCtx>` leaked into it; it left the record
+                            // once, so the box is taken back once, and the device is done
+                            // with it (its requests or later ones completed).
+                            let ctx = unsafe { KBox::from_raw(raw.cast::<H::SendCtx>()) };
+                            f(Completion::Send { ctx, result });
+                        }
+                        Posted::Drain => f(Completion::SendDrained),
+                        Posted::Signal => {}
+                    }
+                }
             }
             id => {
-                // SAFETY: As above, from `Qp::post_recv`, with a `KBox<DmaBuf<FromDevice>>`.
+                // SAFETY: The `wr_id` of a receive came from `Qp::post_recv` on a queue pair of
+                // this queue (type invariant), which leaked a `KBox<DmaBuf<FromDevice>>` into
+                // it; the request completes once, so the box is taken back once.
                 let buf =
                     unsafe { KBox::from_raw((id & !TAG_MASK) as usize as *mut DmaBuf<FromDevice>) };
                 let result = result.map(|()| wc.byte_len as usize);
                 if let Ok(len) = result {
                     buf.sync_for_cpu(len);
                 }
-                Some(Completion::Recv { buf, result })
+                f(Completion::Recv { buf, result });
             }
         }
     }
@@ -629,23 +653,28 @@ impl<H: CqHandler> Drop for Cq<H> {
     }
 }
 
-/// The send of a post: how many bytes of the context's buffer, and the peer's memory key that
-/// the send invalidates on arrival (`IB_WR_SEND_WITH_INV`: the peer then need not invalidate
-/// it itself), if any.
+/// The send of a post: how many bytes of the context's buffer, the peer's memory key that the
+/// send invalidates on arrival (`IB_WR_SEND_WITH_INV`: the peer then need not invalidate it
+/// itself), if any, and whether its success raises a completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendWr {
     /// Bytes sent from the start of the context's buffer.
     pub len: usize,
     /// The peer's key to invalidate.
     pub invalidate: Option<u32>,
+    /// Whether the send is signaled. An unsignaled send's context comes back with the
+    /// completion of a later request of the queue pair (see [`Qp`]); a post that leaves the
+    /// send queue nearly full is signaled anyway.
+    pub signaled: bool,
 }
 
 impl SendWr {
-    /// A plain send of `len` bytes.
+    /// A plain, signaled send of `len` bytes.
     pub fn plain(len: usize) -> Self {
         Self {
             len,
             invalidate: None,
+            signaled: true,
         }
     }
 }
@@ -656,7 +685,8 @@ impl SendWr {
 pub struct PostError<S> {
     /// Why the post failed (`ENOMEM` when the send queue is full).
     pub error: Error,
-    /// The context, or `None` if the device took part of its chain and keeps it.
+    /// The context, or `None` if the device took part of its chain: the context then comes
+    /// back in a failed [`Completion::Send`] once that part is done.
     pub ctx: Option<KBox<S>>,
 }
 
@@ -693,6 +723,13 @@ pub struct QpCaps {
 /// gives its context back ([`PostError`]), so the device never takes only part of a chain for
 /// lack of room.
 ///
+/// Sends may be unsignaled ([`SendWr::signaled`]): the queue pair keeps their contexts, in
+/// posting order, until a later request completes, which hands them back first (a
+/// reliable-connected send queue completes in order). Whoever posts unsignaled sends owes the
+/// queue pair a later signaled request; when none is coming, [`Qp::signal_posted`] posts one
+/// that carries nothing. A context is therefore never freed while the device may still use it,
+/// whatever is signaled.
+///
 /// # Invariants
 ///
 /// The queue pair was created by [`super::cm::ConnectRequest::accept`], with its send and
@@ -719,7 +756,7 @@ impl<S: SendCtx> Qp<S> {
         self.0.get()
     }
 
-    fn slots(&self) -> &RwQp {
+    fn rw_qp(&self) -> &RwQp {
         // SAFETY: By the type invariant `qp_context` is the queue pair's `RwQp`, alive while
         // the queue pair is.
         unsafe { &*(*self.as_ptr()).qp_context.cast::<RwQp>() }
@@ -755,43 +792,45 @@ impl<S: SendCtx> Qp<S> {
     }
 
     /// Sends the first `send.len` bytes of `ctx`'s buffer (`IB_WR_SEND`, or
-    /// `IB_WR_SEND_WITH_INV`; signaled); `ctx` comes back in a [`Completion::Send`], or in the
+    /// `IB_WR_SEND_WITH_INV`); `ctx` comes back in a [`Completion::Send`], or in the
     /// [`PostError`] if it was not posted.
-    pub fn post_send(&self, mut ctx: KBox<S>, send: SendWr) -> Result<(), PostError<S>> {
-        if ctx.dma_buf().is_none() {
+    pub fn post_send(&self, ctx: KBox<S>, send: SendWr) -> Result<(), PostError<S>> {
+        let Some(buf) = ctx.dma_buf() else {
             return Err(PostError::unposted(EINVAL, ctx));
-        }
-        if !self.slots().take_slots(1) {
-            return Err(PostError::unposted(ENOMEM, ctx));
-        }
-        if let Some(rw) = ctx.rw() {
-            // The completion gives back the slots recorded here.
-            rw.set_slots(1);
-        }
-        let raw = KBox::into_raw(ctx);
-        // SAFETY: `raw` came from `into_raw` above and is not posted yet.
-        let Some(buf) = (unsafe { &*raw }).dma_buf() else {
-            return self.posted(raw, EINVAL.to_errno(), 1);
         };
         let mut sge = buf.sge(send.len, self.lkey());
         buf.sync_for_device(sge.length as usize);
-        let mut wr = Self::send_wr(Self::wr_id(raw), send.invalidate);
+        let raw = KBox::into_raw(ctx);
+        let mut sq = self.rw_qp().sq();
+        let Some(signaled) = sq.take(1, send.signaled) else {
+            drop(sq);
+            return Err(Self::unposted(raw, ENOMEM));
+        };
+        let mut wr = Self::send_wr(sq.next_seq(), send.invalidate, signaled);
         wr.sg_list = &mut sge;
         wr.num_sge = 1;
-        // SAFETY: As in `post_recv`.
+        // SAFETY: The queue pair is valid; `wr` and `sge` are valid for the call (the device
+        // copies them); the buffer, in the context, stays mapped and allocated until a
+        // completion takes the context back out of the record.
         let ret = unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) };
-        self.posted(raw, ret, 1)
+        if ret != 0 {
+            sq.untake(1);
+            drop(sq);
+            return Err(Self::unposted(raw, Error::from_errno(ret)));
+        }
+        sq.push(1, Posted::Ctx(raw.cast()), signaled);
+        Ok(())
     }
 
     /// Posts `ctx`'s RDMA read/write context ([`SendCtx::rw`]); with `send`, chains that send
-    /// of its buffer after it (the send is signaled), else signals the last read or write. `ctx` comes back in a [`Completion::Send`], or in the [`PostError`]
-    /// if nothing was posted.
+    /// of its buffer after it, else signals the last read or write. `ctx` comes back in a
+    /// [`Completion::Send`], or in the [`PostError`] if nothing was posted.
     ///
     /// The chained send and its scatter entry are stored in the RDMA context itself
     /// ([`RwCtx`]), so the context never links to memory that is gone. The whole chain takes
     /// its send-queue slots before it is posted; should the device still refuse part of it,
-    /// the requests it took may use the context's mappings and no completion will say when
-    /// they are done: the context is then kept for ever ([`PostError::ctx`] is `None`).
+    /// the context is kept until the part it took is done, then comes back in a failed
+    /// completion ([`PostError::ctx`] is `None`).
     pub fn post_rw(&self, mut ctx: KBox<S>, send: Option<SendWr>) -> Result<(), PostError<S>> {
         let Some(rw) = ctx.rw() else {
             return Err(PostError::unposted(EINVAL, ctx));
@@ -805,73 +844,111 @@ impl<S: SendCtx> Qp<S> {
                 return Err(PostError::unposted(EINVAL, ctx));
             };
             buf.sync_for_device(send.len.min(buf.len()));
-            sge = Some((buf.sge(send.len, self.lkey()), send.invalidate));
+            sge = Some((buf.sge(send.len, self.lkey()), send));
         }
+        let want = send.map_or(true, |s| s.signaled);
         let raw = KBox::into_raw(ctx);
-        let id = Self::wr_id(raw);
         // SAFETY: `raw` came from `into_raw` above; nothing else refers to the context until
         // it is posted, and this function is the only user of `raw` until then.
         let Some(mut rw) = unsafe { &mut *raw }.rw() else {
-            return self.posted(raw, EINVAL.to_errno(), 0);
+            return Err(Self::unposted(raw, EINVAL));
         };
+        let mut sq = self.rw_qp().sq();
+        let id = Self::wr_id(sq.next_seq());
         let first = match sge {
-            Some((sge, inv)) => Ok(rw.as_mut().wrs_then_send(Self::send_wr(id, inv), sge)),
+            Some((sge, s)) => Ok(rw
+                .as_mut()
+                .wrs_then_send(Self::send_wr(sq.next_seq(), s.invalidate, s.signaled), sge)),
             None => rw.as_mut().wrs(id),
         };
         let Ok(first) = first else {
-            return self.posted(raw, EINVAL.to_errno(), 0);
+            drop(sq);
+            return Err(Self::unposted(raw, EINVAL));
         };
         // SAFETY: `first` starts the chain the context just linked; every request of it lives
         // in the context (or in the C context's own arrays) and ends with a null link.
         let n = unsafe { chain_len(first) };
-        if !self.slots().take_slots(n) {
-            return self.posted(raw, ENOMEM.to_errno(), 0);
+        let Some(signaled) = sq.take(n, want) else {
+            drop(sq);
+            return Err(Self::unposted(raw, ENOMEM));
+        };
+        if signaled && !want {
+            // SAFETY: As for `chain_len`; the last request is the send chained in the context,
+            // which we hold exclusively until it is posted.
+            unsafe { (*chain_last(first)).send_flags |= bindings::ib_send_flags_IB_SEND_SIGNALED };
         }
-        rw.set_slots(n);
         let mut bad: *const bindings::ib_send_wr = ptr::null();
         // SAFETY: The queue pair is valid; the requests, the chained send and its scatter
         // entry all live in the context (in `*raw`); the context and its buffer stay allocated
-        // until the signaled request's completion takes `raw` back.
+        // until a completion takes the context back out of the record.
         let ret = unsafe { bindings::ib_post_send(self.as_ptr(), first, &mut bad) };
-        if ret != 0 && !ptr::eq(bad, first) {
-            // Part of the chain was posted and may still use the context's mappings: keep it.
-            // The slots of the part that was not posted go back.
+        if ret != 0 && !bad.is_null() && !ptr::eq(bad, first) {
+            // Part of the chain was posted and may use the context's mappings: the record
+            // keeps the context until a later completion says that part is done. The slots of
+            // the part that was not posted go back.
             // SAFETY: `bad` is the first request of the chain that was not posted.
-            self.slots().give_slots(unsafe { chain_len(bad) });
-            pr_warn!(
-                "ib_post_send posted part of an RDMA chain ({}); leaking it\n",
-                ret
-            );
+            let left = unsafe { chain_len(bad) };
+            sq.untake(left);
+            sq.push(n - left, Posted::Partial(raw.cast()), false);
+            drop(sq);
+            pr_warn!("ib_post_send posted part of an RDMA chain ({})\n", ret);
             return Err(PostError {
                 error: Error::from_errno(ret),
                 ctx: None,
             });
         }
-        self.posted(raw, ret, n)
-    }
-
-    fn wr_id(raw: *mut S) -> u64 {
-        const { assert!(core::mem::align_of::<S>() > TAG_MASK as usize) };
-        (raw as usize as u64) | TAG_SEND
-    }
-
-    /// The result of a post of `raw` that returned `ret`, all or nothing, for which `slots`
-    /// send-queue slots were taken.
-    fn posted(&self, raw: *mut S, ret: i32, slots: u32) -> Result<(), PostError<S>> {
-        if ret == 0 {
-            return Ok(());
+        if ret != 0 {
+            sq.untake(n);
+            drop(sq);
+            return Err(Self::unposted(raw, Error::from_errno(ret)));
         }
-        self.slots().give_slots(slots);
-        // SAFETY: Nothing was posted, so the box is still ours.
-        let ctx = unsafe { KBox::from_raw(raw) };
-        Err(PostError::unposted(Error::from_errno(ret), ctx))
+        sq.push(n, Posted::Ctx(raw.cast()), signaled);
+        Ok(())
     }
 
-    /// A signaled send with `wr_id`, invalidating the peer's key `invalidate` if given.
-    fn send_wr(wr_id: u64, invalidate: Option<u32>) -> bindings::ib_send_wr {
+    /// Posts a signaled request that carries nothing (a zero-length RDMA WRITE, which the peer
+    /// checks no key for, IBTA C9-88), if the last request posted was unsignaled: its
+    /// completion hands back the contexts of the unsignaled sends before it. Returns whether
+    /// one was posted.
+    pub fn signal_posted(&self) -> Result<bool> {
+        let mut sq = self.rw_qp().sq();
+        if !sq.tail_unsignaled() {
+            return Ok(false);
+        }
+        // An unsignaled post left at least one slot free, and nothing was posted since.
+        if sq.take(1, true).is_none() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: All-zero is a valid `ib_rdma_wr`: no scatter list, address 0, key 0.
+        let mut wr: bindings::ib_rdma_wr = unsafe { core::mem::zeroed() };
+        wr.wr.__bindgen_anon_1.wr_id = Self::wr_id(sq.next_seq());
+        wr.wr.opcode = bindings::ib_wr_opcode_IB_WR_RDMA_WRITE;
+        wr.wr.send_flags = bindings::ib_send_flags_IB_SEND_SIGNALED;
+        // SAFETY: The queue pair is valid; `wr` is valid for the call and carries no buffer.
+        let ret = unsafe { bindings::ib_post_send(self.as_ptr(), &wr.wr, ptr::null_mut()) };
+        if ret != 0 {
+            sq.untake(1);
+            return Err(Error::from_errno(ret));
+        }
+        sq.push(1, Posted::Signal, true);
+        Ok(true)
+    }
+
+    fn wr_id(seq: u64) -> u64 {
+        (seq << TAG_BITS) | TAG_SEND
+    }
+
+    /// The context `raw` (from `KBox::into_raw`), not posted because of `error`.
+    fn unposted(raw: *mut S, error: Error) -> PostError<S> {
+        // SAFETY: Nothing was posted, so the box is still ours.
+        PostError::unposted(error, unsafe { KBox::from_raw(raw) })
+    }
+
+    /// A send numbered `seq`, invalidating the peer's key `invalidate` if given.
+    fn send_wr(seq: u64, invalidate: Option<u32>, signaled: bool) -> bindings::ib_send_wr {
         // SAFETY: All-zero is a valid `ib_send_wr` (no next request, no scatter list).
         let mut wr: bindings::ib_send_wr = unsafe { core::mem::zeroed() };
-        wr.__bindgen_anon_1.wr_id = wr_id;
+        wr.__bindgen_anon_1.wr_id = Self::wr_id(seq);
         match invalidate {
             Some(rkey) => {
                 wr.opcode = bindings::ib_wr_opcode_IB_WR_SEND_WITH_INV;
@@ -879,7 +956,9 @@ impl<S: SendCtx> Qp<S> {
             }
             None => wr.opcode = bindings::ib_wr_opcode_IB_WR_SEND,
         }
-        wr.send_flags = bindings::ib_send_flags_IB_SEND_SIGNALED;
+        if signaled {
+            wr.send_flags = bindings::ib_send_flags_IB_SEND_SIGNALED;
+        }
         wr
     }
 
@@ -899,10 +978,20 @@ impl<S: SendCtx> Qp<S> {
                 bindings::ib_qp_attr_mask_IB_QP_STATE as i32,
             )
         })?;
-        let wr = Self::send_wr(WR_SEND_DRAIN, None);
+        let mut sq = self.rw_qp().sq();
+        if !sq.take_drain() {
+            return Err(EALREADY);
+        }
+        let wr = Self::send_wr(sq.next_seq(), None, true);
         // SAFETY: The queue pair is in the error state, so the marker is flushed, not sent; it
         // carries no buffer.
-        to_result(unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) })?;
+        let ret = unsafe { bindings::ib_post_send(self.as_ptr(), &wr, ptr::null_mut()) };
+        if ret != 0 {
+            sq.untake_drain();
+            return Err(Error::from_errno(ret));
+        }
+        sq.push(1, Posted::Drain, true);
+        drop(sq);
         let mut rwr = bindings::ib_recv_wr {
             next: ptr::null_mut(),
             __bindgen_anon_1: bindings::ib_recv_wr__bindgen_ty_1 {
@@ -929,6 +1018,20 @@ unsafe fn chain_len(mut wr: *const bindings::ib_send_wr) -> u32 {
         wr = unsafe { (*wr).next };
     }
     n
+}
+
+/// The last request of the chain that starts at `wr`.
+///
+/// # Safety
+///
+/// As for [`chain_len`], and the chain is not empty.
+unsafe fn chain_last(mut wr: *mut bindings::ib_send_wr) -> *mut bindings::ib_send_wr {
+    // SAFETY: By the safety requirements.
+    while !unsafe { (*wr).next }.is_null() {
+        // SAFETY: As above.
+        wr = unsafe { (*wr).next };
+    }
+    wr
 }
 
 /// Checks at compile time that a `wr_id` tag fits below the alignment of posted objects.

@@ -87,7 +87,9 @@ impl WorkItem<POLL_WORK> for RConn {
         };
         match pass {
             Pass::Reschedule | Pass::Polling => this.kick(),
-            Pass::Armed | Pass::Deferred => {}
+            // Idle: sends posted unsignaled must not wait for the next command.
+            Pass::Armed => this.signal_posted(),
+            Pass::Deferred => {}
         }
     }
 }

@@ -68,8 +68,15 @@ pub(crate) struct RConn {
     pub(crate) busy_poll: bool,
     /// Completion queue notifications.
     pub(crate) events: Counter,
-    /// Signaled sends and RDMA READs posted and not yet completed.
+    /// Sends and RDMA READs posted whose completion has not come back.
     pub(crate) sends: Atomic<u64>,
+    /// Signal one SCSI response in this many (`signal_every`; 1: all).
+    pub(crate) signal_every: u32,
+    /// Unsignaled sends posted since the last signaled one (changed with `inner` held).
+    pub(crate) unsignaled_run: Atomic<u32>,
+    /// SCSI commands received whose response is not posted yet: while there are some, a
+    /// response may go unsignaled, since a later one will be posted behind it.
+    pub(crate) scsi_pending: Atomic<u32>,
     /// The initiator offered send with invalidate and the device can do it: SCSI responses
     /// invalidate the command's key at the initiator (`isert_conn->snd_w_inv`).
     pub(crate) send_w_inv: bool,

@@ -93,6 +93,7 @@ impl RConn {
         match op {
             wire::OP_SCSI_CMD => {
                 STATS.scsi_cmds.inc();
+                self.scsi_pending.fetch_add(1, Relaxed);
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 let remote = Remote {
                     read_stag: iser.read_stag,

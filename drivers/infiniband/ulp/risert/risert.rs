@@ -141,6 +141,11 @@ module! {
                           leave polling after this many microseconds without a completion \
                           (0: always interrupt-driven)",
         },
+        signal_every: u32 {
+            default: 16,
+            description: "Post a SCSI response unsignaled while more commands of its connection \
+                          are in flight, signaling one in this many (1: every send signaled)",
+        },
         send_queue: u32 {
             default: 0,
             description: "Send queue size of new connections, in sends and in RDMA transfers \

@@ -68,6 +68,8 @@ stats!(
     backlogged,
     tx_allocs,
     send_inv,
+    unsignaled,
+    signal_posts,
 );
 
 pub(crate) fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

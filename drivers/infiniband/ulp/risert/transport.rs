@@ -291,6 +291,7 @@ impl Transport for Risert {
 
     fn wait_conn(c: &Conn, conn: ArcBorrow<'_, RConn>) {
         let conn: Arc<RConn> = conn.into();
+        conn.signal_posted();
         // A failed login ends here right after its reject was posted: give the sends in flight
         // a moment to reach the initiator before the disconnect flushes them.
         for _ in 0..SEND_GRACE_MS / 10 {

@@ -18,6 +18,34 @@ impl Post {
     pub(crate) fn sends(self) -> bool {
         matches!(self, Self::Send(_) | Self::Rw(Some(_)))
     }
+
+    /// Whether the post asks for an unsignaled send.
+    pub(crate) fn unsignaled(self) -> bool {
+        matches!(
+            self,
+            Self::Send(SendWr {
+                signaled: false,
+                ..
+            }) | Self::Rw(Some(SendWr {
+                signaled: false,
+                ..
+            }))
+        )
+    }
+
+    fn signal(self) -> Self {
+        match self {
+            Self::Send(s) => Self::Send(SendWr {
+                signaled: true,
+                ..s
+            }),
+            Self::Rw(Some(s)) => Self::Rw(Some(SendWr {
+                signaled: true,
+                ..s
+            })),
+            how => how,
+        }
+    }
 }
 
 /// Gives the command of a descriptor that could not be posted back to the target, which tries
@@ -41,16 +69,56 @@ impl RConn {
         let Some(l) = inner.link.as_ref() else {
             return Err(PostError::unposted(ENOTCONN, tx));
         };
+        let how = self.schedule(how);
         match how {
             Post::Send(send) => l.qp().post_send(tx, send)?,
             Post::Rw(send) => l.qp().post_rw(tx, send)?,
         }
         self.sends.fetch_add(1, Relaxed);
+        if how.unsignaled() {
+            self.unsignaled_run.fetch_add(1, Relaxed);
+            STATS.unsignaled.inc();
+        } else {
+            self.unsignaled_run.store(0, Relaxed);
+        }
         if how.sends() {
             self.tx.inc();
             STATS.pdus_tx.inc();
         }
         Ok(())
+    }
+
+    /// The transmit schedule: a send that may go unsignaled is signaled anyway when it is
+    /// the `signal_every`-th in a row, so that completions, and the commands they release,
+    /// come back at least that often.
+    fn schedule(&self, how: Post) -> Post {
+        if how.unsignaled() && self.unsignaled_run.load(Relaxed) + 1 >= self.signal_every {
+            how.signal()
+        } else {
+            how
+        }
+    }
+
+    /// Posts a signaled request that carries nothing if the last send was unsignaled, so that
+    /// the unsignaled sends complete: for when the connection goes idle (its completion queue
+    /// was drained and armed) or is torn down.
+    pub(crate) fn signal_posted(&self) {
+        if self.unsignaled_run.load(Relaxed) == 0 {
+            return;
+        }
+        let inner = self.inner.lock();
+        let Some(l) = inner.link.as_ref() else {
+            return;
+        };
+        match l.qp().signal_posted() {
+            Ok(posted) => {
+                self.unsignaled_run.store(0, Relaxed);
+                if posted {
+                    STATS.signal_posts.inc();
+                }
+            }
+            Err(e) => pr_warn!("conn {}: cannot signal posted sends: {:?}\n", self.id, e),
+        }
     }
 
     pub(crate) fn post(&self, tx: KBox<TxDesc>, how: Post) -> Result<(), PostError<TxDesc>> {
@@ -145,9 +213,13 @@ impl RConn {
             Ok(tx) => tx,
             Err(e) => return Err(Refused::new(cmd, e)),
         };
+        // Unsignaled while other commands are in flight: a later response will be posted
+        // behind this one, and its completion hands this one back.
+        let pending = self.response_posted();
         let send = SendWr {
             len: n,
             invalidate: self.invalidate(&cmd),
+            signaled: pending == 0,
         };
         let how = if data_in {
             if let Err(e) = self.rw_qp().and_then(|qp| cmd.rdma_setup(&qp)) {
@@ -163,6 +235,21 @@ impl RConn {
             self.post_or_refuse(tx, how)
         } else {
             self.post_or_queue(tx, how)
+        }
+    }
+
+    /// Counts a SCSI response off `scsi_pending`; returns how many commands are still in
+    /// flight.
+    fn response_posted(&self) -> u32 {
+        let mut p = self.scsi_pending.load(Relaxed);
+        loop {
+            if p == 0 {
+                return 0;
+            }
+            match self.scsi_pending.cmpxchg(p, p - 1, Relaxed) {
+                Ok(_) => return p - 1,
+                Err(now) => p = now,
+            }
         }
     }
 

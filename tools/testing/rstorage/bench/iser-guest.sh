@@ -4,9 +4,10 @@
 # Guest side of the iSER benchmark (see bench.sh): rdma_rxe on a veth pair,
 # LIO with a 128 MiB ramdisk LUN and an iSER portal, open-iscsi with ib_iser
 # (the selftests' iser_lib.sh), two sessions (two connections) at queue
-# depth 32. The C ib_isert, risert (budget 16), risert
-# with budget=0 and risert in its adaptive completion mode (busy-polled
-# completion queues, poll_idle_us=500). The rounds: bench/lib.sh.
+# depth 32. The C ib_isert, risert (budget 16, one SCSI response in 16
+# signaled), risert with every send signaled (signal_every=1), risert with
+# budget=0 and risert in its adaptive completion mode (busy-polled completion
+# queues, poll_idle_us=500). The rounds: bench/lib.sh.
 #
 # Completion-queue events of the target's queues: the rdma_core:cq_schedule
 # tracepoint is on during every run, whichever the driver, so that its cost
@@ -21,7 +22,7 @@
 set -u
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
-BENCH_DRIVERS=(c rust rust-nobatch rust-adaptive)
+BENCH_DRIVERS=(c rust rust-signal-all rust-nobatch rust-adaptive)
 BENCH_WORKLOADS="randread-4k randwrite-4k seqread-64k seqwrite-64k"
 # Two sessions to the target (two connections, two disks of the same LUN),
 # fio at queue depth 32 on each disk.
@@ -42,6 +43,7 @@ bench_load() {
 	   echo 1 >"$tr/events/rdma_core/cq_alloc/enable"
 	   echo 1 >"$tr/tracing_on" ;;
 	rust) rstorage_insmod risert ;;
+	rust-signal-all) rstorage_insmod risert signal_every=1 ;;
 	rust-nobatch) rstorage_insmod risert budget=0 ;;
 	rust-adaptive) rstorage_insmod risert poll_idle_us=500 ;;
 	esac || return 1
