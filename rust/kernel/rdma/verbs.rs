@@ -34,7 +34,10 @@ use crate::{
         },
         sq::Posted,
     },
-    sync::Arc,
+    sync::{
+        Arc,
+        ArcBorrow, //
+    },
     types::Opaque,
 };
 use core::{
@@ -408,8 +411,8 @@ impl fmt::Display for WcError {
     }
 }
 
-/// A completed work request, as taken from a [`Cq`].
-pub enum Completion<S> {
+/// A work completion, as taken from a [`Cq`].
+pub enum Completion<S: SendCtx> {
     /// A receive completed; on success with the number of bytes received.
     Recv {
         /// The buffer that was posted.
@@ -417,18 +420,81 @@ pub enum Completion<S> {
         /// The received length, or why the receive failed.
         result: Result<usize, WcError>,
     },
-    /// A send completed.
-    Send {
+    /// A send request completed, and with it the unsignaled ones posted before it: iterate
+    /// the batch to take their contexts back, oldest first.
+    Send(SendBatch<S>),
+    /// The receive queue's drain marker completed: every receive posted before it has
+    /// completed.
+    RecvDrained,
+}
+
+/// The send requests that one work completion reports: the request it is for and the
+/// unsignaled ones posted before it (at most the queue pair's send queue). The contexts stay
+/// in the queue pair's record until the iteration takes them, so that a completion takes one
+/// slot of a poll whatever it reports, and they are handed out after the poller's locks are
+/// dropped.
+///
+/// Dropping a batch before the end drops the contexts it did not hand out.
+pub struct SendBatch<S: SendCtx> {
+    qp: Arc<RwQp>,
+    /// The sequence number of the request the work completion is for.
+    through: u64,
+    result: Result<(), WcError>,
+    _ctx: PhantomData<S>,
+}
+
+/// One send request of a [`SendBatch`].
+pub enum SendDone<S> {
+    /// A send (or RDMA transfer) completed.
+    Sent {
         /// The context that was posted.
         ctx: KBox<S>,
         /// Whether it was delivered.
         result: Result<(), WcError>,
     },
     /// The send queue's drain marker completed: every send posted before it has completed.
-    SendDrained,
-    /// The receive queue's drain marker completed: every receive posted before it has
-    /// completed.
-    RecvDrained,
+    Drained,
+}
+
+impl<S: SendCtx> Iterator for SendBatch<S> {
+    type Item = SendDone<S>;
+
+    fn next(&mut self) -> Option<SendDone<S>> {
+        loop {
+            let e = self.qp.sq().pop_through(self.through)?;
+            let result = match e.what {
+                _ if e.seq == self.through => self.result,
+                // Its chain was posted in part; the part that was posted is done.
+                Posted::Partial(_) => Err(WcError {
+                    status: bindings::ib_wc_status_IB_WC_GENERAL_ERR,
+                    vendor_err: 0,
+                }),
+                // Unsignaled and done: a failure would have completed it on its own before.
+                _ => Ok(()),
+            };
+            match e.what {
+                Posted::Ctx(raw) | Posted::Partial(raw) => {
+                    // SAFETY: By the type invariant of `Qp`, every entry of the record of a
+                    // queue pair whose completions are `S`'s was recorded by a post that leaked
+                    // a `KBox<S>` into it; the entry left the record once, so the box is taken
+                    // back once, and the device is done with it (its requests or later ones
+                    // completed).
+                    let ctx = unsafe { KBox::from_raw(raw.cast::<S>()) };
+                    return Some(SendDone::Sent { ctx, result });
+                }
+                Posted::Drain => return Some(SendDone::Drained),
+                Posted::Signal => {}
+            }
+        }
+    }
+}
+
+impl<S: SendCtx> Drop for SendBatch<S> {
+    fn drop(&mut self) {
+        for done in self.by_ref() {
+            drop(done);
+        }
+    }
 }
 
 /// Tags in the low bits of a `wr_id`. A receive's `wr_id` is its buffer's address (at least
@@ -531,11 +597,8 @@ impl<H: CqHandler> Cq<H> {
         ret != 0
     }
 
-    /// Takes up to `max` work completions, oldest first, and passes what completed to `f`.
-    /// Returns how many work completions were taken.
-    ///
-    /// One work completion of a send may hand back several contexts: those of the
-    /// unsignaled sends posted before it, then its own.
+    /// Takes up to `max` work completions, oldest first, and passes each to `f`. Returns how
+    /// many were taken.
     pub fn poll(&self, max: usize, mut f: impl FnMut(Completion<H::SendCtx>)) -> usize {
         const BATCH: usize = 8;
         let mut wcs = [const { MaybeUninit::<bindings::ib_wc>::uninit() }; BATCH];
@@ -576,36 +639,17 @@ impl<H: CqHandler> Cq<H> {
             0 => {}
             WR_RECV_DRAIN => f(Completion::RecvDrained),
             id if id & TAG_MASK == TAG_SEND => {
-                let seq = id >> TAG_BITS;
+                let qp = wc.qp;
                 // SAFETY: The request came from a queue pair of this queue (type invariant),
                 // which is valid while a completion of it is polled; its `qp_context` is its
-                // `RwQp` (type invariant of `Qp`).
-                let qp = unsafe { &*(*wc.qp).qp_context.cast::<RwQp>() };
-                // The send queue completes in order: everything posted up to `seq` is done.
-                while let Some(e) = qp.sq().pop_through(seq) {
-                    let result = match e.what {
-                        _ if e.seq == seq => result,
-                        // Its chain was posted in part; the part that was posted is done.
-                        Posted::Partial(_) => Err(WcError {
-                            status: bindings::ib_wc_status_IB_WC_GENERAL_ERR,
-                            vendor_err: 0,
-                        }),
-                        // Unsignaled and done: a failure would have completed it before.
-                        _ => Ok(()),
-                    };
-                    match e.what {
-                        Posted::Ctx(raw) | Posted::Partial(raw) => {
-                            // SAFETY: By the type invariant of `Qp` the entry was recorded by a
-                            // post of a `KBox<H::SendCtx>` leaked into it; it left the record
-                            // once, so the box is taken back once, and the device is done
-                            // with it (its requests or later ones completed).
-                            let ctx = unsafe { KBox::from_raw(raw.cast::<H::SendCtx>()) };
-                            f(Completion::Send { ctx, result });
-                        }
-                        Posted::Drain => f(Completion::SendDrained),
-                        Posted::Signal => {}
-                    }
-                }
+                // `RwQp`, which lives in an `Arc` (type invariant of `Qp`).
+                let rw = unsafe { ArcBorrow::from_raw((*qp).qp_context.cast::<RwQp>()) };
+                f(Completion::Send(SendBatch {
+                    qp: rw.into(),
+                    through: id >> TAG_BITS,
+                    result,
+                    _ctx: PhantomData,
+                }));
             }
             id => {
                 // SAFETY: The `wr_id` of a receive came from `Qp::post_recv` on a queue pair of

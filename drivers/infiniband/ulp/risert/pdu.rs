@@ -189,12 +189,22 @@ impl RConn {
                 buf,
                 result: Ok(len),
             } => self.on_recv(buf, len),
-            Completion::Send { ctx, result } => {
-                self.sends.fetch_sub(1, Relaxed);
-                if let Err(e) = &result {
-                    self.wc_error("send", e);
+            Completion::Send(batch) => {
+                for done in batch {
+                    match done {
+                        SendDone::Sent { ctx, result } => {
+                            self.sends.fetch_sub(1, Relaxed);
+                            if let Err(e) = &result {
+                                self.wc_error("send", e);
+                            }
+                            self.on_send(ctx, result.is_ok());
+                        }
+                        SendDone::Drained => {
+                            self.inner.lock().send_drained = true;
+                            self.wait.notify_all();
+                        }
+                    }
                 }
-                self.on_send(ctx, result.is_ok());
                 self.flush_backlog();
             }
             Completion::Recv {
@@ -203,10 +213,6 @@ impl RConn {
             } => {
                 drop(buf);
                 self.wc_error("receive", &e);
-            }
-            Completion::SendDrained => {
-                self.inner.lock().send_drained = true;
-                self.wait.notify_all();
             }
             Completion::RecvDrained => {
                 self.inner.lock().recv_drained = true;

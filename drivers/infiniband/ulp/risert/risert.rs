@@ -68,6 +68,7 @@ use kernel::{
             PostError,
             QpCaps,
             SendCtx,
+            SendDone,
             SendWr,
             ToDevice, //
         },

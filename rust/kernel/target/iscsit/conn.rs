@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Connections: handing received PDUs to the target, and the transport's slot for them.
+
+use crate::{
+    bindings,
+    error::to_result,
+    ffi::c_int,
+    new_mutex,
+    prelude::*,
+    sync::Mutex,
+    types::Opaque, //
+};
+use core::{
+    ptr::NonNull, //
+};
+
+use super::*;
+
+/// A connection of the iSCSI target (`struct iscsit_conn`), as its transport sees it.
+///
+/// # Invariants
+///
+/// The connection is valid while a transport callback that was given it runs, and from a
+/// successful [`Transport::accept_np`] until [`Transport::free_conn`] returns.
+#[repr(transparent)]
+pub struct Conn(Opaque<bindings::iscsit_conn>);
+
+// SAFETY: The methods below are called from the transport's threads and work items; they use
+// the target's own locking.
+unsafe impl Sync for Conn {}
+
+// SAFETY: As for `Sync`.
+unsafe impl Send for Conn {}
+
+impl Conn {
+    /// # Safety
+    ///
+    /// `conn` is a valid connection for `'a`.
+    pub unsafe fn from_raw<'a>(conn: *mut bindings::iscsit_conn) -> &'a Self {
+        // SAFETY: `Conn` is a transparent wrapper; valid for `'a` by the safety requirements.
+        unsafe { &*conn.cast::<Self>() }
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut bindings::iscsit_conn {
+        self.0.get()
+    }
+
+    /// Whether the connection belongs to a discovery session (`SessionType=Discovery`), in
+    /// which only text and logout requests are allowed.
+    pub fn is_discovery(&self) -> bool {
+        // SAFETY: By the type invariant the connection is valid; `sess` and its operational
+        // parameters are set during login and stay until the connection is freed.
+        unsafe {
+            let sess = (*self.as_ptr()).sess;
+            !sess.is_null() && !(*sess).sess_ops.is_null() && (*(*sess).sess_ops).SessionType != 0
+        }
+    }
+
+    /// Starts a connection reinstatement (`iscsit_cause_connection_reinstatement()`): the
+    /// target closes the connection from its own threads.
+    pub fn cause_reinstatement(&self) {
+        // SAFETY: By the type invariant the connection is valid; `sleep == 0` does not wait.
+        unsafe { bindings::iscsit_cause_connection_reinstatement(self.as_ptr(), 0) };
+    }
+
+    /// Delivers a login request PDU that arrived after the first one (`pdu`: the basic header
+    /// segment followed by the data segment) and schedules the target's login work, which
+    /// then calls [`Transport::get_login_rx`] (as `ib_isert` does with `login_work`).
+    ///
+    /// Fails with `EINVAL` when the connection is not in the login phase or the PDU is
+    /// shorter than its header says.
+    pub fn deliver_login_pdu(&self, pdu: &[u8]) -> Result {
+        let c = self.as_ptr();
+        // SAFETY: By the type invariant the connection is valid. `conn_login` is set during
+        // the login phase; the target only reads the request after the login work, scheduled
+        // below, starts.
+        let login = unsafe { (*c).conn_login };
+        if login.is_null() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `login` is the connection's login state, valid during the login phase.
+        let login = unsafe { Login::from_raw(login) };
+        if login.first_request() {
+            return Err(EINVAL);
+        }
+        login.fill_request(pdu)?;
+        // SAFETY: `login_work` is initialized when the login phase starts.
+        unsafe { bindings::schedule_delayed_work(&raw mut (*c).login_work, 0) };
+        Ok(())
+    }
+
+    /// Allocates a command (`iscsit_allocate_cmd()`), waiting (interruptibly) for a free tag.
+    pub fn alloc_cmd(&self) -> Option<Cmd> {
+        // SAFETY: By the type invariant the connection is valid.
+        let cmd = unsafe {
+            bindings::iscsit_allocate_cmd(self.as_ptr(), bindings::TASK_INTERRUPTIBLE as c_int)
+        };
+        // SAFETY: A new command belongs to the transport until it gives it to the target.
+        NonNull::new(cmd).map(|cmd| unsafe { Cmd::from_target(cmd) })
+    }
+
+    /// Hands a SCSI command to the target (as `isert_handle_scsi_cmd()`): `imm` is its
+    /// immediate data and `remote` the initiator's buffers from the iSER header. The target
+    /// then asks for the rest of a WRITE's data ([`Transport::get_dataout`]), and sends READ
+    /// data and the status ([`Transport::queue_data_in`], [`Transport::queue_status`]).
+    ///
+    /// The immediate data is copied into the command's buffer.
+    pub fn handle_scsi_cmd(
+        &self,
+        cmd: Cmd,
+        hdr: &[u8; HDR_LEN],
+        imm: &[u8],
+        remote: Remote,
+    ) -> Result {
+        let mut hdr = *hdr;
+        // SAFETY: The transport area is ours until the command is given to the target.
+        unsafe { cmd.remote_ptr().write(remote) };
+        // From here on the target owns the command, also on error (it rejects it itself).
+        let c = cmd.into_target();
+        // SAFETY: The connection and command are valid; `hdr` is a full header, copied by the
+        // target. From here on the target owns the command.
+        let rc = unsafe { bindings::iscsit_setup_scsi_cmd(self.as_ptr(), c, hdr.as_mut_ptr()) };
+        if rc < 0 {
+            return to_result(rc);
+        }
+        // SAFETY: The command is valid; `iscsit_setup_scsi_cmd` filled these fields.
+        let (imm_data, imm_len, unsol) = unsafe {
+            (
+                (*c).immediate_data != 0,
+                (*c).first_burst_len as usize,
+                (*c).unsolicited_data != 0,
+            )
+        };
+        // SAFETY: As above.
+        let rc =
+            unsafe { bindings::iscsit_process_scsi_cmd(self.as_ptr(), c, hdr.as_mut_ptr().cast()) };
+        if rc < 0 {
+            // The target answered the command itself.
+            return Ok(());
+        }
+        let dump = rc > 0;
+        if !dump {
+            if !imm_data {
+                return Ok(());
+            }
+            if imm_len > imm.len() {
+                return Err(EINVAL);
+            }
+            // SAFETY: `iscsit_process_scsi_cmd` allocated the data scatter list for the whole
+            // transfer, of which the immediate data is the start.
+            unsafe {
+                let se = &raw mut (*c).se_cmd;
+                let pages = imm_len.div_ceil(bindings::PAGE_SIZE as usize).max(1);
+                let nents = (pages as u32).min((*se).t_data_nents);
+                bindings::sg_copy_from_buffer((*se).t_data_sg, nents, imm.as_ptr().cast(), imm_len);
+                (*c).write_data_done += imm_len as u32;
+                if (*c).write_data_done == (*se).data_length {
+                    cmd::got_last_dataout(c);
+                }
+            }
+        }
+        let cmdsn = u32::from_ne_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]);
+        // SAFETY: As above; the command sequence number is passed in network order.
+        let rc =
+            unsafe { bindings::iscsit_sequence_cmd(self.as_ptr(), c, hdr.as_mut_ptr(), cmdsn) };
+        if rc == 0 && !dump && unsol {
+            // SAFETY: As above.
+            unsafe { bindings::iscsit_set_unsolicited_dataout(c) };
+        } else if dump && imm_data {
+            // SAFETY: As above; the immediate data of a dumped command is not transferred.
+            unsafe { bindings::target_put_sess_cmd(&raw mut (*c).se_cmd) };
+        }
+        Ok(())
+    }
+
+    /// Takes an unsolicited Data-Out PDU (`hdr` and its data segment `data`) for a WRITE that
+    /// the target allows to send data before an R2T (`InitialR2T=No`): the target checks the
+    /// header and finds the command (`iscsit_check_dataout_hdr()`), the data is copied into
+    /// the command's buffer at the PDU's offset, and the target accounts for it
+    /// (`iscsit_check_dataout_payload()`), executing the command once all data is there.
+    ///
+    /// Solicited data never comes as PDUs over iSER (the target reads it by RDMA): a Data-Out
+    /// for a command that expects none is refused with `EINVAL`.
+    pub fn handle_data_out(&self, hdr: &[u8; HDR_LEN], data: &[u8]) -> Result {
+        let mut hdr = *hdr;
+        let mut cmd: *mut bindings::iscsit_cmd = core::ptr::null_mut();
+        // SAFETY: The connection is valid; `hdr` is a full header; `cmd` is valid for writes.
+        let rc = unsafe {
+            bindings::iscsit_check_dataout_hdr(self.as_ptr(), hdr.as_mut_ptr().cast(), &mut cmd)
+        };
+        if rc < 0 {
+            return to_result(rc);
+        }
+        if cmd.is_null() {
+            // The target dropped the PDU (recovery, or a command being aborted).
+            return Ok(());
+        }
+        let offset = u32::from_be_bytes([hdr[40], hdr[41], hdr[42], hdr[43]]);
+        // SAFETY: `iscsit_check_dataout_hdr` returned a command of this connection that expects
+        // this data; it checked that `offset` plus the header's data length fits the command's
+        // data length, and `data` is that long. The scatter list covers the data length.
+        let copied = unsafe {
+            if (*cmd).unsolicited_data == 0 {
+                return Err(EINVAL);
+            }
+            let se = &raw mut (*cmd).se_cmd;
+            bindings::sg_pcopy_from_buffer(
+                (*se).t_data_sg,
+                (*se).t_data_nents,
+                data.as_ptr().cast(),
+                data.len(),
+                offset as bindings::off_t,
+            )
+        };
+        if copied != data.len() {
+            return Err(EINVAL);
+        }
+        // SAFETY: As above; the header is a full one, read by the call.
+        to_result(unsafe {
+            bindings::iscsit_check_dataout_payload(cmd, hdr.as_mut_ptr().cast(), false)
+        })
+    }
+
+    /// Hands a task management request to the target (`iscsit_handle_task_mgt_cmd()`); the
+    /// response comes back with [`State::SendTaskMgtRsp`].
+    pub fn handle_tmf(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
+        let mut hdr = *hdr;
+        let c = cmd.into_target();
+        // SAFETY: As in `handle_logout`.
+        to_result(unsafe {
+            bindings::iscsit_handle_task_mgt_cmd(self.as_ptr(), c, hdr.as_mut_ptr())
+        })
+    }
+
+    /// Hands a text request (`hdr` and its data segment `data`) to the target
+    /// (`iscsit_setup_text_cmd()`, `iscsit_process_text_cmd()`); the response comes back
+    /// through [`Transport::response_queue`] with [`State::SendTextRsp`].
+    pub fn handle_text(&self, cmd: Cmd, hdr: &[u8; HDR_LEN], data: &[u8]) -> Result {
+        let mut hdr = *hdr;
+        let h = hdr.as_mut_ptr().cast::<bindings::iscsi_text>();
+        // The target takes ownership of `cmd` (on error it releases or rejects it itself).
+        let c = cmd.into_target();
+        // SAFETY: The connection and `c` are valid; `hdr` is a full header.
+        let ret = unsafe { bindings::iscsit_setup_text_cmd(self.as_ptr(), c, h) };
+        if ret < 0 {
+            return to_result(ret);
+        }
+        let mut text = KVec::new();
+        if !data.is_empty() {
+            text.extend_from_slice(data, GFP_KERNEL)?;
+            // The target parses the keys as a NUL-terminated string.
+            text.push(0, GFP_KERNEL)?;
+        }
+        let (ptr, _, _) = text.into_raw_parts();
+        // SAFETY: The command is valid; the target frees `text_in_ptr` with `kfree()` when it
+        // releases the command, and `KVec` memory comes from `kmalloc` (a zero-capacity vector
+        // holds a dangling pointer, which we do not hand over).
+        unsafe {
+            (*c).text_in_ptr = if data.is_empty() {
+                core::ptr::null_mut()
+            } else {
+                ptr.cast()
+            }
+        };
+        // SAFETY: As for `iscsit_setup_text_cmd`.
+        to_result(unsafe { bindings::iscsit_process_text_cmd(self.as_ptr(), c, h) })
+    }
+
+    /// Hands a logout request to the target (`iscsit_handle_logout_cmd()`); the response
+    /// comes back with [`State::SendLogoutRsp`].
+    pub fn handle_logout(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
+        let mut hdr = *hdr;
+        // The target takes ownership of `cmd`.
+        let c = cmd.into_target();
+        // SAFETY: The connection and `c` are valid; `hdr` is a full header.
+        to_result(unsafe { bindings::iscsit_handle_logout_cmd(self.as_ptr(), c, hdr.as_mut_ptr()) })
+    }
+
+    /// Hands a NOP-Out to the target (`iscsit_setup_nop_out()`, `iscsit_process_nop_out()`);
+    /// a ping is answered with [`State::SendNopin`]. The ping data is not echoed (the
+    /// initiators send none).
+    pub fn handle_nop_out(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
+        let mut hdr = *hdr;
+        let h = hdr.as_mut_ptr().cast::<bindings::iscsi_nopout>();
+        let c = cmd.into_target();
+        // SAFETY: As in `handle_logout`.
+        let ret = unsafe { bindings::iscsit_setup_nop_out(self.as_ptr(), c, h) };
+        if ret < 0 {
+            return to_result(ret);
+        }
+        // SAFETY: As in `handle_logout`.
+        to_result(unsafe { bindings::iscsit_process_nop_out(self.as_ptr(), c, h) })
+    }
+
+    /// Rejects a PDU the transport does not handle (`iscsit_add_reject()` with reason
+    /// `ISCSI_REASON_CMD_NOT_SUPPORTED`); the reject comes back with [`State::SendReject`].
+    pub fn reject(&self, hdr: &[u8; HDR_LEN]) {
+        let mut hdr = *hdr;
+        // SAFETY: The connection is valid; `hdr` is a full header, copied by the target. The
+        // call returns -1 once the reject is queued (or could not be allocated).
+        let _ = unsafe {
+            bindings::iscsit_add_reject(
+                self.as_ptr(),
+                bindings::ISCSI_REASON_CMD_NOT_SUPPORTED as u8,
+                hdr.as_mut_ptr(),
+            )
+        };
+    }
+
+    /// Stops new commands and waits for the running ones (`target_stop_cmd_counter()`,
+    /// `target_wait_for_cmds()`), when the connection has a session.
+    pub fn wait_for_cmds(&self) {
+        // SAFETY: By the type invariant the connection is valid; `cmd_cnt` is set with the
+        // session.
+        let cnt = unsafe {
+            let c = self.as_ptr();
+            if (*c).sess.is_null() {
+                return;
+            }
+            (*c).cmd_cnt
+        };
+        if cnt.is_null() {
+            return;
+        }
+        // SAFETY: `cnt` is the session's command counter, valid while the connection is.
+        unsafe { bindings::target_stop_cmd_counter(cnt) };
+        // SAFETY: As above.
+        unsafe { bindings::target_wait_for_cmds(cnt) };
+    }
+
+    /// Waits up to `SECONDS_FOR_LOGOUT_COMP` seconds for the target to finish a logout
+    /// (`conn_logout_comp`), after a logout response was sent.
+    pub fn wait_for_logout(&self) {
+        // SAFETY: By the type invariant the connection is valid; the completion lives in it.
+        unsafe {
+            bindings::wait_for_completion_timeout(
+                &raw mut (*self.as_ptr()).conn_logout_comp,
+                (bindings::SECONDS_FOR_LOGOUT_COMP * bindings::HZ) as _,
+            )
+        };
+    }
+}
+
+/// The transport's way to reach a connection from its own contexts (completion work, CM
+/// events): it holds the connection from [`Transport::accept_np`] until
+/// [`Transport::free_conn`], which waits for [`ConnSlot::with`] calls to finish.
+///
+/// # Invariants
+///
+/// While `conn` holds a pointer, it is a valid connection.
+#[pin_data]
+pub struct ConnSlot {
+    #[pin]
+    conn: Mutex<Option<ConnPtr>>,
+}
+
+struct ConnPtr(NonNull<bindings::iscsit_conn>);
+
+// SAFETY: The pointer is only dereferenced under the slot's lock, while valid.
+unsafe impl Send for ConnPtr {}
+
+impl ConnSlot {
+    /// An empty slot.
+    pub fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            conn <- new_mutex!(None),
+        })
+    }
+
+    /// Runs `f` with the connection if it was accepted and not yet freed. `f` may sleep; it
+    /// must not wait for the connection's teardown (see [`Cmd::logout_post_handler`]).
+    pub fn with<R>(&self, f: impl FnOnce(&Conn) -> R) -> Option<R> {
+        let guard = self.conn.lock();
+        guard.as_ref().map(|c| {
+            // SAFETY: By the type invariant the pointer is valid while it is in the slot, and
+            // it stays there while we hold the lock.
+            f(unsafe { Conn::from_raw(c.0.as_ptr()) })
+        })
+    }
+
+    pub(super) fn set(&self, conn: *mut bindings::iscsit_conn) {
+        // INVARIANT: Called by `accept_np` with the valid connection it accepted.
+        *self.conn.lock() = NonNull::new(conn).map(ConnPtr);
+    }
+
+    pub(super) fn revoke(&self) {
+        // INVARIANT: Emptied before the connection is freed.
+        *self.conn.lock() = None;
+    }
+}
