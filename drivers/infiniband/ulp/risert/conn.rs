@@ -66,8 +66,6 @@ pub(crate) struct RConn {
     /// Adaptive completion mode (`poll_idle_us` is not 0): the completion queue is busy-polled
     /// while the connection is busy and re-armed once it has been idle for `poll_idle_us`.
     pub(crate) busy_poll: bool,
-    /// Completion queue notifications.
-    pub(crate) events: Counter,
     /// Sends and RDMA READs posted whose completion has not come back.
     pub(crate) sends: Atomic<u64>,
     /// Signal one SCSI response in this many (`signal_every`; 1: all).
@@ -88,8 +86,8 @@ pub(crate) struct RConn {
     /// is released, so that nothing holds the device any more.
     #[pin]
     pub(crate) tx_pool: SpinLock<Option<KVec<KBox<TxDesc>>>>,
-    pub(crate) rx: Counter,
-    pub(crate) tx: Counter,
+    /// The connection's counters, added to the transport's totals when it is freed.
+    pub(crate) stats: ConnStats,
     #[pin]
     pub(crate) poll_work: Work<RConn, POLL_WORK>,
     #[pin]
@@ -134,8 +132,7 @@ impl CqHandler for CqKick {
     type SendCtx = TxDesc;
 
     fn notify(&self) {
-        self.conn.events.inc();
-        STATS.cq_events.inc();
+        self.conn.stats.cq_events.inc();
         // In the adaptive mode the queue rejoins the busy-polling set; were it still in it, the
         // completion work is polling already (the event raced with its final look).
         if self.conn.busy_poll && !self.conn.batcher.join_polling(Instant::now()) {
@@ -299,6 +296,8 @@ impl RConn {
         let sh = shared();
         let mut conns = sh.conns.lock();
         conns.retain(|c| !Arc::ptr_eq(c, self));
+        // Under the list's lock, so that the totals count the connection once.
+        self.stats.retire();
         drop(conns);
         STATS.conns_freed.inc();
         sh.gone.notify_all();

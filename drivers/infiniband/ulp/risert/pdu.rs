@@ -7,8 +7,7 @@ use super::*;
 impl RConn {
     /// Handles a received message.
     pub(crate) fn on_recv(self: &Arc<Self>, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
-        self.rx.inc();
-        STATS.pdus_rx.inc();
+        self.stats.pdus_rx.inc();
         let phase = self.inner.lock().phase;
         let msg = &buf.as_slice()[..len.min(buf.len())];
         if msg.len() < HEADERS_LEN {
@@ -92,7 +91,7 @@ impl RConn {
         }
         match op {
             wire::OP_SCSI_CMD => {
-                STATS.scsi_cmds.inc();
+                self.stats.scsi_cmds.inc();
                 self.scsi_pending.fetch_add(1, Relaxed);
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 let remote = Remote {
@@ -104,26 +103,26 @@ impl RConn {
                 c.handle_scsi_cmd(cmd, bhs, data, remote)
             }
             wire::OP_SCSI_DATA_OUT => {
-                STATS.unsol_data_out.inc();
+                self.stats.unsol_data_out.inc();
                 c.handle_data_out(bhs, data)
             }
             wire::OP_SCSI_TMFUNC => {
-                STATS.tmfs.inc();
+                self.stats.tmfs.inc();
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_tmf(cmd, bhs)
             }
             wire::OP_TEXT => {
-                STATS.text.inc();
+                self.stats.text.inc();
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_text(cmd, bhs, data)
             }
             wire::OP_LOGOUT => {
-                STATS.logouts.inc();
+                self.stats.logouts.inc();
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_logout(cmd, bhs)
             }
             wire::OP_NOOP_OUT => {
-                STATS.nops.inc();
+                self.stats.nops.inc();
                 let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_nop_out(cmd, bhs)
             }
@@ -151,7 +150,7 @@ impl RConn {
         };
         if read {
             if ok {
-                STATS.data_out.inc();
+                self.stats.data_out.inc();
                 cmd.rdma_read_done();
             } else {
                 cmd.release(true);

@@ -21,9 +21,15 @@ impl Counter {
     }
 }
 
+impl Counter {
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+}
+
 macro_rules! stats {
     ($($name:ident),* $(,)?) => {
-        /// Transport-wide counters (`/sys/kernel/debug/risert/stats`).
+        /// Transport-wide counters of events outside the data path.
         pub(crate) struct Stats {
             $(pub(crate) $name: Counter,)*
         }
@@ -32,9 +38,51 @@ macro_rules! stats {
             $($name: Counter::new(),)*
         };
 
-        pub(crate) fn write_stats(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fn write_transport_stats(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
             $(writeln!(f, "{} {}", stringify!($name), STATS.$name.get())?;)*
-            write_conns(f)
+            Ok(())
+        }
+    };
+}
+
+macro_rules! conn_stats {
+    ($($name:ident),* $(,)?) => {
+        /// A connection's counters of the data path. Each connection counts its own (no
+        /// counter is shared by connections running on different CPUs); the transport's total
+        /// is that of the freed connections ([`RETIRED`]) plus those of the live ones.
+        pub(crate) struct ConnStats {
+            $(pub(crate) $name: Counter,)*
+        }
+
+        /// The counters of the connections freed so far.
+        static RETIRED: ConnStats = ConnStats::new();
+
+        impl ConnStats {
+            pub(crate) const fn new() -> Self {
+                Self {
+                    $($name: Counter::new(),)*
+                }
+            }
+
+            /// Adds the counters to the totals of freed connections; with the list of live
+            /// connections locked, as the connection leaves it.
+            pub(crate) fn retire(&self) {
+                $(RETIRED.$name.add(self.$name.get());)*
+            }
+        }
+
+        /// Writes the totals: freed connections' and live ones' (`conns`, locked).
+        fn write_conn_totals(
+            f: &mut core::fmt::Formatter<'_>,
+            conns: &[Arc<RConn>],
+        ) -> core::fmt::Result {
+            $(
+                let n = conns
+                    .iter()
+                    .fold(RETIRED.$name.get(), |n, c| n + c.stats.$name.get());
+                writeln!(f, "{} {}", stringify!($name), n)?;
+            )*
+            Ok(())
         }
     };
 }
@@ -50,33 +98,44 @@ stats!(
     established,
     logins,
     conns_freed,
+    pdus_rejected,
+    bad_pdus,
+    wc_errors,
+);
+
+conn_stats!(
     pdus_rx,
     pdus_tx,
-    text,
-    logouts,
+    cq_events,
     scsi_cmds,
     unsol_data_out,
     data_in,
     data_out,
-    tmfs,
-    nops,
-    pdus_rejected,
-    bad_pdus,
-    wc_errors,
-    cq_events,
-    sq_full,
-    backlogged,
-    tx_allocs,
     send_inv,
     unsignaled,
+    tx_allocs,
+    sq_full,
+    backlogged,
     signal_posts,
+    nops,
+    tmfs,
+    text,
+    logouts,
 );
 
-pub(crate) fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+/// The debugfs file: the transport's totals, then a line per live connection.
+pub(crate) fn write_stats(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    write_transport_stats(f)?;
     let Some(sh) = SHARED.as_ref() else {
-        return Ok(());
+        return write_conn_totals(f, &[]);
     };
-    for c in sh.conns.lock().iter() {
+    let conns = sh.conns.lock();
+    write_conn_totals(f, &conns)?;
+    write_conns(f, &conns)
+}
+
+fn write_conns(f: &mut core::fmt::Formatter<'_>, conns: &[Arc<RConn>]) -> core::fmt::Result {
+    for c in conns {
         let s = c.batcher.stats();
         let phase = c.inner.lock().phase;
         f.write_fmt(fmt!(
@@ -86,9 +145,9 @@ pub(crate) fn write_conns(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result
             c.id,
             c.peer,
             phase,
-            c.rx.get(),
-            c.tx.get(),
-            c.events.get(),
+            c.stats.pdus_rx.get(),
+            c.stats.pdus_tx.get(),
+            c.stats.cq_events.get(),
             s.passes,
             s.completions,
             s.locks,

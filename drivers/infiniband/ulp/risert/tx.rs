@@ -77,13 +77,12 @@ impl RConn {
         self.sends.fetch_add(1, Relaxed);
         if how.unsignaled() {
             self.unsignaled_run.fetch_add(1, Relaxed);
-            STATS.unsignaled.inc();
+            self.stats.unsignaled.inc();
         } else {
             self.unsignaled_run.store(0, Relaxed);
         }
         if how.sends() {
-            self.tx.inc();
-            STATS.pdus_tx.inc();
+            self.stats.pdus_tx.inc();
         }
         Ok(())
     }
@@ -114,7 +113,7 @@ impl RConn {
             Ok(posted) => {
                 self.unsignaled_run.store(0, Relaxed);
                 if posted {
-                    STATS.signal_posts.inc();
+                    self.stats.signal_posts.inc();
                 }
             }
             Err(e) => pr_warn!("conn {}: cannot signal posted sends: {:?}\n", self.id, e),
@@ -131,7 +130,7 @@ impl RConn {
     pub(crate) fn post_or_refuse(&self, tx: KBox<TxDesc>, how: Post) -> QueueResult {
         self.post(tx, how).or_else(|e| {
             if e.error == ENOMEM {
-                STATS.sq_full.inc();
+                self.stats.sq_full.inc();
             }
             unposted(e)
         })
@@ -149,7 +148,7 @@ impl RConn {
             }) if error == ENOMEM => tx,
             r => return r.or_else(unposted),
         };
-        STATS.sq_full.inc();
+        self.stats.sq_full.inc();
         let mut inner = self.inner.lock();
         if inner.backlog.reserve(1, GFP_KERNEL).is_err() {
             drop(inner);
@@ -158,7 +157,7 @@ impl RConn {
         // Cannot fail: room was reserved.
         let _ = inner.backlog.push_within_capacity((tx, how));
         self.backlogged.fetch_add(1, Relaxed);
-        STATS.backlogged.inc();
+        self.stats.backlogged.inc();
         drop(inner);
         // The requests that filled the queue may all have completed meanwhile.
         self.flush_backlog();
@@ -225,7 +224,7 @@ impl RConn {
             if let Err(e) = self.rw_qp().and_then(|qp| cmd.rdma_setup(&qp)) {
                 return Err(Refused::new(cmd, e));
             }
-            STATS.data_in.inc();
+            self.stats.data_in.inc();
             Post::Rw(Some(send))
         } else {
             Post::Send(send)
@@ -273,7 +272,7 @@ impl RConn {
         let mut tx = match pooled {
             Some(tx) => tx,
             None => {
-                STATS.tx_allocs.inc();
+                self.stats.tx_allocs.inc();
                 let buf = DmaBuf::<ToDevice>::new(&self.device()?, len)?;
                 KBox::new(
                     TxDesc {
@@ -352,7 +351,7 @@ impl RConn {
         let r = cmd.remote();
         let key = [r.read_stag, r.write_stag].into_iter().find(|&k| k != 0);
         if key.is_some() {
-            STATS.send_inv.inc();
+            self.stats.send_inv.inc();
         }
         key
     }
