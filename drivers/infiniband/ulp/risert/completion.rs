@@ -28,16 +28,23 @@ pub(crate) struct Source<'a> {
     pub(crate) conn: &'a Arc<RConn>,
 }
 
-/// A connection's completion queue with the connection's lock held, for one batcher pass.
+/// A connection's completion queue, reached under RCU for one locked stretch of a batcher pass
+/// (the batcher lets one context at a time poll it): the connection's lock is not taken.
 pub(crate) struct LockedCq<'a> {
-    pub(crate) inner: MutexGuard<'a, Inner>,
+    pub(crate) link: Option<RevocableGuard<'a, SetOnce<Arc<Link>>>>,
+}
+
+impl LockedCq<'_> {
+    fn link(&self) -> Option<&Link> {
+        self.link.as_deref().and_then(|l| l.as_ref()).map(|l| &**l)
+    }
 }
 
 impl CompletionQueue for LockedCq<'_> {
     type Completion = Completion<TxDesc>;
 
     fn poll(&mut self, max: usize, sink: impl FnMut(Self::Completion)) -> usize {
-        match self.inner.link.as_ref() {
+        match self.link() {
             Some(l) => l.cq().poll(max, sink),
             None => 0,
         }
@@ -46,7 +53,7 @@ impl CompletionQueue for LockedCq<'_> {
     fn arm(&mut self) -> Armed {
         // `IB_CQ_REPORT_MISSED_EVENTS`: a positive answer means completions may be queued that
         // raise no event.
-        match self.inner.link.as_ref() {
+        match self.link() {
             Some(l) if l.cq().arm() => Armed::MaybeMissed,
             _ => Armed::Quiet,
         }
@@ -62,11 +69,11 @@ impl CompletionSource for Source<'_> {
 
     fn lock(&self) -> LockedCq<'_> {
         LockedCq {
-            inner: self.conn.inner.lock(),
+            link: self.conn.link.try_access(),
         }
     }
 
-    /// Called after the connection's lock is dropped: handling a completion takes it.
+    /// Called after the RCU read section: handling a completion may sleep.
     fn complete(&self, c: Self::Completion) {
         self.conn.on_completion(c);
     }

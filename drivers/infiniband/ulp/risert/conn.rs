@@ -23,10 +23,8 @@ pub(crate) type Link = Connection<ConnEv, CqKick>;
 
 /// What a connection's lock protects.
 pub(crate) struct Inner {
+    /// Changed through [`RConn::set_phase`].
     pub(crate) phase: Phase,
-    /// The RDMA connection; taken at teardown, which breaks the reference cycles through its
-    /// completion queue and event handler.
-    pub(crate) link: Option<Link>,
     /// The portal while the connection waits for the login thread.
     pub(crate) portal: Option<Arc<PortalQueue>>,
     /// The first login request, waiting for the login thread, and its length.
@@ -59,6 +57,15 @@ pub(crate) struct RConn {
     pub(crate) iconn: ConnSlot,
     #[pin]
     pub(crate) inner: Mutex<Inner>,
+    /// The RDMA connection: set once accepted, revoked at teardown, which breaks the reference
+    /// cycles through its completion queue and event handler. The data path reaches it under
+    /// RCU, without the connection's lock ([`RConn::with_link`]); operations that may sleep
+    /// take a reference ([`RConn::link`]).
+    #[pin]
+    pub(crate) link: Revocable<SetOnce<Arc<Link>>>,
+    /// The phase has reached [`Phase::FullFeature`] (or [`Phase::Terminating`]); it never goes
+    /// back, so received PDUs read this instead of taking the lock.
+    pub(crate) past_login: Atomic<bool>,
     /// Woken on login requests, drain markers and teardown.
     #[pin]
     pub(crate) wait: CondVar,
@@ -70,7 +77,8 @@ pub(crate) struct RConn {
     pub(crate) sends: Atomic<u64>,
     /// Signal one SCSI response in this many (`signal_every`; 1: all).
     pub(crate) signal_every: u32,
-    /// Unsignaled sends posted since the last signaled one (changed with `inner` held).
+    /// Unsignaled sends posted since the last signaled one (approximate: posts run
+    /// concurrently; the queue pair itself knows whether its last send was signaled).
     pub(crate) unsignaled_run: Atomic<u32>,
     /// SCSI commands received whose response is not posted yet: while there are some, a
     /// response may go unsignaled, since a later one will be posted behind it.
@@ -160,7 +168,7 @@ impl ConnEvents for ConnEv {
                 self.conn.release_unbound();
                 return;
             }
-            inner.phase = Phase::Up;
+            self.conn.set_phase(&mut inner, Phase::Up);
             inner.portal.clone()
         };
         if let Some(p) = portal {
@@ -192,25 +200,38 @@ impl RConn {
         enqueue::<POLL_WORK>(self.clone());
     }
 
-    pub(crate) fn device(&self) -> Result<kernel::rdma::verbs::DeviceRef> {
-        match self.inner.lock().link.as_ref() {
-            Some(l) => Ok(l.pd().device().clone()),
-            None => Err(ENOTCONN),
+    /// Runs `f` on the RDMA connection under RCU (`f` must not sleep); `ENOTCONN` before the
+    /// connection is set or once it is revoked.
+    pub(crate) fn with_link<R>(&self, f: impl FnOnce(&Link) -> R) -> Result<R> {
+        self.link
+            .try_access_with(|l| l.as_ref().map(|l| f(l)))
+            .flatten()
+            .ok_or(ENOTCONN)
+    }
+
+    /// A reference to the RDMA connection, for operations that may sleep.
+    pub(crate) fn link(&self) -> Option<Arc<Link>> {
+        self.link.try_access_with(|l| l.as_ref().cloned()).flatten()
+    }
+
+    /// Moves to `phase` (with the lock held: `inner`).
+    pub(crate) fn set_phase(&self, inner: &mut Inner, phase: Phase) {
+        inner.phase = phase;
+        if phase >= Phase::FullFeature {
+            self.past_login.store(true, Relaxed);
         }
+    }
+
+    pub(crate) fn device(&self) -> Result<kernel::rdma::verbs::DeviceRef> {
+        self.with_link(|l| l.pd().device().clone())
     }
 
     pub(crate) fn post_recv(&self, buf: KBox<DmaBuf<FromDevice>>) -> Result {
-        match self.inner.lock().link.as_ref() {
-            Some(l) => l.qp().post_recv(buf),
-            None => Err(ENOTCONN),
-        }
+        self.with_link(|l| l.qp().post_recv(buf))?
     }
 
     pub(crate) fn rw_qp(&self) -> Result<Arc<RwQp>> {
-        match self.inner.lock().link.as_ref() {
-            Some(l) => Ok(l.rw_qp().clone()),
-            None => Err(ENOTCONN),
-        }
+        self.with_link(|l| l.rw_qp().clone())
     }
 
     /// Starts the disconnection once (`isert_conn_terminate()`). A connection the target
@@ -226,7 +247,7 @@ impl RConn {
                 return;
             }
             let bound = inner.phase >= Phase::Bound;
-            inner.phase = Phase::Terminating;
+            self.set_phase(&mut inner, Phase::Terminating);
             (bound, inner.established)
         };
         pr_info!("conn {} ({}): {}\n", self.id, self.peer, why);
@@ -240,7 +261,7 @@ impl RConn {
     }
 
     pub(crate) fn disconnect(&self) {
-        if let Some(l) = self.inner.lock().link.as_ref() {
+        if let Some(l) = self.link() {
             let _ = l.disconnect();
         }
     }
@@ -258,15 +279,19 @@ impl RConn {
     pub(crate) fn drain(self: &Arc<Self>) {
         {
             let inner = self.inner.lock();
-            let Some(l) = inner.link.as_ref() else {
+            let Some(l) = self.link() else {
                 return;
             };
             if inner.send_drained && inner.recv_drained {
                 return;
             }
-            if let Err(e) = l.qp().start_drain() {
-                pr_warn!("conn {}: cannot drain its queue pair: {:?}\n", self.id, e);
-                return;
+            match l.qp().start_drain() {
+                // Another caller posted the markers: wait for them too.
+                Ok(()) | Err(EALREADY) => {}
+                Err(e) => {
+                    pr_warn!("conn {}: cannot drain its queue pair: {:?}\n", self.id, e);
+                    return;
+                }
             }
         }
         self.kick();
@@ -287,8 +312,9 @@ impl RConn {
     /// Drains and drops the RDMA connection, and forgets the connection.
     pub(crate) fn release_link(self: &Arc<Self>) {
         self.drain();
-        let link = self.inner.lock().link.take();
-        drop(link);
+        // After an RCU grace period: the data path no longer uses it. The connection goes with
+        // the last reference (a control operation may still hold one).
+        self.link.revoke();
         // Nothing is posted any more: the pooled buffers go now, with their device
         // references, and later descriptors are freed instead of pooled.
         let pool = self.tx_pool.lock().take();

@@ -8,7 +8,7 @@ impl RConn {
     /// Handles a received message.
     pub(crate) fn on_recv(self: &Arc<Self>, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
         self.stats.pdus_rx.inc();
-        let phase = self.inner.lock().phase;
+        let past_login = self.past_login.load(Relaxed);
         let msg = &buf.as_slice()[..len.min(buf.len())];
         if msg.len() < HEADERS_LEN {
             STATS.bad_pdus.inc();
@@ -40,7 +40,7 @@ impl RConn {
                 return;
             }
         }
-        if phase < Phase::FullFeature {
+        if !past_login {
             self.on_login_pdu(buf, len);
             return;
         }

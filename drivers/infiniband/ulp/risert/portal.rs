@@ -69,7 +69,6 @@ impl PortalEvents {
                 iconn <- ConnSlot::new(),
                 inner <- new_mutex!(Inner {
                     phase: Phase::Init,
-                    link: None,
                     portal: Some(self.queue.clone()),
                     login_req: None,
                     login_rx: None,
@@ -82,6 +81,8 @@ impl PortalEvents {
                     send_drained: false,
                     recv_drained: false,
                 }),
+                link <- Revocable::new(SetOnce::new()),
+                past_login: Atomic::new(false),
                 wait <- new_condvar!(),
                 batcher: Batcher::new(Config {
                     idle: Delta::from_micros(idle_us.into()),
@@ -146,7 +147,14 @@ impl PortalEvents {
             Ok(l) => l,
             Err(e) => return (handled, Err(e)),
         };
-        conn.inner.lock().link = Some(link);
+        let link = match Arc::new(link, GFP_KERNEL) {
+            Ok(l) => l,
+            // Dropped in its own handler: the CM destroys the identifier.
+            Err(e) => return (handled, Err(e.into())),
+        };
+        if conn.link.try_access_with(|l| l.populate(link)) != Some(true) {
+            return (handled, Err(EINVAL));
+        }
         let _ = link_arm(&conn);
         let sh = shared();
         if sh.conns.lock().push(conn.clone(), GFP_KERNEL).is_err() {
@@ -158,10 +166,7 @@ impl PortalEvents {
 
 /// Arms a new connection's completion queue.
 pub(crate) fn link_arm(conn: &Arc<RConn>) -> bool {
-    match conn.inner.lock().link.as_ref() {
-        Some(l) => l.cq().arm(),
-        None => false,
-    }
+    conn.with_link(|l| l.cq().arm()).unwrap_or(false)
 }
 
 impl Listener for PortalEvents {

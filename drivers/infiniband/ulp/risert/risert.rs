@@ -73,7 +73,10 @@ use kernel::{
             ToDevice, //
         },
     },
-    revocable::Revocable,
+    revocable::{
+        Revocable,
+        RevocableGuard, //
+    },
     sync::{
         atomic::{
             Atomic,
@@ -83,7 +86,7 @@ use kernel::{
         ArcBorrow,
         CondVar,
         Mutex,
-        MutexGuard,
+        SetOnce,
         SpinLock, //
     },
     target::iscsit::{
@@ -185,7 +188,7 @@ struct Shared {
 }
 
 /// The module's shared state, set while the module is loaded.
-static SHARED: kernel::sync::SetOnce<Arc<Shared>> = kernel::sync::SetOnce::new();
+static SHARED: SetOnce<Arc<Shared>> = SetOnce::new();
 
 fn shared() -> &'static Arc<Shared> {
     SHARED

@@ -62,10 +62,9 @@ impl Transport for Risert {
                             pending = q.pending.lock();
                             continue;
                         }
-                        inner.phase = Phase::Bound;
+                        conn.set_phase(&mut inner, Phase::Bound);
                         inner.portal = None;
-                        let l = inner.link.as_ref().ok_or(ENOTCONN)?;
-                        (l.peer(), l.local())
+                        conn.with_link(|l| (l.peer(), l.local()))?
                     };
                     STATS.logins.inc();
                     return Ok(Accepted {
@@ -169,7 +168,7 @@ impl Transport for Risert {
             if inner.phase != Phase::Bound {
                 return;
             }
-            inner.phase = Phase::FullFeature;
+            conn.set_phase(&mut inner, Phase::FullFeature);
         }
         if let Err(e) = conn.post(tx, Post::Send(SendWr::plain(n))) {
             pr_err!(
@@ -303,10 +302,8 @@ impl Transport for Risert {
         {
             let mut inner = conn.inner.lock();
             if inner.phase != Phase::Terminating {
-                inner.phase = Phase::Terminating;
-                if let Some(l) = inner.link.as_ref() {
-                    let _ = l.disconnect();
-                }
+                conn.set_phase(&mut inner, Phase::Terminating);
+                conn.disconnect();
             }
         }
         conn.wait.notify_all();

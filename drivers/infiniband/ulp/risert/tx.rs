@@ -59,22 +59,25 @@ pub(crate) fn unposted(e: PostError<TxDesc>) -> QueueResult {
 }
 
 impl RConn {
-    /// Posts `tx` as `how` says, with the connection's lock held (`inner`).
-    pub(crate) fn post_locked(
-        &self,
-        inner: &Inner,
-        tx: KBox<TxDesc>,
-        how: Post,
-    ) -> Result<(), PostError<TxDesc>> {
-        let Some(l) = inner.link.as_ref() else {
-            return Err(PostError::unposted(ENOTCONN, tx));
-        };
+    /// Posts `tx` as `how` says. The RDMA connection is reached under RCU: posting takes no
+    /// lock of the connection's.
+    pub(crate) fn post(&self, tx: KBox<TxDesc>, how: Post) -> Result<(), PostError<TxDesc>> {
         let how = self.schedule(how);
-        match how {
-            Post::Send(send) => l.qp().post_send(tx, send)?,
-            Post::Rw(send) => l.qp().post_rw(tx, send)?,
-        }
+        // Counted first: its completion may come back before this returns.
         self.sends.fetch_add(1, Relaxed);
+        let link = self.link.try_access();
+        let posted = match link.as_deref().and_then(|l| l.as_ref()) {
+            None => Err(PostError::unposted(ENOTCONN, tx)),
+            Some(l) => match how {
+                Post::Send(send) => l.qp().post_send(tx, send),
+                Post::Rw(send) => l.qp().post_rw(tx, send),
+            },
+        };
+        drop(link);
+        if let Err(e) = posted {
+            self.sends.fetch_sub(1, Relaxed);
+            return Err(e);
+        }
         if how.unsignaled() {
             self.unsignaled_run.fetch_add(1, Relaxed);
             self.stats.unsignaled.inc();
@@ -98,30 +101,15 @@ impl RConn {
         }
     }
 
-    /// Posts a signaled request that carries nothing if the last send was unsignaled, so that
-    /// the unsignaled sends complete: for when the connection goes idle (its completion queue
-    /// was drained and armed) or is torn down.
+    /// Posts a signaled request that carries nothing if the last send was unsignaled (the
+    /// queue pair knows), so that the unsignaled sends complete: for when the connection goes
+    /// idle (its completion queue was drained and armed) or is torn down.
     pub(crate) fn signal_posted(&self) {
-        if self.unsignaled_run.load(Relaxed) == 0 {
-            return;
+        match self.with_link(|l| l.qp().signal_posted()) {
+            Ok(Ok(true)) => self.stats.signal_posts.inc(),
+            Ok(Ok(false)) | Err(_) => {}
+            Ok(Err(e)) => pr_warn!("conn {}: cannot signal posted sends: {:?}\n", self.id, e),
         }
-        let inner = self.inner.lock();
-        let Some(l) = inner.link.as_ref() else {
-            return;
-        };
-        match l.qp().signal_posted() {
-            Ok(posted) => {
-                self.unsignaled_run.store(0, Relaxed);
-                if posted {
-                    self.stats.signal_posts.inc();
-                }
-            }
-            Err(e) => pr_warn!("conn {}: cannot signal posted sends: {:?}\n", self.id, e),
-        }
-    }
-
-    pub(crate) fn post(&self, tx: KBox<TxDesc>, how: Post) -> Result<(), PostError<TxDesc>> {
-        self.post_locked(&self.inner.lock(), tx, how)
     }
 
     /// Posts `tx` for the target's queue-full handling: if the send queue is full, its command
@@ -171,7 +159,7 @@ impl RConn {
         }
         let mut inner = self.inner.lock();
         while let Ok((tx, how)) = inner.backlog.remove(0) {
-            match self.post_locked(&inner, tx, how) {
+            match self.post(tx, how) {
                 Ok(()) => {
                     self.backlogged.fetch_sub(1, Relaxed);
                 }
