@@ -150,15 +150,16 @@ unsafe impl Send for RwCtx {}
 // takes `Pin<&mut RwCtx>`; `&RwCtx` only reads fields set at creation.
 
 impl RwCtx {
-    /// Builds the work requests that move `sg` (`nents` entries, from byte `offset`) to
-    /// (`DataDirection::ToDevice`, RDMA WRITE) or from (`FromDevice`, RDMA READ) the peer's
-    /// memory at `remote_addr` with key `rkey`.
+    /// Builds, in place, the work requests that move `sg` (`nents` entries, from byte
+    /// `offset`) to (`DataDirection::ToDevice`, RDMA WRITE) or from (`FromDevice`, RDMA READ)
+    /// the peer's memory at `remote_addr` with key `rkey`. `ENOTCONN` once the queue pair is
+    /// retired.
     ///
     /// # Safety
     ///
     /// `sg` is a valid scatter list of at least `nents` entries that stays valid, and is not
     /// changed, until the context is dropped.
-    pub unsafe fn new(
+    pub unsafe fn init(
         qp: &Arc<RwQp>,
         sg: *mut bindings::scatterlist,
         nents: u32,
@@ -166,39 +167,44 @@ impl RwCtx {
         remote_addr: u64,
         rkey: u32,
         dir: DataDirection,
-    ) -> Result<Pin<KBox<Self>>> {
-        qp.enter()?;
-        let this = KBox::pin_init(
-            try_pin_init!(Self {
-                ctx <- Opaque::try_ffi_init(|ctx: *mut bindings::rdma_rw_ctx| {
-                    // SAFETY: `qp` is alive (we are counted in `live`); `sg` is valid by the
-                    // safety requirements; `ctx` is valid for writes.
-                    let ret = unsafe {
-                        bindings::rdma_rw_ctx_init(
-                            ctx, qp.qp, qp.port, sg, nents, offset, remote_addr, rkey, dir.into(),
-                        )
-                    };
-                    if ret < 0 {
-                        Err(Error::from_errno(ret))
-                    } else {
-                        Ok(())
-                    }
-                }),
-                qp: qp.clone(),
-                sg,
-                nents,
-                dir,
-                send: Opaque::uninit(),
-                sge: Opaque::uninit(),
-                chained: Cell::new(false),
+    ) -> impl PinInit<Self, Error> + '_ {
+        let init = try_pin_init!(Self {
+            ctx <- Opaque::try_ffi_init(|ctx: *mut bindings::rdma_rw_ctx| {
+                // SAFETY: `qp` is alive (the closure below counted us in `live`); `sg` is
+                // valid by the safety requirements; `ctx` is valid for writes.
+                let ret = unsafe {
+                    bindings::rdma_rw_ctx_init(
+                        ctx, qp.qp, qp.port, sg, nents, offset, remote_addr, rkey, dir.into(),
+                    )
+                };
+                if ret < 0 {
+                    Err(Error::from_errno(ret))
+                } else {
+                    Ok(())
+                }
             }),
-            GFP_KERNEL,
-        );
-        if this.is_err() {
-            qp.live.fetch_sub(1, Full);
-        }
-        // INVARIANT: Initialized on `qp` and counted; `sg` by the safety requirements.
-        this
+            qp: qp.clone(),
+            sg,
+            nents,
+            dir,
+            send: Opaque::uninit(),
+            sge: Opaque::uninit(),
+            chained: Cell::new(false),
+        }? Error);
+        let counted = move |slot: *mut Self| {
+            qp.enter()?;
+            // SAFETY: `slot` is valid for writes and pinned, by the contract of
+            // `pin_init_from_closure`.
+            let r = unsafe { pin_init::raw_try_init(slot, init) };
+            if r.is_err() {
+                qp.live.fetch_sub(1, Full);
+            }
+            // INVARIANT: Initialized on `qp` and counted; `sg` by the safety requirements.
+            r
+        };
+        // SAFETY: The closure initializes `slot` through `init` or fails with it untouched (as
+        // `init` leaves it), and it undoes its count in `live` on failure.
+        unsafe { pin_init::pin_init_from_closure(counted) }
     }
 
     /// Returns the context's first work request (`rdma_rw_ctx_wrs()`), with the last one

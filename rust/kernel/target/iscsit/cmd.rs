@@ -15,7 +15,10 @@ use crate::{
     sync::Arc, //
 };
 use core::{
-    mem::ManuallyDrop,
+    mem::{
+        ManuallyDrop,
+        MaybeUninit, //
+    },
     ptr::NonNull, //
 };
 
@@ -39,12 +42,29 @@ use super::{
 ///
 /// `cmd` is valid; the target does not free it before [`Cmd::release`], or before the
 /// connection is freed, which the transport's drain in [`Transport::wait_conn`] orders after
-/// the release of every command it holds.
+/// the release of every command it holds. Its transport area is a [`CmdPriv`], which only
+/// this handle uses while it exists.
 pub struct Cmd {
     cmd: NonNull<bindings::iscsit_cmd>,
-    /// The command's RDMA read/write context while its data moves.
-    rw: Option<Pin<KBox<RwCtx>>>,
 }
+
+/// The transport's area of a command (`iscsit_priv_cmd()`: `priv_size` bytes after it, zeroed
+/// when the target allocates the command): the initiator's buffers, and the command's RDMA
+/// read/write context while its data moves, built in place so that a transfer allocates
+/// nothing (as `ib_isert` keeps its `rdma_rw_ctx` in its command).
+///
+/// # Invariants
+///
+/// `rw` is initialized exactly while `rw_live` is true; it is never moved.
+#[repr(C)]
+pub(super) struct CmdPriv {
+    remote: Remote,
+    rw_live: bool,
+    rw: MaybeUninit<RwCtx>,
+}
+
+// The area follows the command, whose size is a multiple of the cache line it is aligned to.
+const _: () = assert!(core::mem::align_of::<CmdPriv>() <= bindings::L1_CACHE_BYTES as usize);
 
 /// The initiator's buffers for a SCSI command, from the iSER header of its PDU; kept in the
 /// command's transport area (`iscsit_priv_cmd()`).
@@ -153,7 +173,7 @@ impl Cmd {
     /// if the target retries) is dropped, then `self` is forgotten.
     pub(super) fn into_target(self) -> *mut bindings::iscsit_cmd {
         let mut this = ManuallyDrop::new(self);
-        drop(this.rw.take());
+        this.drop_rw();
         this.raw()
     }
 
@@ -164,15 +184,36 @@ impl Cmd {
     /// `cmd` is a valid command that the target hands to the transport, and does not free
     /// before [`Cmd::release`] (or the connection's teardown, which waits for the transport).
     pub(super) unsafe fn from_target(cmd: NonNull<bindings::iscsit_cmd>) -> Self {
-        // INVARIANT: By the safety requirements.
-        Self { cmd, rw: None }
+        // INVARIANT: By the safety requirements; the zeroed area has no RDMA context.
+        Self { cmd }
+    }
+
+    /// The transport area.
+    fn priv_ptr(&self) -> *mut CmdPriv {
+        // SAFETY: The transport area follows the command (`iscsit_priv_cmd()`); the command is
+        // cache-line aligned and sized, so the area is aligned for `CmdPriv`, and
+        // `Registration` sizes it for one.
+        unsafe { self.raw().add(1).cast::<CmdPriv>() }
     }
 
     pub(super) fn remote_ptr(&self) -> *mut Remote {
-        // SAFETY: The transport area follows the command (`iscsit_priv_cmd()`); the command is
-        // cache-line aligned, so the area is aligned for `Remote`, and `Registration` sizes it
-        // for one.
-        unsafe { self.raw().add(1).cast::<Remote>() }
+        // SAFETY: The area is valid (`priv_ptr`).
+        unsafe { &raw mut (*self.priv_ptr()).remote }
+    }
+
+    /// Drops the RDMA context in place, if there is one.
+    fn drop_rw(&mut self) {
+        let p = self.priv_ptr();
+        // SAFETY: The area is valid and ours (type invariant); by its invariant `rw` is
+        // initialized while `rw_live` is true; it is not posted any more (a posted context is
+        // held, with its command, by the queue pair until it completes).
+        unsafe {
+            if (*p).rw_live {
+                // INVARIANT: Dropped just below.
+                (*p).rw_live = false;
+                (*p).rw.assume_init_drop();
+            }
+        }
     }
 
     /// The initiator's buffers recorded by [`Conn::handle_scsi_cmd`].
@@ -197,7 +238,7 @@ impl Cmd {
     /// of the data to the initiator's read buffer; for a WRITE, an RDMA READ of what is left
     /// after the immediate data from its write buffer (as `isert_rdma_rw_ctx_post()`).
     pub fn rdma_setup(&mut self, qp: &Arc<RwQp>) -> Result {
-        if self.rw.is_some() {
+        if self.rw().is_some() {
             return Ok(());
         }
         let remote = self.remote();
@@ -227,18 +268,34 @@ impl Cmd {
         // SAFETY: The scatter list belongs to the command, which the target does not free, nor
         // change, before the transport releases it; the context is dropped before that
         // (`release` and `rdma_read_done` drop it first).
-        self.rw = Some(unsafe { RwCtx::new(qp, sg, nents, offset, addr, rkey, dir) }?);
+        let init = unsafe { RwCtx::init(qp, sg, nents, offset, addr, rkey, dir) };
+        let p = self.priv_ptr();
+        // SAFETY: The area is valid and ours; `rw` is not initialized (checked above), and the
+        // area does not move while the command exists, so the context is pinned there.
+        unsafe { pin_init::raw_try_init((*p).rw.as_mut_ptr(), init) }?;
+        // INVARIANT: Initialized just above.
+        // SAFETY: As above.
+        unsafe { (*p).rw_live = true };
         Ok(())
     }
 
     /// The RDMA context built by [`Cmd::rdma_setup`].
     pub fn rw(&self) -> Option<&RwCtx> {
-        self.rw.as_deref()
+        let p = self.priv_ptr();
+        // SAFETY: The area is valid and ours; `rw` is initialized while `rw_live` is (type
+        // invariant of `CmdPriv`).
+        unsafe { (*p).rw_live.then(|| (*p).rw.assume_init_ref()) }
     }
 
     /// The RDMA context built by [`Cmd::rdma_setup`], for posting it.
     pub fn rw_mut(&mut self) -> Option<Pin<&mut RwCtx>> {
-        self.rw.as_mut().map(|rw| rw.as_mut())
+        let p = self.priv_ptr();
+        // SAFETY: As in `rw`, and the handle is held exclusively; the context never moves out
+        // of the area (it is dropped in place), so it may be pinned.
+        unsafe {
+            (*p).rw_live
+                .then(|| Pin::new_unchecked((*p).rw.assume_init_mut()))
+        }
     }
 
     /// The RDMA READ of a WRITE's data completed: the target executes the command
@@ -418,7 +475,7 @@ impl Cmd {
 
     /// [`Cmd::release`], for `release` and `drop`: the command is not used afterwards.
     fn release_now(&mut self, failed: bool) {
-        drop(self.rw.take());
+        self.drop_rw();
         let c = self.raw();
         // SAFETY: By the type invariant the command and its connection are valid and the
         // command is ours; both callers make sure it is not used again.

@@ -64,7 +64,7 @@ impl<T: Transport> Registration<T> {
                 t.transport_type = T::NETWORK as c_int;
                 t.rdma_shutdown = matches!(T::NETWORK, NetworkType::Infiniband);
                 t.owner = module.as_ptr();
-                t.priv_size = core::mem::size_of::<Remote>() as c_int;
+                t.priv_size = core::mem::size_of::<cmd::CmdPriv>() as c_int;
                 t.iscsit_setup_np = Some(Adapter::<T>::setup_np);
                 t.iscsit_accept_np = Some(Adapter::<T>::accept_np);
                 t.iscsit_free_np = Some(Adapter::<T>::free_np);
