@@ -35,8 +35,10 @@ pub use cmd::{
     State, //
 };
 pub use conn::{
+    Closing,
     Conn,
-    ConnSlot, //
+    ConnSlot,
+    RejectReason, //
 };
 pub use login::Login;
 pub use np::Np;

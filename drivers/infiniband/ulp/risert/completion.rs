@@ -92,6 +92,13 @@ impl WorkItem<POLL_WORK> for RConn {
         } else {
             this.batcher.run(&src)
         };
+        if this.retry_parked() {
+            // The session's command tags are all in use, and are given back by contexts that
+            // raise no completion here (the target's threads, the backend): look again soon.
+            fsleep(Delta::from_millis(1));
+            this.kick();
+            return;
+        }
         match pass {
             Pass::Reschedule | Pass::Polling => this.kick(),
             // Idle: sends posted unsignaled must not wait for the next command.

@@ -94,6 +94,12 @@ pub(crate) struct RConn {
     /// is released, so that nothing holds the device any more.
     #[pin]
     pub(crate) tx_pool: SpinLock<Option<KVec<KBox<TxDesc>>>>,
+    /// Received full-feature PDUs waiting, in order, for a command tag of the session
+    /// ([`RConn::retry_parked`]); only the completion work uses them.
+    #[pin]
+    pub(crate) rx_parked: Mutex<KVec<(KBox<DmaBuf<FromDevice>>, usize)>>,
+    /// How many PDUs are in `rx_parked` (read without its lock for each received PDU).
+    pub(crate) parked: Atomic<u32>,
     /// The connection's counters, added to the transport's totals when it is freed.
     pub(crate) stats: ConnStats,
     #[pin]

@@ -4,17 +4,79 @@
 
 use super::*;
 
+/// Every command tag of the session is in use.
+pub(crate) struct NoCmd;
+
 impl RConn {
-    /// Handles a received message.
+    /// Handles a received message, or keeps it, behind those already kept, until the target
+    /// has a command for it.
     pub(crate) fn on_recv(self: &Arc<Self>, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
         self.stats.pdus_rx.inc();
+        let back = if self.parked.load(Relaxed) != 0 {
+            Some((buf, len))
+        } else {
+            self.process_rx(buf, len)
+        };
+        if let Some((buf, len)) = back {
+            self.park(buf, len);
+        }
+    }
+
+    /// Keeps a received message that waits for a command tag; its buffer is not posted again
+    /// meanwhile, so a flooding initiator runs out of receive credits.
+    fn park(&self, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
+        self.stats.tag_waits.inc();
+        let mut parked = self.rx_parked.lock();
+        if parked.reserve(1, GFP_KERNEL).is_err() {
+            pr_warn!(
+                "conn {}: a PDU waiting for a command was dropped\n",
+                self.id
+            );
+            drop(parked);
+            let _ = self.post_recv(buf);
+            return;
+        }
+        // Room for it: reserved above.
+        let _ = parked.push_within_capacity((buf, len));
+        self.parked.fetch_add(1, Relaxed);
+    }
+
+    /// Hands the kept messages to the target, in order, while it has commands for them;
+    /// returns whether some still wait. A connection being torn down drops them.
+    pub(crate) fn retry_parked(self: &Arc<Self>) -> bool {
+        if self.parked.load(Relaxed) == 0 {
+            return false;
+        }
+        let mut parked = self.rx_parked.lock();
+        if self.inner.lock().phase == Phase::Terminating {
+            parked.clear();
+            self.parked.store(0, Relaxed);
+            return false;
+        }
+        while let Ok((buf, len)) = parked.remove(0) {
+            if let Some(back) = self.process_rx(buf, len) {
+                // Room for it: it was just removed.
+                let _ = parked.insert_within_capacity(0, back);
+                return true;
+            }
+            self.parked.fetch_sub(1, Relaxed);
+        }
+        false
+    }
+
+    /// Handles a received message; gives it back when the target has no command for it.
+    fn process_rx(
+        self: &Arc<Self>,
+        buf: KBox<DmaBuf<FromDevice>>,
+        len: usize,
+    ) -> Option<(KBox<DmaBuf<FromDevice>>, usize)> {
         let past_login = self.past_login.load(Relaxed);
         let msg = &buf.as_slice()[..len.min(buf.len())];
         if msg.len() < HEADERS_LEN {
             STATS.bad_pdus.inc();
             pr_warn!("conn {}: short message ({} bytes)\n", self.id, msg.len());
             self.terminate("malformed PDU");
-            return;
+            return None;
         }
         let pdu = &msg[ISER_HDR_LEN..];
         let mut bhs = [0u8; iscsit::HDR_LEN];
@@ -29,7 +91,7 @@ impl RConn {
                 pdu.len() - iscsit::HDR_LEN
             );
             self.terminate("malformed PDU");
-            return;
+            return None;
         }
         match IserHdr::parse(msg).map(|h| h.kind()) {
             Some(Kind::Control) => {}
@@ -37,26 +99,28 @@ impl RConn {
                 STATS.bad_pdus.inc();
                 pr_warn!("conn {}: unexpected iSER message {:?}\n", self.id, k);
                 let _ = self.post_recv(buf);
-                return;
+                return None;
             }
         }
         if !past_login {
             self.on_login_pdu(buf, len);
-            return;
+            return None;
         }
         let data = &pdu[iscsit::HDR_LEN..iscsit::HDR_LEN + dlen];
         let iser = IserHdr::parse(msg).unwrap_or_default();
-        let ret = self.iconn.with(|c| self.dispatch(c, &iser, &bhs, data));
-        if let Some(Err(e)) = ret {
-            pr_warn!(
+        match self.iconn.with(|c| self.dispatch(c, &iser, &bhs, data)) {
+            Some(Err(NoCmd)) => return Some((buf, len)),
+            Some(Ok(Err(e))) => pr_warn!(
                 "conn {}: opcode {:#x} failed: {:?}\n",
                 self.id,
                 wire::opcode(&bhs),
                 e
-            );
+            ),
+            _ => {}
         }
         // The data was copied out: the buffer can take the next PDU.
         let _ = self.post_recv(buf);
+        None
     }
 
     /// A login request: the first one waits for the login thread, the others go to the
@@ -71,14 +135,15 @@ impl RConn {
         self.wait.notify_all();
     }
 
-    /// Hands a full-feature PDU to the target (`isert_rx_opcode()`).
+    /// Hands a full-feature PDU to the target (`isert_rx_opcode()`); [`NoCmd`] when the target
+    /// has no free command for it (nothing was done: the PDU is to be handed again later).
     pub(crate) fn dispatch(
         &self,
         c: &Conn,
         iser: &IserHdr,
         bhs: &[u8; iscsit::HDR_LEN],
         data: &[u8],
-    ) -> Result {
+    ) -> Result<Result, NoCmd> {
         let op = wire::opcode(bhs);
         if c.is_discovery() && op != wire::OP_TEXT && op != wire::OP_LOGOUT {
             STATS.pdus_rejected.inc();
@@ -87,13 +152,13 @@ impl RConn {
                 self.id,
                 op
             );
-            return Ok(());
+            return Ok(Ok(()));
         }
-        match op {
+        Ok(match op {
             wire::OP_SCSI_CMD => {
+                let cmd = c.alloc_cmd().ok_or(NoCmd)?;
                 self.stats.scsi_cmds.inc();
                 self.scsi_pending.fetch_add(1, Relaxed);
-                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 let remote = Remote {
                     read_stag: iser.read_stag,
                     read_va: iser.read_va,
@@ -102,38 +167,47 @@ impl RConn {
                 };
                 c.handle_scsi_cmd(cmd, bhs, data, remote)
             }
-            wire::OP_SCSI_DATA_OUT => {
-                self.stats.unsol_data_out.inc();
-                c.handle_data_out(bhs, data)
-            }
+            wire::OP_SCSI_DATA_OUT => match c.handle_data_out(bhs, data) {
+                Err(e) if e == EMSGSIZE => {
+                    let cmd = c.alloc_cmd().ok_or(NoCmd)?;
+                    STATS.pdus_rejected.inc();
+                    c.reject(cmd, bhs, RejectReason::ProtocolError);
+                    Ok(())
+                }
+                r => {
+                    self.stats.unsol_data_out.inc();
+                    r
+                }
+            },
             wire::OP_SCSI_TMFUNC => {
+                let cmd = c.alloc_cmd().ok_or(NoCmd)?;
                 self.stats.tmfs.inc();
-                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_tmf(cmd, bhs)
             }
             wire::OP_TEXT => {
+                let cmd = c.alloc_cmd().ok_or(NoCmd)?;
                 self.stats.text.inc();
-                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_text(cmd, bhs, data)
             }
             wire::OP_LOGOUT => {
+                let cmd = c.alloc_cmd().ok_or(NoCmd)?;
                 self.stats.logouts.inc();
-                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_logout(cmd, bhs)
             }
             wire::OP_NOOP_OUT => {
+                let cmd = c.alloc_cmd().ok_or(NoCmd)?;
                 self.stats.nops.inc();
-                let cmd = c.alloc_cmd().ok_or(ENOMEM)?;
                 c.handle_nop_out(cmd, bhs)
             }
             _ => {
                 // SNACK needs error recovery level 1; the rest are target-to-initiator
                 // opcodes.
+                let cmd = c.alloc_cmd().ok_or(NoCmd)?;
                 STATS.pdus_rejected.inc();
-                c.reject(bhs);
+                c.reject(cmd, bhs, RejectReason::CmdNotSupported);
                 Ok(())
             }
-        }
+        })
     }
 
     /// A send completed: release the command it answered (`isert_send_done()`).

@@ -95,6 +95,8 @@ impl PortalEvents {
                 scsi_pending: Atomic::new(0),
                 backlogged: Atomic::new(0),
                 tx_pool <- new_spinlock!(Some(KVec::new()), "risert::RConn::tx_pool"),
+                rx_parked <- new_mutex!(KVec::new(), "risert::RConn::rx_parked"),
+                parked: Atomic::new(0),
                 stats: ConnStats::new(),
                 poll_work <- new_work!("risert::poll"),
                 ctrl_work <- new_work!("risert::ctrl"),

@@ -92,6 +92,7 @@ use kernel::{
     target::iscsit::{
         self,
         Accepted,
+        Closing,
         Cmd,
         Conn,
         ConnSlot,
@@ -101,6 +102,7 @@ use kernel::{
         QueueResult,
         Refused,
         Registration,
+        RejectReason,
         Remote,
         State,
         Transport, //

@@ -99,6 +99,7 @@ stats!(
     logins,
     conns_freed,
     pdus_rejected,
+    rsp_dropped,
     bad_pdus,
     wc_errors,
 );
@@ -116,6 +117,7 @@ conn_stats!(
     tx_allocs,
     sq_full,
     backlogged,
+    tag_waits,
     signal_posts,
     nops,
     tmfs,

@@ -213,8 +213,15 @@ impl Transport for Risert {
             // The target's response thread takes an error as a failed connection.
             State::SendStatus => return conn.send_rsp(c, cmd, false, false),
             s => {
-                pr_err!("conn {}: unexpected response state {:?}\n", conn.id, s);
-                Err(EINVAL)
+                // The target queues a NOP-Out that carries both an initiator task tag and a
+                // target transfer tag (a protocol error) without a state. Failing the connection
+                // here (as ib_isert does) stops the target's response thread with commands still
+                // in its queue, and its connection close then waits for them forever. The
+                // command is freed and nothing is sent instead.
+                pr_warn!("conn {}: response state {:?} dropped\n", conn.id, s);
+                STATS.rsp_dropped.inc();
+                cmd.release(true);
+                return Ok(());
             }
         };
         let tx = match tx {
@@ -288,7 +295,7 @@ impl Transport for Risert {
         conn.post_or_queue(tx, Post::Rw(None))
     }
 
-    fn wait_conn(c: &Conn, conn: ArcBorrow<'_, RConn>) {
+    fn wait_conn(c: &Closing, conn: ArcBorrow<'_, RConn>) {
         let conn: Arc<RConn> = conn.into();
         conn.signal_posted();
         // A failed login ends here right after its reject was posted: give the sends in flight

@@ -15,7 +15,10 @@ use core::{
     ptr::NonNull, //
 };
 
-use super::*;
+use super::{
+    bh::BhGuard,
+    *, //
+};
 
 /// A connection of the iSCSI target (`struct iscsit_conn`), as its transport sees it.
 ///
@@ -90,11 +93,17 @@ impl Conn {
         Ok(())
     }
 
-    /// Allocates a command (`iscsit_allocate_cmd()`), waiting (interruptibly) for a free tag.
+    /// Allocates a command (`iscsit_allocate_cmd()`) without waiting: `None` when every
+    /// command tag of the session is in use.
+    ///
+    /// A transport that handles received PDUs in its completion context must not sleep for a
+    /// tag there: the commands whose release would free one may be waiting for that same
+    /// context to see their send completions. It keeps the PDU (and its receive buffer) and
+    /// tries again after commands were released.
     pub fn alloc_cmd(&self) -> Option<Cmd> {
         // SAFETY: By the type invariant the connection is valid.
         let cmd = unsafe {
-            bindings::iscsit_allocate_cmd(self.as_ptr(), bindings::TASK_INTERRUPTIBLE as c_int)
+            bindings::iscsit_allocate_cmd(self.as_ptr(), bindings::TASK_RUNNING as c_int)
         };
         // SAFETY: A new command belongs to the transport until it gives it to the target.
         NonNull::new(cmd).map(|cmd| unsafe { Cmd::from_target(cmd) })
@@ -181,8 +190,16 @@ impl Conn {
     /// (`iscsit_check_dataout_payload()`), executing the command once all data is there.
     ///
     /// Solicited data never comes as PDUs over iSER (the target reads it by RDMA): a Data-Out
-    /// for a command that expects none is refused with `EINVAL`.
+    /// for a command that expects none is refused with `EINVAL`. A data segment longer than
+    /// the initiator may send (`MaxXmitDataSegmentLength`) is refused with `EMSGSIZE` and not
+    /// handed to the target, whose reject would wait for a command tag: the transport rejects
+    /// it ([`Conn::reject`], [`RejectReason::ProtocolError`]).
     pub fn handle_data_out(&self, hdr: &[u8; HDR_LEN], data: &[u8]) -> Result {
+        // SAFETY: The connection is valid; its operational parameters are set at login.
+        let max = unsafe { (*(*self.as_ptr()).conn_ops).MaxXmitDataSegmentLength };
+        if data.len() > max as usize {
+            return Err(EMSGSIZE);
+        }
         let mut hdr = *hdr;
         let mut cmd: *mut bindings::iscsit_cmd = core::ptr::null_mut();
         // SAFETY: The connection is valid; `hdr` is a full header; `cmd` is valid for writes.
@@ -293,23 +310,66 @@ impl Conn {
         to_result(unsafe { bindings::iscsit_process_nop_out(self.as_ptr(), c, h) })
     }
 
-    /// Rejects a PDU the transport does not handle (`iscsit_add_reject()` with reason
-    /// `ISCSI_REASON_CMD_NOT_SUPPORTED`); the reject comes back with [`State::SendReject`].
-    pub fn reject(&self, hdr: &[u8; HDR_LEN]) {
+    /// Rejects a PDU with `reason` (`iscsit_reject_cmd()`), answering with `cmd`, a command
+    /// from [`Conn::alloc_cmd`]: the target's own `iscsit_add_reject()` would wait for a
+    /// command tag. The reject comes back with [`State::SendReject`].
+    pub fn reject(&self, cmd: Cmd, hdr: &[u8; HDR_LEN], reason: RejectReason) {
         let mut hdr = *hdr;
-        // SAFETY: The connection is valid; `hdr` is a full header, copied by the target. The
-        // call returns -1 once the reject is queued (or could not be allocated).
-        let _ = unsafe {
-            bindings::iscsit_add_reject(
-                self.as_ptr(),
-                bindings::ISCSI_REASON_CMD_NOT_SUPPORTED as u8,
-                hdr.as_mut_ptr(),
-            )
-        };
+        let c = cmd.into_target();
+        // SAFETY: `c` is a new command of this connection, now the target's; `hdr` is a full
+        // header, copied by the target. The call queues the reject, or frees the command if it
+        // cannot copy the header, and returns -1 either way.
+        let _ = unsafe { bindings::iscsit_reject_cmd(c, reason as u8, hdr.as_mut_ptr()) };
+    }
+}
+
+/// Why a PDU is rejected (the reason codes of the iSCSI Reject PDU that a transport uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RejectReason {
+    /// An opcode the transport does not handle (`ISCSI_REASON_CMD_NOT_SUPPORTED`).
+    CmdNotSupported = bindings::ISCSI_REASON_CMD_NOT_SUPPORTED as u8,
+    /// A PDU that breaks the protocol (`ISCSI_REASON_PROTOCOL_ERROR`).
+    ProtocolError = bindings::ISCSI_REASON_PROTOCOL_ERROR as u8,
+}
+
+/// A connection the target is closing, as [`Transport::wait_conn`] is given it.
+///
+/// # Invariants
+///
+/// The target is in `iscsit_close_connection()` for the connection: its receive and transmit
+/// threads have stopped, so nothing takes commands from the connection's response and
+/// immediate queues any more.
+#[repr(transparent)]
+pub struct Closing(Conn);
+
+impl core::ops::Deref for Closing {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
+}
+
+impl Closing {
+    /// # Safety
+    ///
+    /// `conn` is a valid connection for `'a`, which the target is closing (its threads have
+    /// stopped: the call comes from `iscsit_close_connection()`).
+    pub(super) unsafe fn from_raw<'a>(conn: *mut bindings::iscsit_conn) -> &'a Self {
+        // SAFETY: `Closing` is a transparent wrapper of `Conn`, which is one of the connection;
+        // valid for `'a` and closing by the safety requirements.
+        unsafe { &*conn.cast::<Self>() }
     }
 
     /// Stops new commands and waits for the running ones (`target_stop_cmd_counter()`,
     /// `target_wait_for_cmds()`), when the connection has a session.
+    ///
+    /// Commands the target queued for its stopped transmit thread (a status with sense data,
+    /// a task management or reject response, a command to remove) would hold the wait
+    /// forever: the target frees them only after this returns
+    /// (`iscsit_release_commands_from_conn()`). They are freed here, as that function does,
+    /// while the wait goes on.
     pub fn wait_for_cmds(&self) {
         // SAFETY: By the type invariant the connection is valid; `cmd_cnt` is set with the
         // session.
@@ -325,8 +385,159 @@ impl Conn {
         }
         // SAFETY: `cnt` is the session's command counter, valid while the connection is.
         unsafe { bindings::target_stop_cmd_counter(cnt) };
+        self.free_deferred_cmds();
+        let mut waited = 0u32;
+        loop {
+            self.free_queued_cmds();
+            // SAFETY: As above.
+            if unsafe { bindings::percpu_ref_is_zero(&raw mut (*cnt).refcnt) } {
+                break;
+            }
+            crate::time::delay::fsleep(crate::time::Delta::from_millis(10));
+            waited += 1;
+            if waited == 1000 {
+                self.show_cmds();
+            }
+        }
         // SAFETY: As above.
         unsafe { bindings::target_wait_for_cmds(cnt) };
+    }
+
+    /// Prints the connection's commands (once its wait for them has taken 10 s).
+    fn show_cmds(&self) {
+        let conn = self.as_ptr();
+        // SAFETY: By the type invariant the connection, and its lock, are valid.
+        let _guard = unsafe { BhGuard::lock(&raw mut (*conn).cmd_lock) };
+        // SAFETY: As above; the list is read under its lock.
+        let head = unsafe { &raw mut (*conn).conn_cmd_list };
+        // SAFETY: As above.
+        let mut node = unsafe { (*head).next };
+        pr_warn!("iscsit: commands still running after 10 s:\n");
+        while node != head {
+            // SAFETY: The nodes of the list are the `i_conn_node` fields of its commands, which
+            // are valid while on it.
+            let (itt, op, state, t_state, flags) = unsafe {
+                let c = crate::container_of!(node, bindings::iscsit_cmd, i_conn_node);
+                (
+                    u32::from_be((*c).init_task_tag),
+                    (*c).iscsi_opcode,
+                    (*c).i_state,
+                    (*c).se_cmd.t_state,
+                    (*c).se_cmd.transport_state,
+                )
+            };
+            pr_warn!(
+                "iscsit:   itt {:#x} opcode {:#x} i_state {} t_state {} transport_state {:#x}\n",
+                itt,
+                op,
+                state,
+                t_state,
+                flags
+            );
+            // SAFETY: As above.
+            node = unsafe { (*node).next };
+        }
+    }
+
+    /// Frees the connection's commands that wait for earlier command numbers
+    /// (`ISTATE_DEFERRED_CMD`): an initiator that leaves a gap in its CmdSN never gets them
+    /// executed, and the target frees them only after [`Closing::wait_for_cmds`] returns. As
+    /// the target does then (`iscsit_clear_ooo_cmdsns_for_conn()`), the session's list of
+    /// deferred commands first forgets those of this connection.
+    fn free_deferred_cmds(&self) {
+        let conn = self.as_ptr();
+        // SAFETY: By the type invariant the connection is valid, and has a session (checked by
+        // the caller), whose mutex is valid.
+        let (sess, cid) = unsafe { ((*conn).sess, (*conn).cid) };
+        // SAFETY: As above.
+        let mutex = unsafe { &raw mut (*sess).cmdsn_mutex };
+        // SAFETY: As above.
+        unsafe { bindings::mutex_lock(mutex) };
+        // SAFETY: As above; the list is read and changed under the mutex.
+        let head = unsafe { &raw mut (*sess).sess_ooo_cmdsn_list };
+        // SAFETY: As above.
+        let mut node = unsafe { (*head).next };
+        while node != head {
+            // SAFETY: The nodes of the list are the `ooo_list` fields of its entries.
+            let ooo = unsafe { crate::container_of!(node, bindings::iscsi_ooo_cmdsn, ooo_list) };
+            // SAFETY: `ooo` is a valid entry, changed under the mutex; an entry without a
+            // command is one the target skips.
+            unsafe {
+                if (*ooo).cid == cid {
+                    (*ooo).cmd = core::ptr::null_mut();
+                }
+            }
+            // SAFETY: As above.
+            node = unsafe { (*node).next };
+        }
+        // SAFETY: Locked above.
+        unsafe { bindings::mutex_unlock(mutex) };
+        while let Some(c) = self.take_cmd(bindings::cmd_i_state_table_ISTATE_DEFERRED_CMD) {
+            // SAFETY: `c` is a valid command of the connection, off its list, that nothing
+            // refers to any more: the session's list forgot it above, and by the type invariant
+            // the connection's threads have stopped. Freeing waits for the target core (which
+            // never executed it) and drops its references.
+            unsafe { bindings::iscsit_free_cmd(c, true) };
+        }
+    }
+
+    /// Takes the first command in state `state` off the connection's list.
+    fn take_cmd(&self, state: bindings::cmd_i_state_table) -> Option<*mut bindings::iscsit_cmd> {
+        let conn = self.as_ptr();
+        // SAFETY: By the type invariant the connection, and its lock, are valid.
+        let _guard = unsafe { BhGuard::lock(&raw mut (*conn).cmd_lock) };
+        // SAFETY: As above; the list is read under its lock.
+        let head = unsafe { &raw mut (*conn).conn_cmd_list };
+        // SAFETY: As above.
+        let mut node = unsafe { (*head).next };
+        while node != head {
+            // SAFETY: The nodes of the list are the `i_conn_node` fields of its commands.
+            let c = unsafe { crate::container_of!(node, bindings::iscsit_cmd, i_conn_node) };
+            // SAFETY: `c` is a valid command on the list.
+            if unsafe { (*c).i_state } == state {
+                // SAFETY: As above; the list is changed under its lock.
+                unsafe { bindings::list_del_init(node) };
+                return Some(c);
+            }
+            // SAFETY: As above.
+            node = unsafe { (*node).next };
+        }
+        None
+    }
+
+    /// Frees the connection's commands that wait in its response or immediate queue.
+    fn free_queued_cmds(&self) {
+        let conn = self.as_ptr();
+        loop {
+            // SAFETY: By the type invariant the connection is valid; the queue and its lock
+            // are fields of it.
+            let immediate = unsafe {
+                first_queued(
+                    &raw mut (*conn).immed_queue_list,
+                    &raw mut (*conn).immed_queue_lock,
+                )
+            };
+            let c = immediate.or_else(|| {
+                // SAFETY: As above.
+                unsafe {
+                    first_queued(
+                        &raw mut (*conn).response_queue_list,
+                        &raw mut (*conn).response_queue_lock,
+                    )
+                }
+            });
+            let Some(c) = c else {
+                return;
+            };
+            // SAFETY: `c` is a valid command of the connection; by the type invariant no thread
+            // of the target takes it from a queue any more, and nothing else frees a queued
+            // command. As `iscsit_release_commands_from_conn()` would, it first leaves the
+            // connection's list.
+            unsafe { cmd::unlink(conn, c) };
+            // SAFETY: As above; freeing takes it off the queues and waits for the target core
+            // to be done with it.
+            unsafe { bindings::iscsit_free_cmd(c, true) };
+        }
     }
 
     /// Waits up to `SECONDS_FOR_LOGOUT_COMP` seconds for the target to finish a logout
@@ -388,4 +599,31 @@ impl ConnSlot {
         // INVARIANT: Emptied before the connection is freed.
         *self.conn.lock() = None;
     }
+}
+
+/// The command of the first request in a queue of the target (`struct iscsi_queue_req`).
+///
+/// # Safety
+///
+/// `head` is a valid queue of requests, protected by `lock`.
+unsafe fn first_queued(
+    head: *mut bindings::list_head,
+    lock: *mut bindings::spinlock_t,
+) -> Option<*mut bindings::iscsit_cmd> {
+    // SAFETY: By the safety requirements the lock is valid.
+    let _guard = unsafe { BhGuard::lock(lock) };
+    // SAFETY: The queue is read under its lock.
+    let mut node = unsafe { (*head).next };
+    while node != head {
+        // SAFETY: The nodes of the queue are the `qr_list` fields of its requests.
+        let qr = unsafe { crate::container_of!(node, bindings::iscsi_queue_req, qr_list) };
+        // SAFETY: `qr` is a valid request on the queue.
+        let c = unsafe { (*qr).cmd };
+        if !c.is_null() {
+            return Some(c);
+        }
+        // SAFETY: As above.
+        node = unsafe { (*node).next };
+    }
+    None
 }

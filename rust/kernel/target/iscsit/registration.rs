@@ -190,11 +190,13 @@ impl<T: Transport> Adapter<T> {
 
     /// # Safety
     ///
-    /// Called by the target with an accepted connection.
+    /// Called by the target with an accepted connection, from `iscsit_close_connection()`
+    /// (the connection's threads have stopped).
     unsafe extern "C" fn wait_conn(conn: *mut bindings::iscsit_conn) {
         // SAFETY: By the safety requirements.
-        let (c, ctx) = unsafe { Self::ctx(conn) };
-        T::wait_conn(c, ctx);
+        let (_, ctx) = unsafe { Self::ctx(conn) };
+        // SAFETY: By the safety requirements the target is closing the connection.
+        T::wait_conn(unsafe { Closing::from_raw(conn) }, ctx);
     }
 
     /// # Safety

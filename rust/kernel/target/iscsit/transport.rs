@@ -106,8 +106,9 @@ pub trait Transport: Sized + Send + Sync + 'static {
     fn get_dataout(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>, cmd: Cmd) -> QueueResult;
 
     /// Stops the connection and waits until nothing of it runs any more
-    /// (`iscsit_wait_conn`): every [`Cmd`] the transport holds is released.
-    fn wait_conn(conn: &Conn, ctx: ArcBorrow<'_, Self::ConnData>);
+    /// (`iscsit_wait_conn`): every [`Cmd`] the transport holds is released. The target's
+    /// threads of the connection have stopped ([`Closing`]).
+    fn wait_conn(conn: &Closing, ctx: ArcBorrow<'_, Self::ConnData>);
 
     /// Frees the connection's transport state (`iscsit_free_conn`).
     fn free_conn(conn: &Conn, ctx: Arc<Self::ConnData>);

@@ -30,11 +30,13 @@
  * "sent N connects N rx N reject N nop_in N scsi_rsp N tmf_rsp N text_rsp N
  * logout_rsp N other N".
  *
- * abort: logs in to TARGET_IQN, sends a SCSI WRITE of one 512-byte block to
- * LUN (its data fetched by the target with an RDMA READ from the peer's
- * memory), waits a second, sends ABORT TASK for it and waits up to 30 s for
- * the task management response; prints "tmf response N" (0: function
- * complete) or "no tmf response", then logs out.
+ * abort: logs in to TARGET_IQN, sends TEST UNIT READY to LUN (which takes a
+ * pending unit attention), then a SCSI WRITE of one 512-byte block to LUN
+ * (its data fetched by the target with an RDMA READ from the peer's memory),
+ * waits a second, prints "scsi responses before the abort: N (last: response
+ * R status S)", sends ABORT TASK for the WRITE and waits up to 30 s for the
+ * task management response; prints "tmf response N" (0: function complete)
+ * or "no tmf response", then logs out.
  *
  * Exits 0 unless a connection could not be set up (or, in fuzz mode, a
  * login failed three times in a row).
@@ -321,6 +323,7 @@ struct session {
 	int next_tx;
 	unsigned long sent, connects, rx, reject, nop_in, scsi_rsp, tmf_rsp, text_rsp,
 		logout_rsp, other;
+	unsigned int last_status;	/* of the last SCSI response: response << 8 | status */
 };
 
 /* Waits for a send slot: reaps send completions. Returns -1 if the connection broke. */
@@ -368,7 +371,9 @@ static void on_rx(struct session *s, const uint8_t *rx)
 	if (op != 0x25 && op != 0x31) {
 		if (get32(bhs + 24) + 1 > s->expstatsn)
 			s->expstatsn = get32(bhs + 24) + 1;
-		s->cmdsn = get32(bhs + 28);
+		/* ExpCmdSN: never back, commands sent since may not be counted in it yet. */
+		if ((int32_t)(get32(bhs + 28) - s->cmdsn) > 0)
+			s->cmdsn = get32(bhs + 28);
 	}
 	switch (op) {
 	case 0x3f:
@@ -398,6 +403,7 @@ static void on_rx(struct session *s, const uint8_t *rx)
 		break;
 	case 0x21:
 		s->scsi_rsp++;
+		s->last_status = bhs[2] << 8 | bhs[3];
 		break;
 	case 0x22:
 		s->tmf_rsp++;
@@ -530,13 +536,15 @@ static size_t fuzz_template(struct session *s, uint8_t *bhs)
 		dlen = rand() % 65;
 		memset(data, 0x5a, dlen);
 		break;
-	case 1:			/* TEST UNIT READY */
-		bhs[0] = 0x41;
+	case 1:			/* TEST UNIT READY (SCSI commands are never immediate) */
+		bhs[0] = 0x01;
 		bhs[1] = 0x80;
+		put32(bhs + 24, s->cmdsn++);
 		break;
 	case 2:			/* a data-less SCSI command with a random CDB */
-		bhs[0] = 0x41;
+		bhs[0] = 0x01;
 		bhs[1] = 0x80;
+		put32(bhs + 24, s->cmdsn++);
 		bhs[32] = rand();
 		bhs[33] = rand();
 		break;
@@ -623,14 +631,18 @@ static void session_logout(struct session *s)
  * Keeps a changed PDU from touching what another session uses: no data
  * phase (no direction, no expected length), no reservation, formatting or
  * sanitizing command, and no task management function but ABORT TASK (a LUN
- * or target reset would abort the other session's commands).
+ * or target reset would abort the other session's commands). A SCSI command
+ * keeps its CmdSN (@cmdsn): the target holds a command numbered ahead of the
+ * window's start until the commands before it arrive, and a session whose
+ * initiator never sends them cannot close (its commands are waited for).
  */
-static void fuzz_keep_safe(uint8_t *bhs)
+static void fuzz_keep_safe(uint8_t *bhs, uint32_t cmdsn)
 {
 	switch (bhs[0] & 0x3f) {
 	case 0x01:
 		bhs[1] &= ~0x60;
 		put32(bhs + 20, 0);
+		put32(bhs + 24, cmdsn);
 		switch (bhs[32]) {
 		case 0x04: case 0x16: case 0x17: case 0x48: case 0x56: case 0x57:
 		case 0x5e: case 0x5f:
@@ -649,6 +661,7 @@ static int fuzz(struct addrinfo *ai, unsigned long count, const char *iqn)
 	int fails = 0;
 
 	while (s.sent < count) {
+		uint32_t cmdsn;
 		uint8_t *b;
 		size_t len;
 		int i;
@@ -674,8 +687,10 @@ static int fuzz(struct addrinfo *ai, unsigned long count, const char *iqn)
 		b = tx_buf(&s.p, i);
 		memset(b, 0, ISER_HDR_LEN);
 		b[0] = ISCSI_CTRL;
-		len = fuzz_mutate(b, ISER_HDR_LEN + fuzz_template(&s, b + ISER_HDR_LEN));
-		fuzz_keep_safe(b + ISER_HDR_LEN);
+		len = ISER_HDR_LEN + fuzz_template(&s, b + ISER_HDR_LEN);
+		cmdsn = get32(b + ISER_HDR_LEN + 24);
+		len = fuzz_mutate(b, len);
+		fuzz_keep_safe(b + ISER_HDR_LEN, cmdsn);
 		if (send_pdu(&s, i, len - ISER_HDR_LEN)) {
 			s.p.up = 0;
 			continue;
@@ -711,6 +726,7 @@ static void scsi_hdr(struct session *s, uint8_t *bhs, unsigned int lun, const ui
 static int abort_task(struct addrinfo *ai, unsigned int lun, const char *iqn)
 {
 	static const uint8_t write10[10] = { 0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0 };
+	static const uint8_t tur[10];
 	struct session s = { .iqn = iqn };
 	uint32_t ref_itt, ref_cmdsn;
 	uint8_t *b, *bhs, *data;
@@ -719,6 +735,16 @@ static int abort_task(struct addrinfo *ai, unsigned int lun, const char *iqn)
 
 	if (session_login(&s, ai))
 		return 1;
+	/* TEST UNIT READY takes the unit attention a newly mapped LUN reports first. */
+	i = tx_slot(&s);
+	b = tx_buf(&s.p, i);
+	memset(b, 0, ISER_HDR_LEN);
+	b[0] = ISCSI_CTRL;
+	scsi_hdr(&s, b + ISER_HDR_LEN, lun, tur, 0, 0x81);	/* final, simple */
+	s.cmdsn++;
+	if (send_pdu(&s, i, HDR_LEN) || reap(&s, 1000))
+		return 1;
+	s.scsi_rsp = 0;
 	/* The WRITE: its data is the last send buffer, which the target reads by RDMA. */
 	data = tx_buf(&s.p, s.p.ntx - 1);
 	memset(data, 0x6b, 512);
@@ -735,6 +761,9 @@ static int abort_task(struct addrinfo *ai, unsigned int lun, const char *iqn)
 	s.cmdsn++;
 	if (send_pdu(&s, i, HDR_LEN) || reap(&s, 1000))
 		return 1;
+	/* A SCSI response before the abort means the backend did not hold the WRITE. */
+	printf("scsi responses before the abort: %lu (last: response %u status 0x%02x)\n",
+	       s.scsi_rsp, s.last_status >> 8, s.last_status & 0xff);
 	/* ABORT TASK, immediate. */
 	i = tx_slot(&s);
 	b = tx_buf(&s.p, i);

@@ -18,7 +18,7 @@ stats=/sys/kernel/debug/risert/stats
 
 ktap_print_header
 rstorage_require fio iscsiadm iscsid rdma sg_reset
-ktap_set_plan 23
+ktap_set_plan 25
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -287,10 +287,10 @@ fio_bg() {
 tpg_idle() {
 	local i
 	for i in $(seq 40); do
-		[ -z "$(tr -d '[:space:]' <"$1/dynamic_sessions")" ] && return 0
+		[ -z "$(tr -d '[:space:]\0' <"$1/dynamic_sessions")" ] && return 0
 		sleep 0.5
 	done
-	ktap_print_msg "sessions still on $1: $(paste -sd' ' "$1/dynamic_sessions")"
+	ktap_print_msg "sessions still on $1: $(tr -d '\0' <"$1/dynamic_sessions" | paste -sd' ')"
 	return 1
 }
 
@@ -536,6 +536,100 @@ queue_full() {
 		[ "$(rstat wc_errors)" = 0 ] && all_freed && rmmod risert
 }
 
+logout_a() {
+	local rc=0
+	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
+	iscsiadm -m node -o delete >/dev/null 2>&1
+	return "$rc"
+}
+
+# disk_of_model MODEL: the disk of $DISKS whose SCSI model starts with MODEL.
+disk_of_model() {
+	local d
+	for d in "${DISKS[@]}"; do
+		case $(cat "/sys/block/$d/device/model" 2>/dev/null) in
+		"$1"*) echo "$d"; return 0 ;;
+		esac
+	done
+	return 1
+}
+
+# ABORT TASK of a command the target is executing. LUN 9 of target A is an
+# iblock backstore on a null_blk device whose every I/O completes after 4 s.
+# iser_peer logs in, sends a WRITE of one block to LUN 9 (the target fetches
+# its data by RDMA READ and hands it to the backend), then ABORT TASK for it:
+# the target core holds the abort until the backend is done and answers
+# "function complete". The aborted command is freed, and a session of the
+# kernel's initiator then carries verified I/O.
+abort_task() {
+	local core=$cfs/core/iblock_9/slow lun=$tpg/lun/lun_9 luns t0 d0 n0 n1 out rc=0
+	modprobe null_blk nr_devices=1 irqmode=2 completion_nsec=4000000000 gb=1 &&
+		mkdir -p "$core" && echo udev_path=/dev/nullb0 >"$core/control" &&
+		echo 1 >"$core/enable" && mkdir "$lun" && ln -s "$core" "$lun/slow" ||
+		{ ktap_print_msg "slow LUN set-up failed"; rc=1; }
+	rstorage_loaded risert || rstorage_insmod risert || rc=1
+	echo 1 >"$np/iser" || rc=1
+	t0=$(rstat tmfs) d0=$(rstat data_out)
+	n0=$(dmesg | grep -c "ABORT_TASK: Sending TMR_FUNCTION_COMPLETE")
+	out=$(timeout 90 "$(dirname "$0")/iser_peer" 10.77.0.2 3260 abort 9 "$iqn" 2>&1)
+	n1=$(dmesg | grep -c "ABORT_TASK: Sending TMR_FUNCTION_COMPLETE")
+	ktap_print_msg "peer: $(paste -sd' ' <<<"$out"); RDMA READs $(($(rstat data_out) - d0))," \
+		"task management requests $(($(rstat tmfs) - t0)), ABORT TASK completed by the target $((n1 - n0))"
+	dmesg | grep -i "abort\|RefTaskTag\|ITT" | tail -n 8 | sed 's/^/# /'
+	tpg_idle "$tpg" || rc=1
+	rm -f "$lun/slow"
+	rmdir "$lun" "$core" "$cfs/core/iblock_9" 2>/dev/null
+	modprobe -r null_blk
+	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
+	session_io "after ABORT TASK" "$luns" || rc=1
+	echo 0 >"$np/iser"
+	[ "$rc" = 0 ] && grep -qx "tmf response 0" <<<"$out" && [ "$n1" -gt "$n0" ] &&
+		[ "$(rstat tmfs)" -gt "$t0" ] && [ "$(rstat data_out)" -gt "$d0" ] && all_freed
+}
+
+# Malformed PDUs in the full-feature phase: iser_peer logs in (a normal
+# session) and sends 10,000 PDUs made from valid ones with random header
+# bytes changed, now and then a broken iSER header or a length that does not
+# match; it logs in again whenever the target drops it. Meanwhile a session of
+# the kernel's initiator runs fio verify=crc32c on target A, over and over
+# until the peer is done: it must pass every time. risert counts what it
+# drops (bad_pdus: broken messages, which end the connection; pdus_rejected:
+# PDUs it does not hand to the target; rsp_dropped: responses the target
+# queued without a state); the peer counts what the target answered, Rejects
+# included. Every session then closes and every connection is freed.
+fuzz_full_feature() {
+	local luns b0 r0 w0 e0 x0 t0 out prc rc=0 rounds=0 ppid d
+	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
+	{ rstorage_loaded risert || rstorage_insmod risert; } && echo 1 >"$np/iser" && login_a &&
+		iser_disks "$luns" || return 1
+	d=$(disk_of_model RAMDISK) || return 1
+	b0=$(rstat bad_pdus) r0=$(rstat pdus_rejected) w0=$(rstat wc_errors) e0=$(rstat conns_freed)
+	x0=$(rstat rsp_dropped) t0=$(rstat tag_waits)
+	timeout 600 "$(dirname "$0")/iser_peer" 10.77.0.2 3260 fuzz 10000 "$iqn" 7 \
+		>"$work/fuzz.out" 2>&1 &
+	ppid=$!
+	while kill -0 "$ppid" 2>/dev/null; do
+		rstorage_fio_verify fuzz 8m "/dev/$d" >/dev/null || { rc=1; break; }
+		rounds=$((rounds + 1))
+	done
+	wait "$ppid"
+	prc=$?
+	out=$(tail -n 1 "$work/fuzz.out")
+	ktap_print_msg "peer (exit $prc): $out"
+	ktap_print_msg "fio verify rounds meanwhile: $rounds (rc $rc); risert dropped" \
+		"$(($(rstat bad_pdus) - b0)) broken messages, did not pass on" \
+		"$(($(rstat pdus_rejected) - r0)), dropped $(($(rstat rsp_dropped) - x0)) stateless" \
+		"responses, kept $(($(rstat tag_waits) - t0)) PDUs waiting for a command," \
+		"freed $(($(rstat conns_freed) - e0)) connections," \
+		"wc_errors $(($(rstat wc_errors) - w0))"
+	logout_a || rc=1
+	tpg_idle "$tpg" || rc=1
+	echo 0 >"$np/iser"
+	[ "$rc" = 0 ] && [ "$prc" = 0 ] && [ "$rounds" -ge 1 ] &&
+		grep -q "^sent 10000 .* reject [1-9]" <<<"$out" &&
+		[ "$(rstat wc_errors)" = "$w0" ] && all_freed
+}
+
 mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
 : >"$work/orphans"
@@ -562,6 +656,8 @@ rstorage_case "RDMA device removed under a live session with fio running: no han
 rstorage_case "risert unloads, reloads with budget=0 and serves a verified session" reload
 rstorage_case "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left and rejoined the polling set" adaptive
 rstorage_case "send queue of 4: posts refused when full, LIO queues again, fio verify=crc32c" queue_full
+rstorage_case "ABORT TASK of a WRITE the backend holds: function complete, command freed, verified I/O after" abort_task
+rstorage_case "10,000 malformed full-feature PDUs from a userspace peer while a session runs fio verify=crc32c" fuzz_full_feature
 
 # Tear down, best effort.
 iser_autoload on
