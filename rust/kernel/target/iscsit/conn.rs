@@ -337,9 +337,9 @@ pub enum RejectReason {
 ///
 /// # Invariants
 ///
-/// The target is in `iscsit_close_connection()` for the connection: its receive and transmit
-/// threads have stopped, so nothing takes commands from the connection's response and
-/// immediate queues any more.
+/// The target is in `iscsit_close_connection()` for the connection, or ends a failed login
+/// of it: its receive and transmit threads have stopped (or never started), so nothing takes
+/// commands from the connection's response and immediate queues any more.
 #[repr(transparent)]
 pub struct Closing(Conn);
 
@@ -355,7 +355,8 @@ impl Closing {
     /// # Safety
     ///
     /// `conn` is a valid connection for `'a`, which the target is closing (its threads have
-    /// stopped: the call comes from `iscsit_close_connection()`).
+    /// stopped or never started: the call comes from `iscsit_close_connection()` or from the
+    /// end of a failed login).
     pub(super) unsafe fn from_raw<'a>(conn: *mut bindings::iscsit_conn) -> &'a Self {
         // SAFETY: `Closing` is a transparent wrapper of `Conn`, which is one of the connection;
         // valid for `'a` and closing by the safety requirements.

@@ -191,7 +191,8 @@ impl<T: Transport> Adapter<T> {
     /// # Safety
     ///
     /// Called by the target with an accepted connection, from `iscsit_close_connection()`
-    /// (the connection's threads have stopped).
+    /// (the connection's threads have stopped) or from a failed login
+    /// (`iscsi_target_login_sess_out()`: they never started).
     unsafe extern "C" fn wait_conn(conn: *mut bindings::iscsit_conn) {
         // SAFETY: By the safety requirements.
         let (_, ctx) = unsafe { Self::ctx(conn) };
