@@ -339,7 +339,9 @@ pub enum RejectReason {
 ///
 /// The target is in `iscsit_close_connection()` for the connection, or ends a failed login
 /// of it: its receive and transmit threads have stopped (or never started), so nothing takes
-/// commands from the connection's response and immediate queues any more.
+/// commands from the connection's response and immediate queues any more. The transport's
+/// [`ConnSlot`] is empty, so none of its contexts hands the target PDUs of the connection
+/// either: no command is added to the connection, or deferred, meanwhile.
 #[repr(transparent)]
 pub struct Closing(Conn);
 
@@ -356,7 +358,7 @@ impl Closing {
     ///
     /// `conn` is a valid connection for `'a`, which the target is closing (its threads have
     /// stopped or never started: the call comes from `iscsit_close_connection()` or from the
-    /// end of a failed login).
+    /// end of a failed login), and whose transport slot is empty.
     pub(super) unsafe fn from_raw<'a>(conn: *mut bindings::iscsit_conn) -> &'a Self {
         // SAFETY: `Closing` is a transparent wrapper of `Conn`, which is one of the connection;
         // valid for `'a` and closing by the safety requirements.
@@ -476,8 +478,9 @@ impl Closing {
         while let Some(c) = self.take_cmd(bindings::cmd_i_state_table_ISTATE_DEFERRED_CMD) {
             // SAFETY: `c` is a valid command of the connection, off its list, that nothing
             // refers to any more: the session's list forgot it above, and by the type invariant
-            // the connection's threads have stopped. Freeing waits for the target core (which
-            // never executed it) and drops its references.
+            // the connection's threads have stopped and its slot is empty, so no command was
+            // deferred since. Freeing waits for the target core (which never executed it) and
+            // drops its references.
             unsafe { bindings::iscsit_free_cmd(c, true) };
         }
     }
@@ -531,9 +534,10 @@ impl Closing {
                 return;
             };
             // SAFETY: `c` is a valid command of the connection; by the type invariant no thread
-            // of the target takes it from a queue any more, and nothing else frees a queued
-            // command. As `iscsit_release_commands_from_conn()` would, it first leaves the
-            // connection's list.
+            // of the target takes it from a queue any more, so only this frees the transport's
+            // share of it (a target-core worker that has just queued it still holds a reference
+            // of its own, as for `iscsit_release_commands_from_conn()`, which frees commands
+            // the same way). It first leaves the connection's list, as there.
             unsafe { cmd::unlink(conn, c) };
             // SAFETY: As above; freeing takes it off the queues and waits for the target core
             // to be done with it.

@@ -196,7 +196,12 @@ impl<T: Transport> Adapter<T> {
     unsafe extern "C" fn wait_conn(conn: *mut bindings::iscsit_conn) {
         // SAFETY: By the safety requirements.
         let (_, ctx) = unsafe { Self::ctx(conn) };
-        // SAFETY: By the safety requirements the target is closing the connection.
+        // INVARIANT: From here on the transport's own contexts no longer reach the connection
+        // (waiting for those that do), so nothing hands the target PDUs any more: with its
+        // threads stopped, that is what `Closing` needs.
+        T::conn_slot(&ctx).revoke();
+        // SAFETY: By the safety requirements the target is closing the connection; its slot is
+        // empty.
         T::wait_conn(unsafe { Closing::from_raw(conn) }, ctx);
     }
 
@@ -209,7 +214,8 @@ impl<T: Transport> Adapter<T> {
         let ctx = unsafe { <Arc<T::ConnData>>::from_foreign((*conn).context.cast()) };
         // SAFETY: `conn` is valid.
         unsafe { (*conn).context = core::ptr::null_mut() };
-        // Waits for the transport's contexts that are using the connection.
+        // Emptied by `wait_conn` already, if the target called it; waits for the transport's
+        // contexts that are using the connection otherwise.
         T::conn_slot(&ctx).revoke();
         // SAFETY: By the safety requirements `conn` is valid for the call.
         T::free_conn(unsafe { Conn::from_raw(conn) }, ctx);
