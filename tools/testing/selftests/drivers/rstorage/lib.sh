@@ -117,7 +117,10 @@ rstorage_fio_verify() {
 		--rw=randwrite --bsrange=4k-64k --size="$size" --verify=crc32c --do_verify=1 \
 		--verify_fatal=1 --group_reporting "$@" "${jobs[@]}" >/dev/null 2>&1
 	rc=$?
-	[ "$rc" = 0 ] || tail -n 20 "/tmp/fio-$name.log" | sed 's/^/# /'
+	# On failure: fio's own error lines (a verify failure names the offset and
+	# the checksums; they are at the top of the log), then the end of the log.
+	[ "$rc" = 0 ] || { grep -iE "verify|error|err=|bad |expected" "/tmp/fio-$name.log" |
+		head -n 20; tail -n 12 "/tmp/fio-$name.log"; } | sed 's/^/# /'
 	grep -E "WRITE:|READ:" "/tmp/fio-$name.log" | sed 's/^ */# /'
 	return "$rc"
 }

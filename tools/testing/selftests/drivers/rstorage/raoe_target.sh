@@ -187,6 +187,7 @@ teardown() {
 	done
 	echo 0 >/sys/kernel/config/nullb/rt0/power 2>/dev/null
 	rmdir /sys/kernel/config/nullb/rt0 2>/dev/null
+	modprobe -r null_blk 2>/dev/null
 	rstorage_rmmod raoe_target
 }
 rstorage_case "directories removed (targets enabled), then the module unloads" teardown

@@ -567,11 +567,16 @@ disk_of_model() {
 # "function complete". The aborted command is freed, and a session of the
 # kernel's initiator then carries verified I/O.
 abort_task() {
-	local core=$cfs/core/iblock_9/slow lun=$tpg/lun/lun_9 luns t0 d0 n0 n1 out rc=0
-	modprobe null_blk nr_devices=1 irqmode=2 completion_nsec=4000000000 gb=1 &&
-		mkdir -p "$core" && echo udev_path=/dev/nullb0 >"$core/control" &&
+	local core=$cfs/core/iblock_9/slow lun=$tpg/lun/lun_9 nb=/sys/kernel/config/nullb/slow
+	local luns t0 d0 n0 n1 out dev rc=0
+	# The disk is made through null_blk's configfs, which works whether or not
+	# an earlier program left the module loaded (module parameters would not).
+	modprobe null_blk nr_devices=0 && mkdir "$nb" && echo 1024 >"$nb/size" &&
+		echo 2 >"$nb/irqmode" && echo 4000000000 >"$nb/completion_nsec" &&
+		echo 1 >"$nb/power" && dev=/dev/slow && { [ -b "$dev" ] || dev=/dev/nullb$(cat "$nb/index"); } &&
+		[ -b "$dev" ] && mkdir -p "$core" && echo "udev_path=$dev" >"$core/control" &&
 		echo 1 >"$core/enable" && mkdir "$lun" && ln -s "$core" "$lun/slow" ||
-		{ ktap_print_msg "slow LUN set-up failed"; rc=1; }
+		{ ktap_print_msg "slow LUN set-up failed (null_blk device ${dev:-none})"; rc=1; }
 	rstorage_loaded risert || rstorage_insmod risert || rc=1
 	echo 1 >"$np/iser" || rc=1
 	t0=$(rstat tmfs) d0=$(rstat data_out)
@@ -584,7 +589,9 @@ abort_task() {
 	tpg_idle "$tpg" || rc=1
 	rm -f "$lun/slow"
 	rmdir "$lun" "$core" "$cfs/core/iblock_9" 2>/dev/null
-	modprobe -r null_blk
+	echo 0 >"$nb/power" 2>/dev/null
+	rmdir "$nb" 2>/dev/null
+	modprobe -r null_blk 2>/dev/null
 	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
 	session_io "after ABORT TASK" "$luns" || rc=1
 	echo 0 >"$np/iser"
