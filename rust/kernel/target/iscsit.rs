@@ -20,6 +20,7 @@
 use crate::bindings;
 
 mod bh;
+mod clist;
 mod cmd;
 mod conn;
 mod login;

@@ -17,6 +17,7 @@ use core::{
 
 use super::{
     bh::BhGuard,
+    clist::Nodes,
     *, //
 };
 
@@ -411,12 +412,10 @@ impl Closing {
         let conn = self.as_ptr();
         // SAFETY: By the type invariant the connection, and its lock, are valid.
         let _guard = unsafe { BhGuard::lock(&raw mut (*conn).cmd_lock) };
-        // SAFETY: As above; the list is read under its lock.
-        let head = unsafe { &raw mut (*conn).conn_cmd_list };
-        // SAFETY: As above.
-        let mut node = unsafe { (*head).next };
         pr_warn!("iscsit: commands still running after 10 s:\n");
-        while node != head {
+        // SAFETY: As above; the list is read, and not changed, under its lock.
+        let nodes = unsafe { Nodes::new(&raw mut (*conn).conn_cmd_list) };
+        for node in nodes {
             // SAFETY: The nodes of the list are the `i_conn_node` fields of its commands, which
             // are valid while on it.
             let (itt, op, state, t_state, flags) = unsafe {
@@ -437,8 +436,6 @@ impl Closing {
                 t_state,
                 flags
             );
-            // SAFETY: As above.
-            node = unsafe { (*node).next };
         }
     }
 
@@ -456,11 +453,9 @@ impl Closing {
         let mutex = unsafe { &raw mut (*sess).cmdsn_mutex };
         // SAFETY: As above.
         unsafe { bindings::mutex_lock(mutex) };
-        // SAFETY: As above; the list is read and changed under the mutex.
-        let head = unsafe { &raw mut (*sess).sess_ooo_cmdsn_list };
-        // SAFETY: As above.
-        let mut node = unsafe { (*head).next };
-        while node != head {
+        // SAFETY: As above; the list is read under the mutex, and only its entries change.
+        let nodes = unsafe { Nodes::new(&raw mut (*sess).sess_ooo_cmdsn_list) };
+        for node in nodes {
             // SAFETY: The nodes of the list are the `ooo_list` fields of its entries.
             let ooo = unsafe { crate::container_of!(node, bindings::iscsi_ooo_cmdsn, ooo_list) };
             // SAFETY: `ooo` is a valid entry, changed under the mutex; an entry without a
@@ -470,8 +465,6 @@ impl Closing {
                     (*ooo).cmd = core::ptr::null_mut();
                 }
             }
-            // SAFETY: As above.
-            node = unsafe { (*node).next };
         }
         // SAFETY: Locked above.
         unsafe { bindings::mutex_unlock(mutex) };
@@ -490,11 +483,10 @@ impl Closing {
         let conn = self.as_ptr();
         // SAFETY: By the type invariant the connection, and its lock, are valid.
         let _guard = unsafe { BhGuard::lock(&raw mut (*conn).cmd_lock) };
-        // SAFETY: As above; the list is read under its lock.
-        let head = unsafe { &raw mut (*conn).conn_cmd_list };
-        // SAFETY: As above.
-        let mut node = unsafe { (*head).next };
-        while node != head {
+        // SAFETY: As above; the list is read under its lock, and changes only by the removal of
+        // the node just returned.
+        let nodes = unsafe { Nodes::new(&raw mut (*conn).conn_cmd_list) };
+        for node in nodes {
             // SAFETY: The nodes of the list are the `i_conn_node` fields of its commands.
             let c = unsafe { crate::container_of!(node, bindings::iscsit_cmd, i_conn_node) };
             // SAFETY: `c` is a valid command on the list.
@@ -503,8 +495,6 @@ impl Closing {
                 unsafe { bindings::list_del_init(node) };
                 return Some(c);
             }
-            // SAFETY: As above.
-            node = unsafe { (*node).next };
         }
         None
     }
@@ -617,9 +607,10 @@ unsafe fn first_queued(
 ) -> Option<*mut bindings::iscsit_cmd> {
     // SAFETY: By the safety requirements the lock is valid.
     let _guard = unsafe { BhGuard::lock(lock) };
-    // SAFETY: The queue is read under its lock.
-    let mut node = unsafe { (*head).next };
-    while node != head {
+    // SAFETY: The queue is valid by the safety requirements, and read, not changed, under its
+    // lock.
+    let nodes = unsafe { Nodes::new(head) };
+    for node in nodes {
         // SAFETY: The nodes of the queue are the `qr_list` fields of its requests.
         let qr = unsafe { crate::container_of!(node, bindings::iscsi_queue_req, qr_list) };
         // SAFETY: `qr` is a valid request on the queue.
@@ -627,8 +618,6 @@ unsafe fn first_queued(
         if !c.is_null() {
             return Some(c);
         }
-        // SAFETY: As above.
-        node = unsafe { (*node).next };
     }
     None
 }
