@@ -214,25 +214,7 @@ impl Target {
 
     /// Answers one request, in process context.
     fn serve(&self, frame: &Frame) {
-        // A frame partly in page fragments is read out once; the usual one,
-        // all in the buffer's head, is parsed in place.
-        let copy;
-        let f = match frame.skb.linear_frame() {
-            Some(f) => f,
-            None => {
-                let Ok(mut buf) = KVec::from_elem(0u8, frame.skb.len(), GFP_KERNEL) else {
-                    bump(&self.stats.dropped);
-                    return;
-                };
-                if frame.skb.read(0, &mut buf).is_err() {
-                    bump(&self.stats.malformed);
-                    return;
-                }
-                copy = buf;
-                &copy[..]
-            }
-        };
-        match proto::parse(f) {
+        match proto::parse(&frame.bytes) {
             Ok(Request::Ata { hdr, args, data }) => self.ata(&frame.dev, &hdr, &args, data),
             Ok(Request::Config { hdr, cmd, string }) => {
                 self.config_cmd(&frame.dev, &hdr, cmd, string)
@@ -379,8 +361,15 @@ impl Target {
 }
 
 /// A received frame shared by the targets it is for, with the device it came in on.
+///
+/// Its bytes are copied out of the socket buffer on arrival, not when a work item serves it
+/// (which may be seconds later): the buffer's page fragments may belong to the sender, which
+/// may reuse them once it takes the request as answered. The C `aoe` initiator does: it
+/// completes a write when the first copy of a retransmitted frame is answered, and the pages
+/// of the write then take other data while the later copy still waits here. Serving that
+/// copy from the buffer wrote the other data to the old sectors (a failed fio verify).
 struct Frame {
-    skb: RxSkBuff,
+    bytes: KVec<u8>,
     dev: ARef<NetDevice>,
 }
 
@@ -464,9 +453,18 @@ impl Receiver {
             for t in found[..n].iter_mut().filter_map(Option::take) {
                 // The first target the frame is for shares it with the others.
                 if let Some(skb) = skb.take() {
+                    let Ok(mut bytes) = KVec::from_elem(0u8, skb.len(), GFP_ATOMIC) else {
+                        bump(&t.stats.dropped);
+                        return;
+                    };
+                    if skb.read(0, &mut bytes).is_err() {
+                        bump(&t.stats.malformed);
+                        return;
+                    }
+                    drop(skb);
                     match Arc::new(
                         Frame {
-                            skb,
+                            bytes,
                             dev: dev.into(),
                         },
                         GFP_ATOMIC,

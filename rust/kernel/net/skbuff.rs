@@ -212,16 +212,22 @@ impl Drop for SkBuff {
 /// # Invariants
 ///
 /// `self.0` points to a valid `struct sk_buff` on which we own a reference.
-/// Nobody writes its fields or its data while we hold it: holders of a shared
-/// buffer (`skb_shared()`) or of cloned data must copy before they write
-/// (`skb_share_check()`, `skb_unclone()`), and this type never writes.
+/// Nobody writes its fields or the data in its head while we hold it: holders
+/// of a shared buffer (`skb_shared()`) or of cloned data must copy before they
+/// write (`skb_share_check()`, `skb_unclone()`), and this type never writes.
+/// Page fragments are not covered: their pages may be the sender's, written
+/// again once it takes the frame as done (`skb_has_shared_frag()`; a local
+/// sender over veth may complete an I/O whose pages are still in a queued
+/// clone), so this type only ever reads them by copying ([`RxSkBuff::read`]),
+/// never through a reference, and a holder that keeps a frame for later copies
+/// it first.
 pub struct RxSkBuff(NonNull<bindings::sk_buff>);
 
 // SAFETY: A buffer reference may be handed to and dropped from any thread.
 unsafe impl Send for RxSkBuff {}
 
-// SAFETY: `&RxSkBuff` only reads the buffer, which nobody writes (type
-// invariant).
+// SAFETY: `&RxSkBuff` only reads the buffer: its fields and head, which nobody
+// writes (type invariant), and its fragments by copying.
 unsafe impl Sync for RxSkBuff {}
 
 impl RxSkBuff {
