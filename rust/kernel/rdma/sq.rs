@@ -145,6 +145,13 @@ impl SendQueue {
         self.drain_posted = false;
     }
 
+    /// The number of the oldest request not completed yet, or of the next one if none is
+    /// outstanding: every request numbered below it has completed.
+    pub(crate) fn oldest_seq(&self) -> u64 {
+        // By the type invariant the entries are numbered `next_seq - len` on.
+        self.next_seq - self.len as u64
+    }
+
     /// Whether the last request posted was unsignaled.
     pub(crate) fn tail_unsignaled(&self) -> bool {
         self.tail_unsignaled
@@ -192,6 +199,8 @@ mod tests {
             assert_eq!(seq, FIRST_SEQ + i as u64 - 1);
         }
         assert!(!sq.tail_unsignaled());
+        // The oldest outstanding request is the first one.
+        assert_eq!(sq.oldest_seq(), FIRST_SEQ);
         // Nothing completes before the first request's number.
         assert!(sq.pop_through(FIRST_SEQ - 1).is_none());
         // The signaled third one hands back all three, oldest first.
@@ -205,6 +214,8 @@ mod tests {
         };
         assert_eq!(&got[..], &[ctx(1), ctx(2), ctx(3)]);
         assert_eq!(sq.in_flight(), 0);
+        // All three done: a probe posted as the third would be done too.
+        assert_eq!(sq.oldest_seq(), FIRST_SEQ + 3);
         assert_eq!(sq.free, 15);
     }
 

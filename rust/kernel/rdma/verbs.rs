@@ -443,6 +443,9 @@ pub struct SendBatch<S: SendCtx> {
     _ctx: PhantomData<S>,
 }
 
+/// A request posted by [`Qp::probe`]: its sequence number in the queue pair's send record.
+pub struct Probe(u64);
+
 /// One send request of a [`SendBatch`].
 pub enum SendDone<S> {
     /// A send (or RDMA transfer) completed.
@@ -454,6 +457,9 @@ pub enum SendDone<S> {
     },
     /// The send queue's drain marker completed: every send posted before it has completed.
     Drained,
+    /// A request that carries nothing ([`Qp::signal_posted`], [`Qp::probe`]) failed: the
+    /// connection is broken (or, with a flush status, being torn down).
+    Failed(WcError),
 }
 
 impl<S: SendCtx> Iterator for SendBatch<S> {
@@ -483,7 +489,11 @@ impl<S: SendCtx> Iterator for SendBatch<S> {
                     return Some(SendDone::Sent { ctx, result });
                 }
                 Posted::Drain => return Some(SendDone::Drained),
-                Posted::Signal => {}
+                Posted::Signal => {
+                    if let Err(e) = result {
+                        return Some(SendDone::Failed(e));
+                    }
+                }
             }
         }
     }
@@ -955,11 +965,45 @@ impl<S: SendCtx> Qp<S> {
     /// completion hands back the contexts of the unsignaled sends before it. Returns whether
     /// one was posted.
     pub fn signal_posted(&self) -> Result<bool> {
+        self.post_empty(true).map(|_| true).or_else(
+            |e| {
+                if e == EALREADY {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            },
+        )
+    }
+
+    /// Posts a signaled request that carries nothing (a zero-length RDMA WRITE), whatever was
+    /// posted before, and returns it. The peer's transport acknowledges it without its
+    /// consumer, so [`Qp::probe_done`] soon holds; a peer that is gone (its host or network,
+    /// without a disconnect) leaves it unacknowledged. The queue pair then retries it, as
+    /// often as the peer asked in its connection request (which for `rdma_rxe`, taking a
+    /// retry count of 7 as unlimited, can be forever), and fails it
+    /// ([`SendDone::Failed`]) only once the retries run out. For keepalive probes of idle
+    /// connections; `ENOMEM` when the send queue is full.
+    pub fn probe(&self) -> Result<Probe> {
+        self.post_empty(false).map(Probe)
+    }
+
+    /// Whether `probe` and every request posted before it have completed (and were handed
+    /// back by [`Cq::poll`]'s send batches).
+    pub fn probe_done(&self, probe: &Probe) -> bool {
+        self.rw_qp().sq().oldest_seq() > probe.0
+    }
+
+    /// Posts a signaled zero-length RDMA WRITE and returns its sequence number; with
+    /// `only_after_unsignaled`, only if the last request posted was unsignaled (else
+    /// `EALREADY`).
+    fn post_empty(&self, only_after_unsignaled: bool) -> Result<u64> {
         let mut sq = self.rw_qp().sq();
-        if !sq.tail_unsignaled() {
-            return Ok(false);
+        if only_after_unsignaled && !sq.tail_unsignaled() {
+            return Err(EALREADY);
         }
-        // An unsignaled post left at least one slot free, and nothing was posted since.
+        // After an unsignaled post at least one slot is free (nothing was posted since); a
+        // probe may find the queue full.
         if sq.take(1, true).is_none() {
             return Err(ENOMEM);
         }
@@ -974,8 +1018,9 @@ impl<S: SendCtx> Qp<S> {
             sq.untake(1);
             return Err(Error::from_errno(ret));
         }
+        let seq = sq.next_seq();
         sq.push(1, Posted::Signal, true);
-        Ok(true)
+        Ok(seq)
     }
 
     fn wr_id(seq: u64) -> u64 {

@@ -27,6 +27,7 @@ mod login;
 mod np;
 mod registration;
 mod transport;
+mod wire;
 
 pub use cmd::{
     Cmd,
@@ -47,6 +48,10 @@ pub use registration::Registration;
 pub use transport::{
     Accepted,
     Transport, //
+};
+pub use wire::{
+    Bhs,
+    IserCtrl, //
 };
 
 /// Length of an iSCSI basic header segment (`ISCSI_HDR_LEN`).

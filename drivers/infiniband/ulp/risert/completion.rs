@@ -117,14 +117,18 @@ impl WorkItem<CTRL_WORK> for RConn {
         let (logouts, release) = {
             let mut inner = this.inner.lock();
             let logouts = core::mem::take(&mut inner.logouts);
-            let release = core::mem::take(&mut inner.release);
+            // The portal goes with the release (and only then: a release asked for later
+            // still needs it).
+            let release = inner.phase.teardown().filter(|t| t.release).map(|t| {
+                t.release = false;
+                t.portal.take()
+            });
             (logouts, release)
         };
         for cmd in logouts {
             cmd.logout_post_handler();
         }
-        if release {
-            let portal = this.inner.lock().portal.take();
+        if let Some(portal) = release {
             if let Some(p) = portal {
                 p.remove(&this);
             }

@@ -4,48 +4,129 @@
 
 use super::*;
 
-/// A connection's phase (`enum iser_conn_state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A received message kept for later: its buffer and length.
+pub(crate) type RxMsg = (KBox<DmaBuf<FromDevice>>, usize);
+
+/// A connection's phase (`enum iser_conn_state`), with what only that phase has. Phases only
+/// move forward: `Init`, `Up`, `Bound`, `FullFeature`, `Terminating` (from any of them).
 pub(crate) enum Phase {
     /// Accepted; the RDMA connection is not established yet.
-    Init,
+    Init(Waiting),
     /// Established; waiting for the portal's login thread.
-    Up,
+    Up(Waiting),
     /// Handed to the iSCSI target: the login phase.
-    Bound,
+    Bound(LoginBufs),
     /// Logged in.
-    FullFeature,
+    FullFeature {
+        /// A logout response was posted: teardown waits for the target's logout completion.
+        logout_posted: bool,
+    },
     /// Disconnecting.
-    Terminating,
+    Terminating(Teardown),
+}
+
+/// A connection that waits for the portal's login thread.
+pub(crate) struct Waiting {
+    /// The portal whose login thread is to take the connection.
+    pub(crate) portal: Arc<PortalQueue>,
+    /// The first login request, if it came before the login thread.
+    pub(crate) req: Option<RxMsg>,
+}
+
+/// The login phase's buffers.
+#[derive(Default)]
+pub(crate) struct LoginBufs {
+    /// The first login request, waiting for the target's login thread.
+    pub(crate) req: Option<RxMsg>,
+    /// A buffer for the next login request.
+    pub(crate) rx: Option<KBox<DmaBuf<FromDevice>>>,
+    /// The final login response, sent once the receive buffers are posted.
+    pub(crate) rsp: Option<(KBox<TxDesc>, usize)>,
+}
+
+/// What the teardown of a connection needs to know.
+#[derive(Default)]
+pub(crate) struct Teardown {
+    /// The portal, if the connection was still waiting for its login thread: the release
+    /// takes it out of the portal's queue.
+    pub(crate) portal: Option<Arc<PortalQueue>>,
+    /// The CM reported the connection established (before or after it began terminating).
+    pub(crate) established: bool,
+    /// The target knew the connection (it was bound): the target tears it down.
+    pub(crate) bound: bool,
+    /// A logout response was posted: teardown waits for the target's logout completion.
+    pub(crate) logout_posted: bool,
+    /// The connection never reached the target and is to be released by the control work.
+    pub(crate) release: bool,
+    /// The send queue's drain marker completed.
+    pub(crate) send_drained: bool,
+    /// The receive queue's drain marker completed.
+    pub(crate) recv_drained: bool,
+}
+
+impl Phase {
+    /// The phase's name, for debugfs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Phase::Init(_) => "Init",
+            Phase::Up(_) => "Up",
+            Phase::Bound(_) => "Bound",
+            Phase::FullFeature { .. } => "FullFeature",
+            Phase::Terminating(_) => "Terminating",
+        }
+    }
+
+    pub(crate) fn is_terminating(&self) -> bool {
+        matches!(self, Phase::Terminating(_))
+    }
+
+    /// The teardown's state, once terminating.
+    pub(crate) fn teardown(&mut self) -> Option<&mut Teardown> {
+        match self {
+            Phase::Terminating(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// What a teardown starting in this phase takes from it.
+    fn into_teardown(self) -> Teardown {
+        match self {
+            Phase::Init(w) => Teardown {
+                portal: Some(w.portal),
+                ..Teardown::default()
+            },
+            Phase::Up(w) => Teardown {
+                portal: Some(w.portal),
+                established: true,
+                ..Teardown::default()
+            },
+            Phase::Bound(_) => Teardown {
+                established: true,
+                bound: true,
+                ..Teardown::default()
+            },
+            Phase::FullFeature { logout_posted } => Teardown {
+                established: true,
+                bound: true,
+                logout_posted,
+                ..Teardown::default()
+            },
+            Phase::Terminating(t) => t,
+        }
+    }
 }
 
 pub(crate) type Link = Connection<ConnEv, CqKick>;
 
 /// What a connection's lock protects.
 pub(crate) struct Inner {
-    /// Changed through [`RConn::set_phase`].
+    /// Changed through [`RConn::set_phase`] and [`RConn::set_terminating`].
     pub(crate) phase: Phase,
-    /// The portal while the connection waits for the login thread.
-    pub(crate) portal: Option<Arc<PortalQueue>>,
-    /// The first login request, waiting for the login thread, and its length.
-    pub(crate) login_req: Option<(KBox<DmaBuf<FromDevice>>, usize)>,
-    /// A buffer for the next login request.
-    pub(crate) login_rx: Option<KBox<DmaBuf<FromDevice>>>,
-    /// The final login response, sent once the receive buffers are posted.
-    pub(crate) login_rsp: Option<(KBox<TxDesc>, usize)>,
     /// Logouts whose response was sent, for the control work.
     pub(crate) logouts: KVec<Cmd>,
     /// Control responses that found the send queue full, in order; posted by the completion
     /// work as sends complete.
     pub(crate) backlog: KVec<(KBox<TxDesc>, Post)>,
-    /// A logout response was posted: teardown waits for the target's logout completion.
-    pub(crate) logout_posted: bool,
-    /// The connection never reached the target and is to be released by the control work.
-    pub(crate) release: bool,
-    /// The CM reported the connection established.
-    pub(crate) established: bool,
-    pub(crate) send_drained: bool,
-    pub(crate) recv_drained: bool,
 }
 
 /// An iSER connection.
@@ -77,6 +158,11 @@ pub(crate) struct RConn {
     pub(crate) sends: Atomic<u64>,
     /// Signal one SCSI response in this many (`signal_every`; 1: all).
     pub(crate) signal_every: u32,
+    /// `pdus_rx` when the keepalive thread last looked ([`RConn::keepalive_tick`]).
+    pub(crate) keepalive_rx: Atomic<u64>,
+    /// The keepalive probe posted at the last look, if any; only the keepalive thread uses it.
+    #[pin]
+    pub(crate) probe: Mutex<Option<Probe>>,
     /// Unsignaled sends posted since the last signaled one (approximate: posts run
     /// concurrently; the queue pair itself knows whether its last send was signaled).
     pub(crate) unsignaled_run: Atomic<u32>,
@@ -166,20 +252,29 @@ impl ConnEvents for ConnEv {
         STATS.established.inc();
         let portal = {
             let mut inner = self.conn.inner.lock();
-            inner.established = true;
-            if inner.phase == Phase::Terminating {
+            if let Some(t) = inner.phase.teardown() {
+                t.established = true;
                 // Terminated before the CM reported the connection (a message can arrive
                 // first): only now can the peer be told.
                 drop(inner);
                 self.conn.release_unbound();
                 return;
             }
-            self.conn.set_phase(&mut inner, Phase::Up);
-            inner.portal.clone()
+            let placeholder = Phase::Terminating(Teardown::default());
+            match core::mem::replace(&mut inner.phase, placeholder) {
+                Phase::Init(w) => {
+                    let portal = w.portal.clone();
+                    self.conn.set_phase(&mut inner, Phase::Up(w));
+                    portal
+                }
+                other => {
+                    // Reported twice: nothing new.
+                    inner.phase = other;
+                    return;
+                }
+            }
         };
-        if let Some(p) = portal {
-            p.push_pending(self.conn.clone());
-        }
+        portal.push_pending(self.conn.clone());
     }
 
     fn disconnected(&self) {
@@ -195,7 +290,11 @@ impl ConnEvents for ConnEv {
     fn device_removal(&self) {
         self.conn.terminate("RDMA device removed");
         // The CM waits until the connection is dropped.
-        if !self.conn.inner.lock().established {
+        let established = {
+            let mut inner = self.conn.inner.lock();
+            inner.phase.teardown().is_some_and(|t| t.established)
+        };
+        if !established {
             self.conn.release_unbound();
         }
     }
@@ -222,9 +321,71 @@ impl RConn {
 
     /// Moves to `phase` (with the lock held: `inner`).
     pub(crate) fn set_phase(&self, inner: &mut Inner, phase: Phase) {
-        inner.phase = phase;
-        if phase >= Phase::FullFeature {
+        if matches!(phase, Phase::FullFeature { .. } | Phase::Terminating(_)) {
             self.past_login.store(true, Relaxed);
+        }
+        inner.phase = phase;
+    }
+
+    /// Moves to [`Phase::Terminating`], keeping what the teardown needs of the phase it
+    /// leaves; returns the teardown's state. Already terminating: nothing changes.
+    pub(crate) fn set_terminating<'a>(&self, inner: &'a mut Inner) -> &'a mut Teardown {
+        if !inner.phase.is_terminating() {
+            let old = core::mem::replace(&mut inner.phase, Phase::Terminating(Teardown::default()));
+            self.set_phase(inner, Phase::Terminating(old.into_teardown()));
+        }
+        match &mut inner.phase {
+            Phase::Terminating(t) => t,
+            // Set just above.
+            _ => unreachable!(),
+        }
+    }
+
+    /// Records that a logout response was posted, for the teardown.
+    pub(crate) fn note_logout_posted(&self) {
+        match &mut self.inner.lock().phase {
+            Phase::FullFeature { logout_posted } => *logout_posted = true,
+            Phase::Terminating(t) => t.logout_posted = true,
+            _ => {}
+        }
+    }
+
+    /// One look of the keepalive thread (every `keepalive_s` seconds). A logged-in connection
+    /// that received nothing since the last look gets a probe, a signaled empty RDMA WRITE,
+    /// which the initiator's transport acknowledges by itself. A probe still not done at the
+    /// next look (a whole period later) means that the initiator is gone without a disconnect:
+    /// the connection is terminated. The queue pair's own retries may never give up (`rdma_rxe`
+    /// takes the retry count 7 of the kernel's initiator as unlimited), so the probe's age
+    /// decides, not its failure. (The target core pings iSCSI connections with NOP-In, but
+    /// not iSER ones: without a probe a vanished initiator's session would stay forever.)
+    pub(crate) fn keepalive_tick(self: &Arc<Self>) {
+        let last = self.probe.lock().take();
+        if let Some(p) = last {
+            if let Ok(false) = self.with_link(|l| l.qp().probe_done(&p)) {
+                STATS.keepalive_lost.inc();
+                pr_warn!(
+                    "conn {}: keepalive probe unanswered for a whole period\n",
+                    self.id
+                );
+                self.terminate("initiator gone (keepalive)");
+                return;
+            }
+        }
+        let rx = self.stats.pdus_rx.get();
+        if self.keepalive_rx.xchg(rx, Relaxed) != rx {
+            return;
+        }
+        if !matches!(self.inner.lock().phase, Phase::FullFeature { .. }) {
+            return;
+        }
+        match self.with_link(|l| l.qp().probe()) {
+            Ok(Ok(p)) => {
+                *self.probe.lock() = Some(p);
+                self.stats.keepalives.inc();
+            }
+            // A full send queue: its sends will show whether the initiator is there.
+            Ok(Err(ENOMEM)) | Err(_) => {}
+            Ok(Err(e)) => pr_warn!("conn {}: cannot post a keepalive probe: {:?}\n", self.id, e),
         }
     }
 
@@ -249,12 +410,11 @@ impl RConn {
     pub(crate) fn terminate(self: &Arc<Self>, why: &str) {
         let (bound, established) = {
             let mut inner = self.inner.lock();
-            if inner.phase == Phase::Terminating {
+            if inner.phase.is_terminating() {
                 return;
             }
-            let bound = inner.phase >= Phase::Bound;
-            self.set_phase(&mut inner, Phase::Terminating);
-            (bound, inner.established)
+            let t = self.set_terminating(&mut inner);
+            (t.bound, t.established)
         };
         pr_info!("conn {} ({}): {}\n", self.id, self.peer, why);
         self.wait.notify_all();
@@ -276,7 +436,7 @@ impl RConn {
     /// it (`isert_handle_unbound_conn()`).
     pub(crate) fn release_unbound(self: &Arc<Self>) {
         self.disconnect();
-        self.inner.lock().release = true;
+        self.set_terminating(&mut self.inner.lock()).release = true;
         enqueue::<CTRL_WORK>(self.clone());
     }
 
@@ -284,11 +444,17 @@ impl RConn {
     /// back every buffer and command. Waits for the completion work to see both markers.
     pub(crate) fn drain(self: &Arc<Self>) {
         {
-            let inner = self.inner.lock();
+            let mut inner = self.inner.lock();
             let Some(l) = self.link() else {
                 return;
             };
-            if inner.send_drained && inner.recv_drained {
+            // Only a terminating connection is drained: the completion work records the
+            // markers in its teardown state.
+            let Some(t) = inner.phase.teardown() else {
+                pr_warn!("conn {}: drain before teardown\n", self.id);
+                return;
+            };
+            if t.send_drained && t.recv_drained {
                 return;
             }
             match l.qp().start_drain() {
@@ -305,7 +471,11 @@ impl RConn {
         // posted request completes once the queue pair is in the error state, the markers
         // last.
         let mut inner = self.inner.lock();
-        while !(inner.send_drained && inner.recv_drained) {
+        while !inner
+            .phase
+            .teardown()
+            .is_some_and(|t| t.send_drained && t.recv_drained)
+        {
             self.wait.wait(&mut inner);
         }
         // Control responses never posted: dropping them releases their commands as failed.

@@ -48,7 +48,7 @@ impl RConn {
             return false;
         }
         let mut parked = self.rx_parked.lock();
-        if self.inner.lock().phase == Phase::Terminating {
+        if self.inner.lock().phase.is_terminating() {
             parked.clear();
             self.parked.store(0, Relaxed);
             return false;
@@ -78,17 +78,19 @@ impl RConn {
             self.terminate("malformed PDU");
             return None;
         }
-        let pdu = &msg[ISER_HDR_LEN..];
-        let mut bhs = [0u8; iscsit::HDR_LEN];
-        bhs.copy_from_slice(&pdu[..iscsit::HDR_LEN]);
-        let dlen = wire::dlength(&bhs);
-        if pdu.len() < iscsit::HDR_LEN + dlen {
+        // At least `HEADERS_LEN` bytes (checked above): the header is there.
+        let Some((bhs, rest)) = Bhs::from_bytes_copy_prefix(&msg[ISER_HDR_LEN..]) else {
+            self.terminate("malformed PDU");
+            return None;
+        };
+        let dlen = bhs.dlength();
+        if rest.len() < dlen {
             STATS.bad_pdus.inc();
             pr_warn!(
                 "conn {}: PDU declares {} data bytes but {} arrived\n",
                 self.id,
                 dlen,
-                pdu.len() - iscsit::HDR_LEN
+                rest.len()
             );
             self.terminate("malformed PDU");
             return None;
@@ -106,14 +108,14 @@ impl RConn {
             self.on_login_pdu(buf, len);
             return None;
         }
-        let data = &pdu[iscsit::HDR_LEN..iscsit::HDR_LEN + dlen];
+        let data = &rest[..dlen];
         let iser = IserHdr::parse(msg).unwrap_or_default();
         match self.iconn.with(|c| self.dispatch(c, &iser, &bhs, data)) {
             Some(Err(NoCmd)) => return Some((buf, len)),
             Some(Ok(Err(e))) => pr_warn!(
                 "conn {}: opcode {:#x} failed: {:?}\n",
                 self.id,
-                wire::opcode(&bhs),
+                bhs.opcode(),
                 e
             ),
             _ => {}
@@ -127,11 +129,15 @@ impl RConn {
     /// target's login work.
     pub(crate) fn on_login_pdu(&self, buf: KBox<DmaBuf<FromDevice>>, len: usize) {
         let pdu = &buf.as_slice()[ISER_HDR_LEN..len];
-        if let Some(Ok(())) = self.iconn.with(|c| c.deliver_login_pdu(pdu)) {
-            self.inner.lock().login_rx = Some(buf);
-            return;
+        let delivered = matches!(self.iconn.with(|c| c.deliver_login_pdu(pdu)), Some(Ok(())));
+        match &mut self.inner.lock().phase {
+            Phase::Bound(l) if delivered => l.rx = Some(buf),
+            // The first request: for the login thread.
+            Phase::Init(w) | Phase::Up(w) if !delivered => w.req = Some((buf, len)),
+            Phase::Bound(l) if !delivered => l.req = Some((buf, len)),
+            // Terminating: the buffer goes.
+            _ => {}
         }
-        self.inner.lock().login_req = Some((buf, len));
         self.wait.notify_all();
     }
 
@@ -141,10 +147,10 @@ impl RConn {
         &self,
         c: &Conn,
         iser: &IserHdr,
-        bhs: &[u8; iscsit::HDR_LEN],
+        bhs: &Bhs,
         data: &[u8],
     ) -> Result<Result, NoCmd> {
-        let op = wire::opcode(bhs);
+        let op = bhs.opcode();
         if c.is_discovery() && op != wire::OP_TEXT && op != wire::OP_LOGOUT {
             STATS.pdus_rejected.inc();
             pr_warn!(
@@ -214,10 +220,11 @@ impl RConn {
     pub(crate) fn on_send(self: &Arc<Self>, mut tx: KBox<TxDesc>, ok: bool) {
         let cmd = tx.cmd.take();
         let read = tx.read;
-        let mut hdr = [0u8; iscsit::HDR_LEN];
-        if let Some(b) = tx.buf.as_ref() {
-            hdr.copy_from_slice(&b.as_slice()[ISER_HDR_LEN..HEADERS_LEN]);
-        }
+        let hdr = tx
+            .buf
+            .as_ref()
+            .and_then(|b| Bhs::from_bytes_copy(&b.as_slice()[ISER_HDR_LEN..HEADERS_LEN]))
+            .unwrap_or_default();
         self.recycle(tx);
         let Some(cmd) = cmd else {
             return;
@@ -272,8 +279,11 @@ impl RConn {
                             }
                             self.on_send(ctx, result.is_ok());
                         }
+                        SendDone::Failed(e) => self.wc_error("empty RDMA WRITE", &e),
                         SendDone::Drained => {
-                            self.inner.lock().send_drained = true;
+                            if let Some(t) = self.inner.lock().phase.teardown() {
+                                t.send_drained = true;
+                            }
                             self.wait.notify_all();
                         }
                     }
@@ -288,7 +298,9 @@ impl RConn {
                 self.wc_error("receive", &e);
             }
             Completion::RecvDrained => {
-                self.inner.lock().recv_drained = true;
+                if let Some(t) = self.inner.lock().phase.teardown() {
+                    t.recv_drained = true;
+                }
                 self.wait.notify_all();
             }
         }

@@ -41,6 +41,10 @@ use kernel::{
         Pass, //
     },
     debugfs, impl_has_work,
+    kthread::{
+        Context,
+        Kthread, //
+    },
     net::sockaddr::SockAddr,
     new_condvar, new_mutex, new_spinlock, new_work,
     prelude::*,
@@ -66,6 +70,7 @@ use kernel::{
             FromDevice,
             Pd,
             PostError,
+            Probe,
             QpCaps,
             SendCtx,
             SendDone,
@@ -90,8 +95,8 @@ use kernel::{
         SpinLock, //
     },
     target::iscsit::{
-        self,
         Accepted,
+        Bhs,
         Closing,
         Cmd,
         Conn,
@@ -112,6 +117,10 @@ use kernel::{
         msecs_to_jiffies,
         Delta,
         Instant, //
+    },
+    transmute::{
+        AsBytes,
+        FromBytes, //
     },
     workqueue::{
         OwnedQueue,
@@ -151,6 +160,13 @@ module! {
             default: 16,
             description: "Post a SCSI response unsignaled while more commands of its connection \
                           are in flight, signaling one in this many (1: every send signaled)",
+        },
+        keepalive_s: u32 {
+            default: 15,
+            description: "Probe a logged-in connection that received nothing for this many \
+                          seconds with an empty RDMA WRITE, so that an initiator gone without a \
+                          disconnect is noticed when the probe's retries run out (0: no probes; \
+                          the target core pings iSER connections with no NOP-In)",
         },
         send_queue: u32 {
             default: 0,
@@ -204,6 +220,38 @@ struct RisertModule {
     transport: Registration<Risert>,
     _stats: Option<Pin<KBox<debugfs::File<()>>>>,
     _debugfs: debugfs::Dir,
+    /// Probes idle connections (`keepalive_s`); stopped when the module goes, after the
+    /// connections (it finds none by then).
+    _keepalive: Option<Kthread>,
+}
+
+/// The keepalive thread: every `period` seconds each connection has a look
+/// ([`RConn::keepalive_tick`]).
+fn keepalive(ctx: &Context, period: u32) {
+    let mut ticks = 0u32;
+    while !ctx.should_stop() {
+        // Short sleeps, so that the module's exit does not wait for a whole period.
+        fsleep(Delta::from_millis(100));
+        ticks += 1;
+        if ticks < period.saturating_mul(10) {
+            continue;
+        }
+        ticks = 0;
+        // The connections are looked at outside the list's lock: a look may terminate one.
+        let conns = {
+            let list = shared().conns.lock();
+            let mut v = KVec::with_capacity(list.len(), GFP_KERNEL);
+            if let Ok(v) = &mut v {
+                for c in list.iter() {
+                    let _ = v.push_within_capacity(c.clone());
+                }
+            }
+            v
+        };
+        for c in conns.iter().flatten() {
+            c.keepalive_tick();
+        }
+    }
 }
 
 impl kernel::InPlaceModule for RisertModule {
@@ -237,6 +285,12 @@ impl kernel::InPlaceModule for RisertModule {
             },
             _stats: stats,
             _debugfs: debugfs,
+            _keepalive: match module_parameters::keepalive_s.value() {
+                0 => None,
+                period => Some(Kthread::spawn(fmt!("risert_keepalive"), None, move |ctx| {
+                    keepalive(ctx, period)
+                })?),
+            },
         })
         .pin_chain(|_| {
             pr_info!("iSER target transport registered\n");

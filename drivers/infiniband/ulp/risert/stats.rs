@@ -102,6 +102,7 @@ stats!(
     rsp_dropped,
     bad_pdus,
     wc_errors,
+    keepalive_lost,
 );
 
 conn_stats!(
@@ -119,6 +120,7 @@ conn_stats!(
     backlogged,
     tag_waits,
     signal_posts,
+    keepalives,
     nops,
     tmfs,
     text,
@@ -139,9 +141,9 @@ pub(crate) fn write_stats(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt
 fn write_conns(f: &mut core::fmt::Formatter<'_>, conns: &[Arc<RConn>]) -> core::fmt::Result {
     for c in conns {
         let s = c.batcher.stats();
-        let phase = c.inner.lock().phase;
+        let phase = c.inner.lock().phase.name();
         f.write_fmt(fmt!(
-            "conn {} peer {} phase {:?} rx {} tx {} cq_events {} passes {} completions {} \
+            "conn {} peer {} phase {} rx {} tx {} cq_events {} passes {} completions {} \
              locks {} budget_exhausted {} rearms {} post_arm_polls {} post_arm {} reruns {} \
              polling {} joins {} idle_drops {}\n",
             c.id,

@@ -57,13 +57,24 @@ impl Transport for Risert {
                     drop(pending);
                     let (peer, local) = {
                         let mut inner = conn.inner.lock();
-                        if inner.phase != Phase::Up {
-                            // Torn down while it waited; its release work frees it.
-                            pending = q.pending.lock();
-                            continue;
+                        let placeholder = Phase::Terminating(Teardown::default());
+                        match core::mem::replace(&mut inner.phase, placeholder) {
+                            // The portal is no longer needed: the login thread has it.
+                            Phase::Up(w) => {
+                                let bufs = LoginBufs {
+                                    req: w.req,
+                                    ..LoginBufs::default()
+                                };
+                                conn.set_phase(&mut inner, Phase::Bound(bufs));
+                            }
+                            other => {
+                                // Torn down while it waited; its release work frees it.
+                                inner.phase = other;
+                                drop(inner);
+                                pending = q.pending.lock();
+                                continue;
+                            }
                         }
-                        conn.set_phase(&mut inner, Phase::Bound);
-                        inner.portal = None;
                         conn.with_link(|l| (l.peer(), l.local()))?
                     };
                     STATS.logins.inc();
@@ -113,11 +124,14 @@ impl Transport for Risert {
         let (buf, len) = {
             let mut inner = conn.inner.lock();
             loop {
-                if let Some(req) = inner.login_req.take() {
-                    break req;
-                }
-                if inner.phase == Phase::Terminating {
-                    return Err(ENOTCONN);
+                match &mut inner.phase {
+                    Phase::Bound(l) => {
+                        if let Some(req) = l.req.take() {
+                            break req;
+                        }
+                    }
+                    Phase::Terminating(_) => return Err(ENOTCONN),
+                    _ => {}
                 }
                 if conn.wait.wait_interruptible(&mut inner) {
                     return Err(EINTR);
@@ -125,7 +139,9 @@ impl Transport for Risert {
             }
         };
         let ret = login.fill_request(&buf.as_slice()[ISER_HDR_LEN..len]);
-        conn.inner.lock().login_rx = Some(buf);
+        if let Phase::Bound(l) = &mut conn.inner.lock().phase {
+            l.rx = Some(buf);
+        }
         ret
     }
 
@@ -135,10 +151,16 @@ impl Transport for Risert {
             if login.complete() {
                 // Sent by `get_rx_pdu` once the receive buffers are posted: the initiator
                 // starts the full-feature phase as soon as it has the response.
-                conn.inner.lock().login_rsp = Some((tx, n));
+                if let Phase::Bound(l) = &mut conn.inner.lock().phase {
+                    l.rsp = Some((tx, n));
+                }
                 return Ok(());
             }
-            let rx = match conn.inner.lock().login_rx.take() {
+            let rx = match &mut conn.inner.lock().phase {
+                Phase::Bound(l) => l.rx.take(),
+                _ => None,
+            };
+            let rx = match rx {
                 Some(b) => b,
                 None => conn.new_rx()?,
             };
@@ -148,8 +170,13 @@ impl Transport for Risert {
     }
 
     fn get_rx_pdu(_c: &Conn, conn: ArcBorrow<'_, RConn>) {
-        let Some((tx, n)) = conn.inner.lock().login_rsp.take() else {
-            // The login failed after its last response was built.
+        let rsp = match &mut conn.inner.lock().phase {
+            Phase::Bound(l) => l.rsp.take(),
+            _ => None,
+        };
+        let Some((tx, n)) = rsp else {
+            // The login failed after its last response was built, or the connection is
+            // terminating.
             return;
         };
         for _ in 0..RX_DESCS {
@@ -165,10 +192,15 @@ impl Transport for Risert {
         }
         {
             let mut inner = conn.inner.lock();
-            if inner.phase != Phase::Bound {
+            if !matches!(inner.phase, Phase::Bound(_)) {
                 return;
             }
-            conn.set_phase(&mut inner, Phase::FullFeature);
+            conn.set_phase(
+                &mut inner,
+                Phase::FullFeature {
+                    logout_posted: false,
+                },
+            );
         }
         if let Err(e) = conn.post(tx, Post::Send(SendWr::plain(n))) {
             pr_err!(
@@ -182,7 +214,7 @@ impl Transport for Risert {
         // The receive thread has nothing else to do: completions arrive through the work
         // item. It is signalled when the connection closes.
         let mut inner = conn.inner.lock();
-        while inner.phase != Phase::Terminating {
+        while !inner.phase.is_terminating() {
             if conn.wait.wait_interruptible(&mut inner) {
                 break;
             }
@@ -190,7 +222,7 @@ impl Transport for Risert {
     }
 
     fn response_queue(c: &Conn, conn: ArcBorrow<'_, RConn>, cmd: Cmd, state: State) -> QueueResult {
-        let mut hdr = [0u8; iscsit::HDR_LEN];
+        let mut hdr = Bhs::default();
         let tx = match state {
             State::SendTextRsp => cmd
                 .build_text_rsp(c, &mut hdr)
@@ -230,7 +262,7 @@ impl Transport for Risert {
         };
         conn.send_ctrl(tx, cmd)?;
         if state == State::SendLogoutRsp {
-            conn.inner.lock().logout_posted = true;
+            conn.note_logout_posted();
         }
         Ok(())
     }
@@ -247,7 +279,7 @@ impl Transport for Risert {
                 Ok(())
             }
             State::SendNopinWantResponse => {
-                let mut hdr = [0u8; iscsit::HDR_LEN];
+                let mut hdr = Bhs::default();
                 let data = cmd.build_nopin(c, &mut hdr, false);
                 match conn.new_tx(&hdr, data) {
                     Ok(tx) => conn.send_ctrl(tx, cmd),
@@ -306,17 +338,27 @@ impl Transport for Risert {
             }
             fsleep(Delta::from_millis(10));
         }
-        {
+        let logout_posted = {
             let mut inner = conn.inner.lock();
-            if inner.phase != Phase::Terminating {
-                conn.set_phase(&mut inner, Phase::Terminating);
+            let terminating = inner.phase.is_terminating();
+            let logout_posted = conn.set_terminating(&mut inner).logout_posted;
+            if !terminating {
                 conn.disconnect();
             }
-        }
+            logout_posted
+        };
         conn.wait.notify_all();
         conn.drain();
         c.wait_for_cmds();
-        if conn.inner.lock().logout_posted {
+        // Read again: a logout response posted meanwhile counts too.
+        let logout_posted = logout_posted
+            || conn
+                .inner
+                .lock()
+                .phase
+                .teardown()
+                .is_some_and(|t| t.logout_posted);
+        if logout_posted {
             c.wait_for_logout();
         }
     }

@@ -194,7 +194,7 @@ impl RConn {
         data_in: bool,
         refuse: bool,
     ) -> QueueResult {
-        let mut hdr = [0u8; iscsit::HDR_LEN];
+        let mut hdr = Bhs::default();
         let sense = cmd.build_rsp(c, &mut hdr);
         let (mut tx, n) = match self.new_tx(&hdr, sense) {
             Ok(tx) => tx,
@@ -246,11 +246,7 @@ impl RConn {
 
     /// A send of the iSER control header, the iSCSI header `hdr` and `data`: a pooled
     /// descriptor when the message fits one and the pool has one, else a new one.
-    pub(crate) fn new_tx(
-        &self,
-        hdr: &[u8; iscsit::HDR_LEN],
-        data: &[u8],
-    ) -> Result<(KBox<TxDesc>, usize)> {
+    pub(crate) fn new_tx(&self, hdr: &Bhs, data: &[u8]) -> Result<(KBox<TxDesc>, usize)> {
         let len = HEADERS_LEN + data.len();
         let pooled = if len <= POOLED_TX_SIZE {
             self.pooled_tx()
@@ -277,7 +273,7 @@ impl RConn {
         };
         let b = buf.as_mut_slice();
         IserHdr::control().write(&mut b[..ISER_HDR_LEN]);
-        b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr);
+        b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr.as_bytes());
         b[HEADERS_LEN..len].copy_from_slice(data);
         Ok((tx, len))
     }

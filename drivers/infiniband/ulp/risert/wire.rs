@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The iSER wire format (RFC 7145): the iSER header in front of each iSCSI PDU, and the few
-//! iSCSI basic header segment fields the transport reads.
+//! The iSER wire format (RFC 7145): the iSER header in front of each iSCSI PDU, decoded from
+//! the kernel crate's typed view ([`IserCtrl`]), and the CM private data.
 
-use kernel::prelude::*;
+use kernel::{
+    prelude::*,
+    target::iscsit::IserCtrl,
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+};
 
 /// Length of the iSER header (`struct iser_ctrl`).
-pub(crate) const ISER_HDR_LEN: usize = 28;
+pub(crate) const ISER_HDR_LEN: usize = IserCtrl::LEN;
 /// Length of the iSER and iSCSI headers together (`ISER_HEADERS_LEN`).
 pub(crate) const HEADERS_LEN: usize = ISER_HDR_LEN + 48;
 /// Largest data segment received (`ISER_DEF_MAX_RECV_SEG_LEN`, 8 KiB).
@@ -14,14 +21,8 @@ pub(crate) const MAX_RECV_SEG: usize = 8192;
 /// Size of a receive buffer (`ISER_RX_PAYLOAD_SIZE`).
 pub(crate) const RX_SIZE: usize = HEADERS_LEN + MAX_RECV_SEG;
 
-/// iSER opcode of a PDU carrying iSCSI control-type data (`ISCSI_CTRL`).
-const ISCSI_CTRL: u8 = 0x10;
-/// iSER opcode of a Hello message (`ISER_HELLO`).
-const ISER_HELLO: u8 = 0x20;
-/// The write STag and VA are valid (`ISER_WSV`).
-const ISER_WSV: u8 = 0x08;
-/// The read STag and VA are valid (`ISER_RSV`).
-const ISER_RSV: u8 = 0x04;
+const ISCSI_CTRL: u8 = IserCtrl::ISCSI_CTRL;
+const ISER_HELLO: u8 = IserCtrl::HELLO;
 
 /// An iSER header (`struct iser_ctrl`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,14 +45,6 @@ pub(crate) enum Kind {
     Unknown(u8),
 }
 
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn be64(b: &[u8]) -> u64 {
-    (u64::from(be32(b)) << 32) | u64::from(be32(&b[4..]))
-}
-
 impl IserHdr {
     /// The header of a PDU the target sends: iSCSI control, no STags.
     pub(crate) fn control() -> Self {
@@ -63,21 +56,16 @@ impl IserHdr {
 
     /// Parses the header at the start of `b` (at least [`ISER_HDR_LEN`] bytes).
     pub(crate) fn parse(b: &[u8]) -> Option<Self> {
-        let b = b.get(..ISER_HDR_LEN)?;
-        let flags = b[0];
-        let mut h = Self {
-            flags,
-            ..Self::default()
-        };
-        if flags & ISER_WSV != 0 {
-            h.write_stag = be32(&b[4..]);
-            h.write_va = be64(&b[8..]);
-        }
-        if flags & ISER_RSV != 0 {
-            h.read_stag = be32(&b[16..]);
-            h.read_va = be64(&b[20..]);
-        }
-        Some(h)
+        let (c, _) = IserCtrl::from_bytes_copy_prefix(b)?;
+        let (write_stag, write_va) = c.write().unwrap_or_default();
+        let (read_stag, read_va) = c.read().unwrap_or_default();
+        Some(Self {
+            flags: c.flags(),
+            write_stag,
+            write_va,
+            read_stag,
+            read_va,
+        })
     }
 
     /// The kind of message.
@@ -91,23 +79,11 @@ impl IserHdr {
 
     /// Writes the header into `b` ([`ISER_HDR_LEN`] bytes).
     pub(crate) fn write(&self, b: &mut [u8]) {
-        b[..ISER_HDR_LEN].fill(0);
-        b[0] = self.flags;
-        b[4..8].copy_from_slice(&self.write_stag.to_be_bytes());
-        b[8..16].copy_from_slice(&self.write_va.to_be_bytes());
-        b[16..20].copy_from_slice(&self.read_stag.to_be_bytes());
-        b[20..28].copy_from_slice(&self.read_va.to_be_bytes());
+        let mut c = IserCtrl::with_flags(self.flags);
+        c.set_write(self.write_stag, self.write_va);
+        c.set_read(self.read_stag, self.read_va);
+        b[..ISER_HDR_LEN].copy_from_slice(c.as_bytes());
     }
-}
-
-/// The opcode of an iSCSI basic header segment (`hdr->opcode & ISCSI_OPCODE_MASK`).
-pub(crate) fn opcode(bhs: &[u8; 48]) -> u8 {
-    bhs[0] & 0x3f
-}
-
-/// The data segment length of an iSCSI basic header segment (`ntoh24(hdr->dlength)`).
-pub(crate) fn dlength(bhs: &[u8; 48]) -> usize {
-    (usize::from(bhs[5]) << 16) | (usize::from(bhs[6]) << 8) | usize::from(bhs[7])
 }
 
 /// iSER CM response flags (`struct iser_cm_hdr`): the target does not use zero-based virtual
@@ -139,7 +115,7 @@ mod tests {
     #[test]
     fn header_round_trip() {
         let h = IserHdr {
-            flags: ISCSI_CTRL | ISER_WSV | ISER_RSV,
+            flags: ISCSI_CTRL | IserCtrl::WSV | IserCtrl::RSV,
             write_stag: 0x1234_5678,
             write_va: 0x0102_0304_0506_0708,
             read_stag: 0x9abc_def0,
@@ -175,10 +151,16 @@ mod tests {
 
     #[test]
     fn bhs_fields() {
-        let mut bhs = [0u8; 48];
-        bhs[0] = 0x40 | OP_TEXT;
-        bhs[5..8].copy_from_slice(&[0x01, 0x02, 0x03]);
-        assert_eq!(opcode(&bhs), OP_TEXT);
-        assert_eq!(dlength(&bhs), 0x010203);
+        use kernel::target::iscsit::Bhs;
+        let mut b = [0u8; 48];
+        b[0] = 0x40 | OP_TEXT;
+        b[5..8].copy_from_slice(&[0x01, 0x02, 0x03]);
+        let bhs = Bhs::from_bytes_copy(&b).unwrap();
+        assert_eq!(bhs.opcode(), OP_TEXT);
+        assert!(bhs.immediate());
+        assert_eq!(bhs.dlength(), 0x010203);
+        let mut out = Bhs::default();
+        out.set_dlength(0x010203);
+        assert_eq!(out.as_bytes()[5..8], [0x01, 0x02, 0x03]);
     }
 }

@@ -314,7 +314,7 @@ impl Cmd {
 
     /// Builds the SCSI response header into `hdr` (`iscsit_build_rsp_pdu()`) and returns its
     /// data segment: the sense data, with its length in front, padded to 4 bytes.
-    pub fn build_rsp(&mut self, conn: &Conn, hdr: &mut [u8; HDR_LEN]) -> &[u8] {
+    pub fn build_rsp(&mut self, conn: &Conn, hdr: &mut Bhs) -> &[u8] {
         let c = self.raw();
         // SAFETY: By the type invariants both are valid; `hdr` is a full header. The sense
         // buffer is the command's own array, of `ISCSI_SENSE_BUFFER_LEN` bytes, into which the
@@ -332,14 +332,14 @@ impl Cmd {
             sense[..2].copy_from_slice(&((*se).scsi_sense_length).to_be_bytes());
             let len = (len + 2).min(sense.len());
             (*se).scsi_sense_length = len as u16;
-            hdr[5..8].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+            hdr.set_dlength(len);
             let padded = (len + 3) & !3;
             &sense[..padded.min(sense.len())]
         }
     }
 
     /// Builds the task management response header (`iscsit_build_task_mgt_rsp()`).
-    pub fn build_tm_rsp(&self, conn: &Conn, hdr: &mut [u8; HDR_LEN]) {
+    pub fn build_tm_rsp(&self, conn: &Conn, hdr: &mut Bhs) {
         // SAFETY: By the type invariants both are valid; `hdr` is a full header.
         unsafe {
             bindings::iscsit_build_task_mgt_rsp(self.raw(), conn.as_ptr(), hdr.as_mut_ptr().cast())
@@ -356,7 +356,7 @@ impl Cmd {
 
     /// Builds the text response header into `hdr` (`iscsit_build_text_rsp()`) and returns the
     /// response's data segment.
-    pub fn build_text_rsp(&self, conn: &Conn, hdr: &mut [u8; HDR_LEN]) -> Result<&[u8]> {
+    pub fn build_text_rsp(&self, conn: &Conn, hdr: &mut Bhs) -> Result<&[u8]> {
         // SAFETY: By the type invariants the command and connection are valid; `hdr` is a full
         // header.
         let len = unsafe {
@@ -374,7 +374,7 @@ impl Cmd {
     }
 
     /// Builds the logout response header (`iscsit_build_logout_rsp()`).
-    pub fn build_logout_rsp(&self, conn: &Conn, hdr: &mut [u8; HDR_LEN]) -> Result {
+    pub fn build_logout_rsp(&self, conn: &Conn, hdr: &mut Bhs) -> Result {
         // SAFETY: As in `build_text_rsp`.
         to_result(unsafe {
             bindings::iscsit_build_logout_rsp(self.raw(), conn.as_ptr(), hdr.as_mut_ptr().cast())
@@ -383,7 +383,7 @@ impl Cmd {
 
     /// Builds a NOP-In header (`iscsit_build_nopin_rsp()`); `response` when it answers a ping.
     /// Returns the data segment: the ping data echoed back.
-    pub fn build_nopin(&self, conn: &Conn, hdr: &mut [u8; HDR_LEN], response: bool) -> &[u8] {
+    pub fn build_nopin(&self, conn: &Conn, hdr: &mut Bhs, response: bool) -> &[u8] {
         // SAFETY: As in `build_text_rsp`.
         unsafe {
             bindings::iscsit_build_nopin_rsp(
@@ -404,13 +404,13 @@ impl Cmd {
 
     /// Builds a reject header (`iscsit_build_reject()`) and returns its data segment, the
     /// rejected PDU's header.
-    pub fn build_reject(&self, conn: &Conn, hdr: &mut [u8; HDR_LEN]) -> &[u8] {
+    pub fn build_reject(&self, conn: &Conn, hdr: &mut Bhs) -> &[u8] {
         // SAFETY: As in `build_text_rsp`.
         unsafe {
             bindings::iscsit_build_reject(self.raw(), conn.as_ptr(), hdr.as_mut_ptr().cast())
         };
         // The data segment length is the rejected header.
-        hdr[5..8].copy_from_slice(&[0, 0, HDR_LEN as u8]);
+        hdr.set_dlength(HDR_LEN);
         // SAFETY: A reject keeps a copy of the rejected header in `buf_ptr`
         // (`iscsit_add_reject()`).
         unsafe { self.buf(HDR_LEN) }
@@ -436,8 +436,8 @@ impl Cmd {
 
     /// Whether the command is a text exchange that continues (`ISCSI_FLAG_TEXT_CONTINUE` in the
     /// response `hdr` just sent): the target keeps it for the next text request.
-    pub fn text_continues(hdr: &[u8; HDR_LEN]) -> bool {
-        hdr[1] & bindings::ISCSI_FLAG_TEXT_CONTINUE as u8 != 0
+    pub fn text_continues(hdr: &Bhs) -> bool {
+        hdr.flags() & bindings::ISCSI_FLAG_TEXT_CONTINUE as u8 != 0
     }
 
     /// The command's queue state.

@@ -116,13 +116,7 @@ impl Conn {
     /// data and the status ([`Transport::queue_data_in`], [`Transport::queue_status`]).
     ///
     /// The immediate data is copied into the command's buffer.
-    pub fn handle_scsi_cmd(
-        &self,
-        cmd: Cmd,
-        hdr: &[u8; HDR_LEN],
-        imm: &[u8],
-        remote: Remote,
-    ) -> Result {
+    pub fn handle_scsi_cmd(&self, cmd: Cmd, hdr: &Bhs, imm: &[u8], remote: Remote) -> Result {
         let mut hdr = *hdr;
         // SAFETY: The transport area is ours until the command is given to the target.
         unsafe { cmd.remote_ptr().write(remote) };
@@ -170,7 +164,8 @@ impl Conn {
                 }
             }
         }
-        let cmdsn = u32::from_ne_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]);
+        // In network order, as the target takes it (`hdr->cmdsn`).
+        let cmdsn = hdr.cmdsn().to_be();
         // SAFETY: As above; the command sequence number is passed in network order.
         let rc =
             unsafe { bindings::iscsit_sequence_cmd(self.as_ptr(), c, hdr.as_mut_ptr(), cmdsn) };
@@ -195,7 +190,7 @@ impl Conn {
     /// the initiator may send (`MaxXmitDataSegmentLength`) is refused with `EMSGSIZE` and not
     /// handed to the target, whose reject would wait for a command tag: the transport rejects
     /// it ([`Conn::reject`], [`RejectReason::ProtocolError`]).
-    pub fn handle_data_out(&self, hdr: &[u8; HDR_LEN], data: &[u8]) -> Result {
+    pub fn handle_data_out(&self, hdr: &Bhs, data: &[u8]) -> Result {
         // SAFETY: The connection is valid; its operational parameters are set at login.
         let max = unsafe { (*(*self.as_ptr()).conn_ops).MaxXmitDataSegmentLength };
         if data.len() > max as usize {
@@ -214,7 +209,7 @@ impl Conn {
             // The target dropped the PDU (recovery, or a command being aborted).
             return Ok(());
         }
-        let offset = u32::from_be_bytes([hdr[40], hdr[41], hdr[42], hdr[43]]);
+        let offset = hdr.buffer_offset();
         // SAFETY: `iscsit_check_dataout_hdr` returned a command of this connection that expects
         // this data; it checked that `offset` plus the header's data length fits the command's
         // data length, and `data` is that long. The scatter list covers the data length.
@@ -242,7 +237,7 @@ impl Conn {
 
     /// Hands a task management request to the target (`iscsit_handle_task_mgt_cmd()`); the
     /// response comes back with [`State::SendTaskMgtRsp`].
-    pub fn handle_tmf(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
+    pub fn handle_tmf(&self, cmd: Cmd, hdr: &Bhs) -> Result {
         let mut hdr = *hdr;
         let c = cmd.into_target();
         // SAFETY: As in `handle_logout`.
@@ -254,7 +249,7 @@ impl Conn {
     /// Hands a text request (`hdr` and its data segment `data`) to the target
     /// (`iscsit_setup_text_cmd()`, `iscsit_process_text_cmd()`); the response comes back
     /// through [`Transport::response_queue`] with [`State::SendTextRsp`].
-    pub fn handle_text(&self, cmd: Cmd, hdr: &[u8; HDR_LEN], data: &[u8]) -> Result {
+    pub fn handle_text(&self, cmd: Cmd, hdr: &Bhs, data: &[u8]) -> Result {
         let mut hdr = *hdr;
         let h = hdr.as_mut_ptr().cast::<bindings::iscsi_text>();
         // The target takes ownership of `cmd` (on error it releases or rejects it itself).
@@ -287,7 +282,7 @@ impl Conn {
 
     /// Hands a logout request to the target (`iscsit_handle_logout_cmd()`); the response
     /// comes back with [`State::SendLogoutRsp`].
-    pub fn handle_logout(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
+    pub fn handle_logout(&self, cmd: Cmd, hdr: &Bhs) -> Result {
         let mut hdr = *hdr;
         // The target takes ownership of `cmd`.
         let c = cmd.into_target();
@@ -298,7 +293,7 @@ impl Conn {
     /// Hands a NOP-Out to the target (`iscsit_setup_nop_out()`, `iscsit_process_nop_out()`);
     /// a ping is answered with [`State::SendNopin`]. The ping data is not echoed (the
     /// initiators send none).
-    pub fn handle_nop_out(&self, cmd: Cmd, hdr: &[u8; HDR_LEN]) -> Result {
+    pub fn handle_nop_out(&self, cmd: Cmd, hdr: &Bhs) -> Result {
         let mut hdr = *hdr;
         let h = hdr.as_mut_ptr().cast::<bindings::iscsi_nopout>();
         let c = cmd.into_target();
@@ -314,7 +309,7 @@ impl Conn {
     /// Rejects a PDU with `reason` (`iscsit_reject_cmd()`), answering with `cmd`, a command
     /// from [`Conn::alloc_cmd`]: the target's own `iscsit_add_reject()` would wait for a
     /// command tag. The reject comes back with [`State::SendReject`].
-    pub fn reject(&self, cmd: Cmd, hdr: &[u8; HDR_LEN], reason: RejectReason) {
+    pub fn reject(&self, cmd: Cmd, hdr: &Bhs, reason: RejectReason) {
         let mut hdr = *hdr;
         let c = cmd.into_target();
         // SAFETY: `c` is a new command of this connection, now the target's; `hdr` is a full

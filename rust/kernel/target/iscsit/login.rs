@@ -50,10 +50,10 @@ impl Login {
     }
 
     /// The header of the response to send.
-    pub fn rsp(&self) -> [u8; HDR_LEN] {
+    pub fn rsp(&self) -> Bhs {
         // SAFETY: As above.
         let rsp = unsafe { (*self.raw()).rsp };
-        rsp.map(|b| b as u8)
+        Bhs::from(rsp.map(|b| b as u8))
     }
 
     /// The first `len` bytes of the response's data segment (at most `MAX_KEY_VALUE_PAIRS`).
