@@ -7,6 +7,7 @@
  * Usage: iser_peer ADDR PORT MODE SECONDS
  *        iser_peer ADDR PORT fuzz COUNT TARGET_IQN [SEED]
  *        iser_peer ADDR PORT abort LUN TARGET_IQN
+ *        iser_peer ADDR PORT vanish SECONDS TARGET_IQN
  *
  * MODE (one crafted message before any login):
  *   short     a 10-byte message (shorter than the iSER and iSCSI headers)
@@ -37,6 +38,12 @@
  * R status S)", sends ABORT TASK for the WRITE and waits up to 30 s for the
  * task management response; prints "tmf response N" (0: function complete)
  * or "no tmf response", then logs out.
+ *
+ * vanish: logs in to TARGET_IQN, sends TEST UNIT READY to LUN 0, prints
+ * "logged in" and then does nothing at all for SECONDS: it neither polls its
+ * queues nor answers pings, and never disconnects. The test takes its
+ * network away meanwhile, so that to the target it is an initiator that
+ * vanished; it is killed at the end.
  *
  * Exits 0 unless a connection could not be set up (or, in fuzz mode, a
  * login failed three times in a row).
@@ -811,14 +818,40 @@ static int abort_task(struct addrinfo *ai, unsigned int lun, const char *iqn)
 	return 0;
 }
 
+static int vanish(struct addrinfo *ai, unsigned int seconds, const char *iqn)
+{
+	static const uint8_t tur[10];
+	struct session s = { .iqn = iqn };
+	uint8_t *b;
+	int i;
+
+	if (session_login(&s, ai))
+		return 1;
+	i = tx_slot(&s);
+	b = tx_buf(&s.p, i);
+	memset(b, 0, ISER_HDR_LEN);
+	b[0] = ISCSI_CTRL;
+	scsi_hdr(&s, b + ISER_HDR_LEN, 0, tur, 0, 0x81);	/* final, simple */
+	s.cmdsn++;
+	if (send_pdu(&s, i, HDR_LEN) || reap(&s, 1000))
+		return 1;
+	printf("logged in\n");
+	fflush(stdout);
+	sleep(seconds);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct addrinfo *ai;
 
-	if (argc < 5 || ((!strcmp(argv[3], "fuzz") || !strcmp(argv[3], "abort")) && argc < 6)) {
+	if (argc < 5 || ((!strcmp(argv[3], "fuzz") || !strcmp(argv[3], "abort") ||
+			  !strcmp(argv[3], "vanish")) && argc < 6)) {
 		fprintf(stderr, "usage: %s ADDR PORT MODE SECONDS\n"
 			"       %s ADDR PORT fuzz COUNT TARGET_IQN [SEED]\n"
-			"       %s ADDR PORT abort LUN TARGET_IQN\n", argv[0], argv[0], argv[0]);
+			"       %s ADDR PORT abort LUN TARGET_IQN\n"
+			"       %s ADDR PORT vanish SECONDS TARGET_IQN\n",
+			argv[0], argv[0], argv[0], argv[0]);
 		return 2;
 	}
 	if (getaddrinfo(argv[1], argv[2], NULL, &ai)) {
@@ -834,5 +867,7 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[3], "abort"))
 		return abort_task(ai, atoi(argv[4]), argv[5]);
+	if (!strcmp(argv[3], "vanish"))
+		return vanish(ai, atoi(argv[4]), argv[5]);
 	return one_message(ai, argv[3], atoi(argv[4]));
 }

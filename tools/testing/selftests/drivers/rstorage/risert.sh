@@ -18,7 +18,7 @@ stats=/sys/kernel/debug/risert/stats
 
 ktap_print_header
 rstorage_require fio iscsiadm iscsid rdma sg_reset
-ktap_set_plan 25
+ktap_set_plan 26
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -642,6 +642,72 @@ fuzz_full_feature() {
 		[ "$(rstat wc_errors)" = "$w0" ] && all_freed
 }
 
+# An initiator that vanishes without a disconnect. iser_peer runs in its own
+# network namespace with its own rxe device on its own veth pair: target
+# (rxe1 on vethw0, 10.78.1.2) - initiator (rxe2 on vethv1, 10.78.1.1). It
+# logs in through a second portal (10.78.1.2:3260), sends TEST UNIT READY
+# and goes silent; the test then takes the initiator's address away (the
+# peer is gone from the network: no DREQ, no flush, and the target's link
+# stays up). The target core sends no NOP-In over iSER, so only risert's
+# keepalive probe (an empty RDMA WRITE after keepalive_s = 15 s without a
+# received PDU) can find out: the probe is still unanswered a period later,
+# so the connection is terminated, the session closes and the connection is
+# freed, within 120 s and with no hang; the time it took is printed. The peer is killed afterwards. Then a session
+# of the kernel's initiator carries verified I/O.
+vanish() {
+	local ns=rstorage-ini np2=$tpg/np/10.78.1.2:3260 e0 l0 a0 k0 ppid i t0 t
+	local luns rc=0
+	rstorage_loaded risert || rstorage_insmod risert || return 1
+	echo 1 >"$np/iser" || return 1
+	ip netns add "$ns" && ip link add vethw0 type veth peer name vethv1 netns "$ns" &&
+		ip addr add 10.78.1.2/24 dev vethw0 && ip link set vethw0 up &&
+		ip -n "$ns" addr add 10.78.1.1/24 dev vethv1 && ip -n "$ns" link set vethv1 up &&
+		ip -n "$ns" link set lo up &&
+		rdma link add rxe1 type rxe netdev vethw0 &&
+		ip netns exec "$ns" rdma link add rxe2 type rxe netdev vethv1 &&
+		mkdir "$np2" && echo 1 >"$np2/iser" ||
+		{ ktap_print_msg "set-up of the initiator's own network failed"; rc=1; }
+	e0=$(rstat conns_freed) l0=$(rstat keepalive_lost) a0=$(rstat accepted) k0=$(rstat keepalives)
+	if [ "$rc" = 0 ]; then
+		ip netns exec "$ns" "$(dirname "$0")/iser_peer" 10.78.1.2 3260 vanish 900 "$iqn" \
+			>"$work/vanish.out" 2>&1 &
+		ppid=$!
+		for i in $(seq 120); do
+			grep -q "logged in" "$work/vanish.out" || ! kill -0 "$ppid" 2>/dev/null && break
+			sleep 0.5
+		done
+		grep -q "logged in" "$work/vanish.out" && [ "$(rstat accepted)" -gt "$a0" ] ||
+			{ ktap_print_msg "peer: $(paste -sd' ' "$work/vanish.out")"; rc=1; }
+	fi
+	if [ "$rc" = 0 ]; then
+		t0=$(date +%s)
+		ip -n "$ns" addr flush dev vethv1
+		while [ $(($(date +%s) - t0)) -lt 120 ]; do
+			[ -z "$(tr -d '[:space:]\0' <"$tpg/dynamic_sessions")" ] &&
+				[ "$(rstat conns_freed)" -gt "$e0" ] && break
+			sleep 0.5
+		done
+		t=$(($(date +%s) - t0))
+		ktap_print_msg "after $t s: connections freed $(($(rstat conns_freed) - e0))," \
+			"keepalive probes $(($(rstat keepalives) - k0))," \
+			"probes unanswered $(($(rstat keepalive_lost) - l0))," \
+			"sessions left: $(tr -d '\0' <"$tpg/dynamic_sessions" | paste -sd' ')"
+		[ -z "$(tr -d '[:space:]\0' <"$tpg/dynamic_sessions")" ] &&
+			[ "$(rstat conns_freed)" -gt "$e0" ] && [ "$(rstat keepalive_lost)" -gt "$l0" ] || rc=1
+	fi
+	[ -n "${ppid:-}" ] && { kill -9 "$ppid" 2>/dev/null; wait "$ppid" 2>/dev/null; }
+	echo 0 >"$np2/iser" 2>/dev/null
+	rmdir "$np2" 2>/dev/null
+	ip netns exec "$ns" rdma link delete rxe2 2>/dev/null
+	rdma link delete rxe1 2>/dev/null
+	ip link del vethw0 2>/dev/null
+	ip netns del "$ns" 2>/dev/null
+	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
+	session_io "after the vanished initiator" "$luns" || rc=1
+	echo 0 >"$np/iser"
+	[ "$rc" = 0 ] && all_freed
+}
+
 mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
 : >"$work/orphans"
@@ -670,6 +736,7 @@ rstorage_case "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left
 rstorage_case "send queue of 4: posts refused when full, LIO queues again, fio verify=crc32c" queue_full
 rstorage_case "ABORT TASK of a WRITE the backend holds: function complete, command freed, verified I/O after" abort_task
 rstorage_case "10,000 malformed full-feature PDUs from a userspace peer while a session runs fio verify=crc32c" fuzz_full_feature
+rstorage_case "an initiator that vanishes without a disconnect: session closed, connection freed, verified I/O after" vanish
 
 # Tear down, best effort.
 iser_autoload on
