@@ -730,10 +730,25 @@ static void scsi_hdr(struct session *s, uint8_t *bhs, unsigned int lun, const ui
 	memcpy(bhs + 32, cdb, 10);
 }
 
+/* Sends TEST UNIT READY to @lun and reaps for a second; 0 on success. */
+static int send_tur(struct session *s, unsigned int lun)
+{
+	static const uint8_t tur[10];
+	uint8_t *b;
+	int i;
+
+	i = tx_slot(s);
+	b = tx_buf(&s->p, i);
+	memset(b, 0, ISER_HDR_LEN);
+	b[0] = ISCSI_CTRL;
+	scsi_hdr(s, b + ISER_HDR_LEN, lun, tur, 0, 0x81);	/* final, simple */
+	s->cmdsn++;
+	return send_pdu(s, i, HDR_LEN) || reap(s, 1000);
+}
+
 static int abort_task(struct addrinfo *ai, unsigned int lun, const char *iqn)
 {
 	static const uint8_t write10[10] = { 0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0 };
-	static const uint8_t tur[10];
 	struct session s = { .iqn = iqn };
 	uint32_t ref_itt, ref_cmdsn;
 	uint8_t *b, *bhs, *data;
@@ -743,13 +758,7 @@ static int abort_task(struct addrinfo *ai, unsigned int lun, const char *iqn)
 	if (session_login(&s, ai))
 		return 1;
 	/* TEST UNIT READY takes the unit attention a newly mapped LUN reports first. */
-	i = tx_slot(&s);
-	b = tx_buf(&s.p, i);
-	memset(b, 0, ISER_HDR_LEN);
-	b[0] = ISCSI_CTRL;
-	scsi_hdr(&s, b + ISER_HDR_LEN, lun, tur, 0, 0x81);	/* final, simple */
-	s.cmdsn++;
-	if (send_pdu(&s, i, HDR_LEN) || reap(&s, 1000))
+	if (send_tur(&s, lun))
 		return 1;
 	s.scsi_rsp = 0;
 	/* The WRITE: its data is the last send buffer, which the target reads by RDMA. */
@@ -820,20 +829,9 @@ static int abort_task(struct addrinfo *ai, unsigned int lun, const char *iqn)
 
 static int vanish(struct addrinfo *ai, unsigned int seconds, const char *iqn)
 {
-	static const uint8_t tur[10];
 	struct session s = { .iqn = iqn };
-	uint8_t *b;
-	int i;
 
-	if (session_login(&s, ai))
-		return 1;
-	i = tx_slot(&s);
-	b = tx_buf(&s.p, i);
-	memset(b, 0, ISER_HDR_LEN);
-	b[0] = ISCSI_CTRL;
-	scsi_hdr(&s, b + ISER_HDR_LEN, 0, tur, 0, 0x81);	/* final, simple */
-	s.cmdsn++;
-	if (send_pdu(&s, i, HDR_LEN) || reap(&s, 1000))
+	if (session_login(&s, ai) || send_tur(&s, 0))
 		return 1;
 	printf("logged in\n");
 	fflush(stdout);
