@@ -88,6 +88,12 @@ impl Phase {
         }
     }
 
+    /// Takes the phase out to move its data into the next one, leaving an empty
+    /// `Terminating` in its place; the caller puts a phase back before it drops the lock.
+    pub(crate) fn take(&mut self) -> Phase {
+        core::mem::replace(self, Phase::Terminating(Teardown::default()))
+    }
+
     /// What a teardown starting in this phase takes from it.
     fn into_teardown(self) -> Teardown {
         match self {
@@ -260,8 +266,7 @@ impl ConnEvents for ConnEv {
                 self.conn.release_unbound();
                 return;
             }
-            let placeholder = Phase::Terminating(Teardown::default());
-            match core::mem::replace(&mut inner.phase, placeholder) {
+            match inner.phase.take() {
                 Phase::Init(w) => {
                     let portal = w.portal.clone();
                     self.conn.set_phase(&mut inner, Phase::Up(w));
@@ -331,7 +336,7 @@ impl RConn {
     /// leaves; returns the teardown's state. Already terminating: nothing changes.
     pub(crate) fn set_terminating<'a>(&self, inner: &'a mut Inner) -> &'a mut Teardown {
         if !inner.phase.is_terminating() {
-            let old = core::mem::replace(&mut inner.phase, Phase::Terminating(Teardown::default()));
+            let old = inner.phase.take();
             self.set_phase(inner, Phase::Terminating(old.into_teardown()));
         }
         match &mut inner.phase {

@@ -57,8 +57,7 @@ impl Transport for Risert {
                     drop(pending);
                     let (peer, local) = {
                         let mut inner = conn.inner.lock();
-                        let placeholder = Phase::Terminating(Teardown::default());
-                        match core::mem::replace(&mut inner.phase, placeholder) {
+                        match inner.phase.take() {
                             // The portal is no longer needed: the login thread has it.
                             Phase::Up(w) => {
                                 let bufs = LoginBufs {
