@@ -209,7 +209,7 @@ impl CompletionSource for ComplSource<'_> {
     /// Called after the queue's lock is dropped: receive handlers keep queueing meanwhile.
     fn complete(&self, d: Done) {
         complete(self.aoe, d);
-        self.c.completed.bump();
+        self.c.completed.inc();
     }
 }
 
@@ -245,7 +245,7 @@ pub(crate) fn complete(aoe: &Aoe, d: Done) {
                     _ => true,
                 };
             if !ok {
-                dev.stats.failed.bump();
+                dev.stats.failed.inc();
                 aoe.err.post(format_args!(
                     "{:>15} e{}.{} cmd={:?}",
                     "ata error", dev.addr.major, dev.addr.minor, cmd.ata

@@ -443,7 +443,7 @@ impl Dev {
                         // No data (`queue_rq` only takes reads and writes,
                         // which have some).
                         drop(st);
-                        self.stats.failed.bump();
+                        self.stats.failed.inc();
                         if Request::end(rq, Err(EIO)).is_err() {
                             pr_err!("request still referenced at failure\n");
                         }
@@ -510,7 +510,7 @@ impl Dev {
         }
         st.frames[i].waiting()?.retries += 1;
         st.on_loss();
-        self.stats.retransmits.bump();
+        self.stats.retransmits.inc();
         self.stage(&mut st, i)
     }
 
@@ -535,7 +535,7 @@ impl Dev {
                 c
             };
             if let Job::Io(piece) = cmd.job {
-                self.stats.failed.bump();
+                self.stats.failed.inc();
                 piece.finish(false);
             }
         }
@@ -546,7 +546,7 @@ impl Dev {
         loop {
             let rq = self.st.lock().pending.pop();
             let Some(rq) = rq else { break };
-            self.stats.failed.bump();
+            self.stats.failed.inc();
             if Request::end(rq, Err(EIO)).is_err() {
                 pr_err!("request still referenced at failure\n");
             }

@@ -181,7 +181,7 @@ pub(crate) struct Lent {
 impl LoanReturn for Lent {
     fn returned(self, copied: bool) {
         if copied {
-            LENT_COPIED.bump();
+            LENT_COPIED.inc();
         }
         self.req
             .finish(self.offset, self.len, self.ok.load(Relaxed) != 0);

@@ -69,7 +69,7 @@ impl PacketHandler for Rx {
                 fwver,
                 scnt,
             } => {
-                aoe.rx.cfg.bump();
+                aoe.rx.cfg.inc();
                 let m = CfgMsg {
                     addr,
                     mac: src,
@@ -79,7 +79,7 @@ impl PacketHandler for Rx {
                     scnt,
                 };
                 if aoe.tx.st.lock().cfg.push(m).is_err() {
-                    aoe.rx.dropped.bump();
+                    aoe.rx.dropped.inc();
                 }
                 aoe.tx.kick();
             }
@@ -87,7 +87,7 @@ impl PacketHandler for Rx {
                 addr, src, tag, ok, ..
             } => {
                 let Some(dev) = aoe.find(addr) else {
-                    aoe.rx.unknown_dev.bump();
+                    aoe.rx.unknown_dev.inc();
                     return;
                 };
                 let frame = tag_frame(tag);
@@ -100,7 +100,7 @@ impl PacketHandler for Rx {
                         .flatten()
                         .filter(|(path, ..)| st.path(*path).map(|p| p.mac) == Some(src));
                     let Some((path, sent, retries)) = hit else {
-                        dev.stats.unexpected.bump();
+                        dev.stats.unexpected.inc();
                         aoe.err.post(format_args!(
                             "{:>15} e{}.{} tag={:08x} s={}",
                             "unexpected rsp",
@@ -138,7 +138,7 @@ impl PacketHandler for Rx {
                         // Cannot happen: every frame has a reserved slot. Let
                         // retransmission recover.
                         d.dev.st.lock().frames[frame].unanswer();
-                        aoe.rx.dropped.bump();
+                        aoe.rx.dropped.inc();
                     }
                 }
             }

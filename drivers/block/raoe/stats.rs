@@ -2,35 +2,13 @@
 
 //! Counters, and the debugfs `stats` file that shows them.
 
+pub(crate) use kernel::event_counter::Counter;
 use kernel::sync::{
-    atomic::{Atomic, Relaxed},
-    Arc,
+    atomic::Relaxed,
+    Arc, //
 };
 
 use crate::{aoe::Aoe, module_parameters, wire::Reject};
-
-/// An event counter for debugfs.
-pub(crate) struct Counter(Atomic<u64>);
-
-impl Default for Counter {
-    fn default() -> Self {
-        Self(Atomic::new(0))
-    }
-}
-
-impl Counter {
-    pub(crate) const fn new() -> Self {
-        Self(Atomic::new(0))
-    }
-
-    pub(crate) fn bump(&self) {
-        self.0.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-}
 
 /// A device's counters.
 #[derive(Default)]
@@ -71,7 +49,7 @@ impl RxStats {
             Reject::AoeError => &self.aoe_error,
             Reject::BadAddr => &self.bad_addr,
         }
-        .bump();
+        .inc();
     }
 }
 

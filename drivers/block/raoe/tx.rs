@@ -179,7 +179,7 @@ impl SkbReserve {
         }
         let skb = self.bufs.lock().pop();
         if skb.is_some() {
-            self.used.bump();
+            self.used.inc();
         }
         skb
     }
@@ -218,13 +218,13 @@ fn transmit(dev: &Dev, s: Outgoing, alloc: Alloc) {
     };
     let Some(mut skb) = skb else {
         // Retransmission will try again.
-        dev.stats.xmit_errors.bump();
+        dev.stats.xmit_errors.inc();
         return;
     };
     skb.set_protocol(wire::ETH_P_AOE);
-    dev.stats.frames.bump();
+    dev.stats.frames.inc();
     if s.ifp.queue_xmit(skb).is_err() {
-        dev.stats.xmit_errors.bump();
+        dev.stats.xmit_errors.inc();
     }
 }
 
@@ -255,7 +255,7 @@ fn lent_frame(
     let f = skb.put(len).ok()?;
     wire::build_ata(f, &s.mac, src, s.dev_addr, s.tag, s.cmd, s.lba48);
     w.req.lend(&w.range, &mut skb, loan).ok()?;
-    dev.stats.lent.bump();
+    dev.stats.lent.inc();
     Some(skb)
 }
 
@@ -268,7 +268,7 @@ pub(crate) fn pump(dev: ArcBorrow<'_, Dev>, alloc: Alloc) {
             Next::Frame(s) => transmit(&dev, s, alloc),
             Next::Idle => return,
             Next::NeedMemory => {
-                dev.stats.tx_deferred.bump();
+                dev.stats.tx_deferred.inc();
                 let _ = dev.tx.wq.enqueue::<_, TX_WORK>(Arc::from(dev));
                 return;
             }

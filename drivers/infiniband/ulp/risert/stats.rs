@@ -3,29 +3,7 @@
 //! Counters: transport-wide ones and each connection's (`/sys/kernel/debug/risert/stats`).
 
 use super::*;
-
-/// A counter shown in debugfs.
-pub(crate) struct Counter(Atomic<u64>);
-
-impl Counter {
-    pub(crate) const fn new() -> Self {
-        Self(Atomic::new(0))
-    }
-
-    pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-}
-
-impl Counter {
-    fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-}
+use kernel::event_counter::Counter;
 
 macro_rules! stats {
     ($($name:ident),* $(,)?) => {
