@@ -23,6 +23,7 @@ mod bh;
 mod clist;
 mod cmd;
 mod conn;
+mod lend;
 mod login;
 mod np;
 mod registration;
@@ -41,6 +42,10 @@ pub use conn::{
     Conn,
     ConnSlot,
     RejectReason, //
+};
+pub use lend::{
+    Lender,
+    RxBuf, //
 };
 pub use login::Login;
 pub use np::Np;

@@ -7,6 +7,16 @@ use super::*;
 /// Every command tag of the session is in use.
 pub(crate) struct NoCmd;
 
+/// What became of a SCSI command handed over with its receive buffer.
+enum InPlace {
+    /// The target has it (and the buffer, or it was posted again).
+    Done,
+    /// No command tag: the message waits.
+    NoCmd(RxBuf, usize),
+    /// Not for this path (a discovery session, or the connection is gone).
+    NotHere(RxBuf, usize),
+}
+
 impl RConn {
     /// Handles a received message, or keeps it, behind those already kept, until the target
     /// has a command for it.
@@ -108,8 +118,17 @@ impl RConn {
             self.on_login_pdu(buf, len);
             return None;
         }
-        let data = &rest[..dlen];
         let iser = IserHdr::parse(msg).unwrap_or_default();
+        let (buf, len) = if bhs.opcode() == wire::OP_SCSI_CMD && dlen > 0 {
+            match self.scsi_cmd_in_place(buf, len, &iser, &bhs, HEADERS_LEN..HEADERS_LEN + dlen) {
+                InPlace::Done => return None,
+                InPlace::NoCmd(b, l) => return Some((b, l)),
+                InPlace::NotHere(b, l) => (b, l),
+            }
+        } else {
+            (buf, len)
+        };
+        let data = &buf.as_slice()[HEADERS_LEN..HEADERS_LEN + dlen];
         match self.iconn.with(|c| self.dispatch(c, &iser, &bhs, data)) {
             Some(Err(NoCmd)) => return Some((buf, len)),
             Some(Ok(Err(e))) => pr_warn!(
@@ -123,6 +142,65 @@ impl RConn {
         // The data was copied out: the buffer can take the next PDU.
         let _ = self.post_recv(buf);
         None
+    }
+
+    /// Hands a SCSI command that carries immediate data (the bytes `imm` of `buf`) to the
+    /// target together with its receive buffer: when the immediate data is all the command's
+    /// data, the target executes the WRITE on the buffer (zero-copy), which comes back for
+    /// posting when the command is released ([`RConn::release_cmd`]).
+    fn scsi_cmd_in_place(
+        self: &Arc<Self>,
+        buf: RxBuf,
+        len: usize,
+        iser: &IserHdr,
+        bhs: &Bhs,
+        imm: core::ops::Range<usize>,
+    ) -> InPlace {
+        let mut buf = Some(buf);
+        let handled = self.iconn.with_lender(|c, lender| {
+            if c.is_discovery() {
+                return None;
+            }
+            let Some(cmd) = c.alloc_cmd() else {
+                return Some(Err(NoCmd));
+            };
+            let rx = buf.take()?;
+            self.stats.scsi_cmds.inc();
+            self.scsi_pending.fetch_add(1, Relaxed);
+            Some(Ok(c.handle_scsi_cmd_in_place(
+                lender,
+                cmd,
+                bhs,
+                rx,
+                imm,
+                iser.remote(),
+            )))
+        });
+        match (handled.flatten(), buf) {
+            (Some(Ok((result, back))), _) => {
+                if let Err(e) = result {
+                    pr_warn!("conn {}: SCSI command failed: {:?}\n", self.id, e);
+                }
+                match back {
+                    Some(b) => {
+                        let _ = self.post_recv(b);
+                    }
+                    None => self.stats.imm_in_place.inc(),
+                }
+                InPlace::Done
+            }
+            (Some(Err(NoCmd)), Some(b)) => InPlace::NoCmd(b, len),
+            (_, Some(b)) => InPlace::NotHere(b, len),
+            (_, None) => InPlace::Done,
+        }
+    }
+
+    /// Releases a command whose response was sent (or failed), and posts again the receive
+    /// buffer that was lent to it.
+    pub(crate) fn release_cmd(&self, cmd: Cmd, failed: bool) {
+        if let Some(buf) = cmd.release(failed) {
+            let _ = self.post_recv(buf);
+        }
     }
 
     /// A login request: the first one waits for the login thread, the others go to the
@@ -165,13 +243,7 @@ impl RConn {
                 let cmd = c.alloc_cmd().ok_or(NoCmd)?;
                 self.stats.scsi_cmds.inc();
                 self.scsi_pending.fetch_add(1, Relaxed);
-                let remote = Remote {
-                    read_stag: iser.read_stag,
-                    read_va: iser.read_va,
-                    write_stag: iser.write_stag,
-                    write_va: iser.write_va,
-                };
-                c.handle_scsi_cmd(cmd, bhs, data, remote)
+                c.handle_scsi_cmd(cmd, bhs, data, iser.remote())
             }
             wire::OP_SCSI_DATA_OUT => match c.handle_data_out(bhs, data) {
                 Err(e) if e == EMSGSIZE => {
@@ -234,7 +306,7 @@ impl RConn {
                 self.stats.data_out.inc();
                 cmd.rdma_read_done();
             } else {
-                cmd.release(true);
+                self.release_cmd(cmd, true);
             }
             return;
         }
@@ -254,11 +326,11 @@ impl RConn {
             State::SendTaskMgtRsp if ok => {
                 cmd.tmr_post_handler();
                 cmd.set_sent();
-                cmd.release(false);
+                self.release_cmd(cmd, false);
             }
             _ => {
                 cmd.set_sent();
-                cmd.release(!ok);
+                self.release_cmd(cmd, !ok);
             }
         }
     }

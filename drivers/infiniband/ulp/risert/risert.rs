@@ -108,7 +108,7 @@ use kernel::{
         Refused,
         Registration,
         RejectReason,
-        Remote,
+        RxBuf,
         State,
         Transport, //
     },

@@ -88,6 +88,7 @@ conn_stats!(
     pdus_tx,
     cq_events,
     scsi_cmds,
+    imm_in_place,
     unsol_data_out,
     data_in,
     data_out,
@@ -123,7 +124,7 @@ fn write_conns(f: &mut core::fmt::Formatter<'_>, conns: &[Arc<RConn>]) -> core::
         f.write_fmt(fmt!(
             "conn {} peer {} phase {} rx {} tx {} cq_events {} passes {} completions {} \
              locks {} budget_exhausted {} rearms {} post_arm_polls {} post_arm {} reruns {} \
-             polling {} joins {} idle_drops {}\n",
+             polling {} joins {} idle_drops {} lent {}\n",
             c.id,
             c.peer,
             phase,
@@ -140,7 +141,8 @@ fn write_conns(f: &mut core::fmt::Formatter<'_>, conns: &[Arc<RConn>]) -> core::
             s.reruns,
             c.batcher.is_polling() as u8,
             s.joins,
-            s.idle_drops
+            s.idle_drops,
+            c.iconn.lent()
         ))?;
     }
     Ok(())

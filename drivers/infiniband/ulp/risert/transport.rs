@@ -251,7 +251,7 @@ impl Transport for Risert {
                 // command is freed and nothing is sent instead.
                 pr_warn!("conn {}: response state {:?} dropped\n", conn.id, s);
                 STATS.rsp_dropped.inc();
-                cmd.release(true);
+                conn.release_cmd(cmd, true);
                 return Ok(());
             }
         };
@@ -274,7 +274,7 @@ impl Transport for Risert {
     ) -> QueueResult {
         match state {
             State::Remove => {
-                cmd.release(true);
+                conn.release_cmd(cmd, true);
                 Ok(())
             }
             State::SendNopinWantResponse => {

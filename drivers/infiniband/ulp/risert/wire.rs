@@ -5,7 +5,10 @@
 
 use kernel::{
     prelude::*,
-    target::iscsit::IserCtrl,
+    target::iscsit::{
+        IserCtrl,
+        Remote, //
+    },
     transmute::{
         AsBytes,
         FromBytes, //
@@ -51,6 +54,16 @@ impl IserHdr {
         Self {
             flags: ISCSI_CTRL,
             ..Self::default()
+        }
+    }
+
+    /// The initiator's buffers it names, for the command.
+    pub(crate) fn remote(&self) -> Remote {
+        Remote {
+            read_stag: self.read_stag,
+            read_va: self.read_va,
+            write_stag: self.write_stag,
+            write_va: self.write_va,
         }
     }
 

@@ -24,6 +24,10 @@ use core::{
 
 use super::{
     bh::BhGuard,
+    lend::{
+        Lender,
+        RxBuf, //
+    },
     *, //
 };
 
@@ -53,14 +57,23 @@ pub struct Cmd {
 /// read/write context while its data moves, built in place so that a transfer allocates
 /// nothing (as `ib_isert` keeps its `rdma_rw_ctx` in its command).
 ///
+/// It also holds the scatter list entry through which the target reads immediate data in
+/// place, and where the receive buffer holding it was lent
+/// ([`Conn::handle_scsi_cmd_in_place`]).
+///
 /// # Invariants
 ///
-/// `rw` is initialized exactly while `rw_live` is true; it is never moved.
+/// `rw` is initialized exactly while `rw_live` is true; it is never moved. `lender` is null, or
+/// the [`Lender`] that holds at `lent` the receive buffer `sg` points into; that lender lives
+/// until the command is freed (see [`Lender`]).
 #[repr(C)]
 pub(super) struct CmdPriv {
     remote: Remote,
     rw_live: bool,
     rw: MaybeUninit<RwCtx>,
+    sg: bindings::scatterlist,
+    lender: *const Lender,
+    lent: usize,
 }
 
 // The area follows the command, whose size is a multiple of the cache line it is aligned to.
@@ -469,8 +482,66 @@ impl Cmd {
     ///
     /// `failed` says the response (or data transfer) did not complete; a WRITE still waiting
     /// for its data then gives back the reference the target took for the transfer.
-    pub fn release(self, failed: bool) {
-        ManuallyDrop::new(self).release_now(failed);
+    ///
+    /// Returns the receive buffer lent to the command ([`Conn::handle_scsi_cmd_in_place`]),
+    /// for posting again. A command dropped without `release` leaves its buffer with the
+    /// [`Lender`] until the connection is freed.
+    #[must_use = "a lent receive buffer is to be posted again"]
+    pub fn release(self, failed: bool) -> Option<RxBuf> {
+        let mut this = ManuallyDrop::new(self);
+        // Taken back before the command is freed: once it is, the connection, and its lender,
+        // may go. The target no longer reads the data: it hands a command back to the
+        // transport only after executing it (or failing it unexecuted).
+        let buf = this.take_lent();
+        this.release_now(failed);
+        buf
+    }
+
+    /// Takes back the receive buffer lent to the command, if there is one.
+    fn take_lent(&mut self) -> Option<RxBuf> {
+        let p = self.priv_ptr();
+        // SAFETY: The area is valid and ours (type invariant); all-zero (a null lender) is a
+        // valid value of both fields.
+        let (lender, idx) = unsafe { ((*p).lender, (*p).lent) };
+        // SAFETY: By the invariant of `CmdPriv` a non-null `lender` lives until the command is
+        // freed, and this handle keeps it from being freed.
+        let lender = unsafe { lender.as_ref() }?;
+        // INVARIANT: The command no longer holds a buffer; its scatter list is not read again.
+        // SAFETY: As above.
+        unsafe { (*p).lender = core::ptr::null() };
+        lender.take(idx)
+    }
+
+    /// Points the command's data at `len` bytes at `data`, the contents of the receive buffer
+    /// lent to `lender` at `idx`: the target reads the data there instead of allocating a
+    /// buffer for it.
+    ///
+    /// # Safety
+    ///
+    /// The command has no data buffer of its own (`SCF_PASSTHROUGH_SG_TO_MEM_NOALLOC`); `data`
+    /// is kmalloc'ed memory of `len` bytes held by `lender` at `idx`, which lives until the
+    /// command is freed; the command is not yet executed nor handed to another context.
+    pub(super) unsafe fn set_lent_data(
+        c: *mut bindings::iscsit_cmd,
+        lender: &Lender,
+        idx: usize,
+        data: *const u8,
+        len: u32,
+    ) {
+        // SAFETY: The transport area follows the command (see `priv_ptr`).
+        let p = unsafe { c.add(1).cast::<CmdPriv>() };
+        // SAFETY: The area is valid; nothing else uses it now (safety requirements). The entry
+        // describes memory that stays valid while the command exists.
+        unsafe { bindings::sg_init_one(&raw mut (*p).sg, data.cast(), len) };
+        // SAFETY: As above.
+        unsafe {
+            // INVARIANT: `lender` holds the buffer at `idx` and lives until the command is
+            // freed (safety requirements).
+            (*p).lender = lender;
+            (*p).lent = idx;
+            (*c).se_cmd.t_data_sg = &raw mut (*p).sg;
+            (*c).se_cmd.t_data_nents = 1;
+        }
     }
 
     /// [`Cmd::release`], for `release` and `drop`: the command is not used afterwards.

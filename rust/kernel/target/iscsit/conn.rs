@@ -12,6 +12,7 @@ use crate::{
     types::Opaque, //
 };
 use core::{
+    ops::Range,
     ptr::NonNull, //
 };
 
@@ -117,6 +118,39 @@ impl Conn {
     ///
     /// The immediate data is copied into the command's buffer.
     pub fn handle_scsi_cmd(&self, cmd: Cmd, hdr: &Bhs, imm: &[u8], remote: Remote) -> Result {
+        self.scsi_cmd(cmd, hdr, Imm::Copy(imm), remote).0
+    }
+
+    /// [`Conn::handle_scsi_cmd`] for a PDU received in `rx`, whose immediate data is the bytes
+    /// `imm` of `rx`. When that is all the command's data, the target executes the WRITE on
+    /// the receive buffer itself (zero-copy, as `ib_isert` does): `rx` is lent to `lender` and
+    /// [`Cmd::release`] gives it back. Otherwise the data is copied and `rx` comes back with
+    /// the result, for posting again.
+    ///
+    /// `lender` lends only for commands of its own connection (it comes with this one from
+    /// [`ConnSlot::with_lender`]); for another connection the data is copied.
+    pub fn handle_scsi_cmd_in_place(
+        &self,
+        lender: &Lender,
+        cmd: Cmd,
+        hdr: &Bhs,
+        rx: RxBuf,
+        imm: Range<usize>,
+        remote: Remote,
+    ) -> (Result, Option<RxBuf>) {
+        if imm.end > rx.len() || imm.start > imm.end {
+            return (Err(EINVAL), Some(rx));
+        }
+        self.scsi_cmd(cmd, hdr, Imm::InPlace { lender, rx, imm }, remote)
+    }
+
+    fn scsi_cmd(
+        &self,
+        cmd: Cmd,
+        hdr: &Bhs,
+        imm: Imm<'_>,
+        remote: Remote,
+    ) -> (Result, Option<RxBuf>) {
         let mut hdr = *hdr;
         // SAFETY: The transport area is ours until the command is given to the target.
         unsafe { cmd.remote_ptr().write(remote) };
@@ -126,44 +160,85 @@ impl Conn {
         // target. From here on the target owns the command.
         let rc = unsafe { bindings::iscsit_setup_scsi_cmd(self.as_ptr(), c, hdr.as_mut_ptr()) };
         if rc < 0 {
-            return to_result(rc);
+            return (to_result(rc), imm.give_back());
         }
         // SAFETY: The command is valid; `iscsit_setup_scsi_cmd` filled these fields.
-        let (imm_data, imm_len, unsol) = unsafe {
+        let (imm_data, imm_len, unsol, data_len) = unsafe {
             (
                 (*c).immediate_data != 0,
                 (*c).first_burst_len as usize,
                 (*c).unsolicited_data != 0,
+                (*c).se_cmd.data_length as usize,
             )
         };
+        // The buffer is lent when its immediate data is all the data.
+        let whole = imm_data && imm_len > 0 && imm_len == data_len;
+        let fits = imm_len <= imm.len();
+        let imm = imm.lend_if(whole && fits, self.as_ptr());
+        if matches!(imm, Imm::Lent { .. }) {
+            // SAFETY: The command is ours until it goes to the target's queues below; the
+            // target core then allocates no buffer for the data (as with `ib_isert`).
+            unsafe {
+                (*c).se_cmd.se_cmd_flags |=
+                    bindings::se_cmd_flags_table_SCF_PASSTHROUGH_SG_TO_MEM_NOALLOC;
+            }
+        }
         // SAFETY: As above.
         let rc =
             unsafe { bindings::iscsit_process_scsi_cmd(self.as_ptr(), c, hdr.as_mut_ptr().cast()) };
         if rc < 0 {
             // The target answered the command itself.
-            return Ok(());
+            return (Ok(()), imm.give_back());
         }
         let dump = rc > 0;
-        if !dump {
-            if !imm_data {
-                return Ok(());
-            }
-            if imm_len > imm.len() {
-                return Err(EINVAL);
-            }
-            // SAFETY: `iscsit_process_scsi_cmd` allocated the data scatter list for the whole
-            // transfer, of which the immediate data is the start.
+        if !dump && !imm_data {
+            // Sequenced by `iscsit_process_scsi_cmd` already.
+            return (Ok(()), imm.give_back());
+        }
+        let back = if dump {
+            // Not transferred.
+            imm.give_back()
+        } else {
+            let back = match imm {
+                Imm::Lent { lender, idx, data } => {
+                    // SAFETY: The command has no data buffer (the flag above); `data` is the
+                    // immediate data, `imm_len` bytes (`lend_if` checked the length) of the
+                    // kmalloc'ed buffer `lender` holds at `idx`; the lender serves this
+                    // connection, so it lives until the command is freed; the command is not
+                    // executed before `iscsit_sequence_cmd` below.
+                    unsafe { cmd::Cmd::set_lent_data(c, lender, idx, data, imm_len as u32) };
+                    None
+                }
+                imm => {
+                    let data = imm.data();
+                    if imm_len > data.len() {
+                        return (Err(EINVAL), imm.give_back());
+                    }
+                    // SAFETY: `iscsit_process_scsi_cmd` allocated the data scatter list for
+                    // the whole transfer, of which the immediate data is the start.
+                    unsafe {
+                        let se = &raw mut (*c).se_cmd;
+                        let pages = imm_len.div_ceil(bindings::PAGE_SIZE as usize).max(1);
+                        let nents = (pages as u32).min((*se).t_data_nents);
+                        bindings::sg_copy_from_buffer(
+                            (*se).t_data_sg,
+                            nents,
+                            data.as_ptr().cast(),
+                            imm_len,
+                        );
+                    }
+                    imm.give_back()
+                }
+            };
+            // SAFETY: The command is valid and ours until it is sequenced below.
             unsafe {
-                let se = &raw mut (*c).se_cmd;
-                let pages = imm_len.div_ceil(bindings::PAGE_SIZE as usize).max(1);
-                let nents = (pages as u32).min((*se).t_data_nents);
-                bindings::sg_copy_from_buffer((*se).t_data_sg, nents, imm.as_ptr().cast(), imm_len);
                 (*c).write_data_done += imm_len as u32;
-                if (*c).write_data_done == (*se).data_length {
+                if (*c).write_data_done == (*c).se_cmd.data_length {
                     cmd::got_last_dataout(c);
                 }
             }
-        }
+            back
+        };
         // In network order, as the target takes it (`hdr->cmdsn`).
         let cmdsn = hdr.cmdsn().to_be();
         // SAFETY: As above; the command sequence number is passed in network order.
@@ -176,7 +251,7 @@ impl Conn {
             // SAFETY: As above; the immediate data of a dumped command is not transferred.
             unsafe { bindings::target_put_sess_cmd(&raw mut (*c).se_cmd) };
         }
-        Ok(())
+        (Ok(()), back)
     }
 
     /// Takes an unsolicited Data-Out PDU (`hdr` and its data segment `data`) for a WRITE that
@@ -543,17 +618,87 @@ impl Closing {
     }
 }
 
+/// Where a SCSI command's immediate data is.
+enum Imm<'a> {
+    /// To be copied from here.
+    Copy(&'a [u8]),
+    /// At `imm` in the receive buffer `rx`, which may be lent to `lender`.
+    InPlace {
+        lender: &'a Lender,
+        rx: RxBuf,
+        imm: Range<usize>,
+    },
+    /// In the buffer `lender` holds at `idx`, at `data`.
+    Lent {
+        lender: &'a Lender,
+        idx: usize,
+        data: *const u8,
+    },
+}
+
+impl Imm<'_> {
+    /// How many bytes there are.
+    fn len(&self) -> usize {
+        match self {
+            Self::Copy(d) => d.len(),
+            Self::InPlace { imm, .. } => imm.len(),
+            Self::Lent { .. } => 0,
+        }
+    }
+
+    /// The data, to copy (nothing once lent).
+    fn data(&self) -> &[u8] {
+        match self {
+            Self::Copy(d) => d,
+            Self::InPlace { rx, imm, .. } => rx.as_slice().get(imm.clone()).unwrap_or(&[]),
+            Self::Lent { .. } => &[],
+        }
+    }
+
+    /// Lends the receive buffer if `lend` and the lender serves `conn`; keeps it otherwise (or
+    /// when the lender has no memory for it).
+    fn lend_if(self, lend: bool, conn: *mut bindings::iscsit_conn) -> Self {
+        match self {
+            Self::InPlace { lender, rx, imm } if lend && lender.serves(conn) => {
+                match lender.lend(rx) {
+                    Ok((idx, base)) => Self::Lent {
+                        lender,
+                        idx,
+                        data: base.wrapping_add(imm.start),
+                    },
+                    Err(rx) => Self::InPlace { lender, rx, imm },
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The receive buffer, back from wherever it is.
+    fn give_back(self) -> Option<RxBuf> {
+        match self {
+            Self::Copy(_) => None,
+            Self::InPlace { rx, .. } => Some(rx),
+            Self::Lent { lender, idx, .. } => lender.take(idx),
+        }
+    }
+}
+
 /// The transport's way to reach a connection from its own contexts (completion work, CM
 /// events): it holds the connection from [`Transport::accept_np`] until
-/// [`Transport::free_conn`], which waits for [`ConnSlot::with`] calls to finish.
+/// [`Transport::free_conn`], which waits for [`ConnSlot::with`] calls to finish. It also keeps
+/// the receive buffers the connection lent to its commands ([`Lender`]).
 ///
 /// # Invariants
 ///
-/// While `conn` holds a pointer, it is a valid connection.
+/// While `conn` holds a pointer, it is a valid connection. `lender` is bound to the first
+/// connection the slot is set to, whose context (the transport's [`Transport::ConnData`])
+/// owns the slot and is kept by the target until it frees that connection.
 #[pin_data]
 pub struct ConnSlot {
     #[pin]
     conn: Mutex<Option<ConnPtr>>,
+    #[pin]
+    lender: Lender,
 }
 
 struct ConnPtr(NonNull<bindings::iscsit_conn>);
@@ -565,23 +710,37 @@ impl ConnSlot {
     /// An empty slot.
     pub fn new() -> impl PinInit<Self> {
         pin_init!(Self {
-            conn <- new_mutex!(None),
+            conn <- new_mutex!(None, "iscsit_conn_slot"),
+            lender <- Lender::new(),
         })
     }
 
     /// Runs `f` with the connection if it was accepted and not yet freed. `f` may sleep; it
     /// must not wait for the connection's teardown (see [`Cmd::logout_post_handler`]).
     pub fn with<R>(&self, f: impl FnOnce(&Conn) -> R) -> Option<R> {
+        self.with_lender(|c, _| f(c))
+    }
+
+    /// [`ConnSlot::with`], also handing over the connection's [`Lender`], for
+    /// [`Conn::handle_scsi_cmd_in_place`].
+    pub fn with_lender<R>(&self, f: impl FnOnce(&Conn, &Lender) -> R) -> Option<R> {
         let guard = self.conn.lock();
         guard.as_ref().map(|c| {
             // SAFETY: By the type invariant the pointer is valid while it is in the slot, and
             // it stays there while we hold the lock.
-            f(unsafe { Conn::from_raw(c.0.as_ptr()) })
+            f(unsafe { Conn::from_raw(c.0.as_ptr()) }, &self.lender)
         })
     }
 
+    /// The receive buffers lent now.
+    pub fn lent(&self) -> usize {
+        self.lender.outstanding()
+    }
+
     pub(super) fn set(&self, conn: *mut bindings::iscsit_conn) {
-        // INVARIANT: Called by `accept_np` with the valid connection it accepted.
+        // INVARIANT: Called by `accept_np` with the valid connection it accepted, whose context
+        // owns the slot; only the first connection binds the lender.
+        self.lender.bind(conn);
         *self.conn.lock() = NonNull::new(conn).map(ConnPtr);
     }
 

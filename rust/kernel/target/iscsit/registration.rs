@@ -202,7 +202,12 @@ impl<T: Transport> Adapter<T> {
         T::conn_slot(&ctx).revoke();
         // SAFETY: By the safety requirements the target is closing the connection; its slot is
         // empty.
-        T::wait_conn(unsafe { Closing::from_raw(conn) }, ctx);
+        let closing = unsafe { Closing::from_raw(conn) };
+        T::wait_conn(closing, ctx);
+        // Every command of the connection is freed before the connection is: the receive
+        // buffers lent to commands (`Lender`) live until then. Returns at once if the
+        // transport waited already.
+        closing.wait_for_cmds();
     }
 
     /// # Safety

@@ -107,7 +107,10 @@ pub trait Transport: Sized + Send + Sync + 'static {
 
     /// Stops the connection and waits until nothing of it runs any more
     /// (`iscsit_wait_conn`): every [`Cmd`] the transport holds is released. The target's
-    /// threads of the connection have stopped ([`Closing`]).
+    /// threads of the connection have stopped ([`Closing`]). When this returns, the target's
+    /// commands of the connection are waited for ([`Closing::wait_for_cmds`], at once if the
+    /// transport did it already), so none outlives the receive buffers lent to commands
+    /// ([`Lender`]).
     fn wait_conn(conn: &Closing, ctx: ArcBorrow<'_, Self::ConnData>);
 
     /// Frees the connection's transport state (`iscsit_free_conn`).

@@ -66,7 +66,8 @@ discovery_st() {
 listeners() { rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr $portal" || true; }
 
 # Discovery, login, fio verify=crc32c on the session's first disk, logout;
-# $1 names the target transport in the log, $2 is how many LUNs target A has.
+# $1 names the target transport in the log, $2 is how many LUNs target A has;
+# a third argument "4k" adds a second verified run of 4 KiB writes.
 session_io() {
 	discovery_st "$portal" >"$work/disc.log" 2>&1 &&
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >"$work/login.log" 2>&1 ||
@@ -77,6 +78,9 @@ session_io() {
 	ktap_print_msg "$1 session disk: $d"
 	rstorage_fio_verify session 16m "/dev/$d"
 	rc=$?
+	if [ "${3:-}" = 4k ]; then
+		rstorage_fio_verify session-4k 8m "/dev/$d" -- --bs=4k || rc=1
+	fi
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	return "$rc"
@@ -184,25 +188,35 @@ malformed() {
 # kernel initiator offers send with invalidate (its always_register default)
 # and rxe can do it: SCSI responses invalidate the command's key, which the
 # initiator checks against the key it registered (a wrong one fails the I/O).
+# A WRITE whose data all came as immediate data (4-8 KiB writes, within the
+# 8 KiB data segment; a second fio run writes 8 MiB in 4 KiB blocks, which
+# the block layer partly merges) is executed on its receive buffer,
+# zero-copy, and the buffer is posted again when the command is released:
+# were it not, the initiator would run out of the 128 receive buffers and
+# the session would stall. So more than 128 such writes must complete.
 risert_session() {
-	local rc a0 p0 i0 u0 da dp di du
+	local rc a0 p0 i0 u0 z0 da dp di du dz
+	z0=$(rstat imm_in_place)
 	a0=$(rstat tx_allocs)
 	p0=$(rstat pdus_tx)
 	i0=$(rstat send_inv)
 	u0=$(rstat unsignaled)
-	session_io risert 1
+	session_io risert 1 4k
 	rc=$?
 	da=$(($(rstat tx_allocs) - a0))
 	dp=$(($(rstat pdus_tx) - p0))
 	di=$(($(rstat send_inv) - i0))
 	du=$(($(rstat unsignaled) - u0))
+	dz=$(($(rstat imm_in_place) - z0))
 	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in), data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "writes executed on their receive buffer (zero-copy): $dz"
 	ktap_print_msg "sends $dp, of which with a descriptor allocated for them: $da, with invalidate: $di," \
 		"unsignaled: $du; signal-only requests: $(rstat signal_posts)"
 	# fio keeps 16 commands in flight: most responses go unsignaled.
 	[ "$rc" = 0 ] && [ "$(rstat data_in)" -gt 0 ] && [ "$(rstat data_out)" -gt 0 ] &&
 		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] &&
-		[ $((da * 10)) -lt "$dp" ] && [ "$di" -gt 0 ] && [ $((du * 2)) -gt "$dp" ] && all_freed
+		[ $((da * 10)) -lt "$dp" ] && [ "$di" -gt 0 ] && [ $((du * 2)) -gt "$dp" ] &&
+		[ "$dz" -gt 128 ] && all_freed
 }
 
 # login_no PARAM: logs in to target A with the session parameter PARAM
@@ -248,8 +262,9 @@ unsolicited() {
 # command, at least the disk's completed writes); then 1 MiB reads and writes,
 # which the initiator splits at its largest transfer, all verified.
 no_immediate() {
-	local d0 w0 w rc
+	local d0 z0 w0 w rc
 	d0=$(rstat data_out)
+	z0=$(rstat imm_in_place)
 	login_no ImmediateData || return 1
 	w0=$(awk '{print $5}' "/sys/block/${DISKS[0]}/stat")
 	rstorage_fio_verify noimm 8m "/dev/${DISKS[0]}" -- --bsrange=4k-64k
@@ -257,7 +272,8 @@ no_immediate() {
 	w=$(($(awk '{print $5}' "/sys/block/${DISKS[0]}/stat") - w0))
 	ktap_print_msg "writes completed $w, RDMA READs (data_out) $(($(rstat data_out) - d0))," \
 		"largest transfer $(cat "/sys/block/${DISKS[0]}/queue/max_sectors_kb") KiB"
-	[ "$w" -gt 0 ] && [ "$(($(rstat data_out) - d0))" -ge "$w" ] || rc=1
+	[ "$w" -gt 0 ] && [ "$(($(rstat data_out) - d0))" -ge "$w" ] &&
+		[ "$(rstat imm_in_place)" = "$z0" ] || rc=1
 	rstorage_fio_verify large 32m "/dev/${DISKS[0]}" -- --bs=1m --iodepth=4 || rc=1
 	logout_yes ImmediateData || rc=1
 	[ "$rc" = 0 ] && all_freed

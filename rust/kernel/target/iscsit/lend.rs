@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Receive buffers lent to the commands whose immediate data they hold.
+
+use crate::{
+    bindings,
+    new_mutex,
+    prelude::*,
+    rdma::verbs::{
+        DmaBuf,
+        FromDevice, //
+    },
+    sync::Mutex, //
+};
+use core::sync::atomic::{
+    AtomicPtr,
+    Ordering::Relaxed, //
+};
+
+/// A receive buffer of an RDMA transport, as its queue pair gives it back.
+pub type RxBuf = KBox<DmaBuf<FromDevice>>;
+
+/// The receive buffers a connection lent to its SCSI commands (see
+/// [`Conn::handle_scsi_cmd_in_place`](super::Conn::handle_scsi_cmd_in_place)).
+///
+/// A WRITE whose data all came as immediate data is executed on the receive buffer itself, as
+/// `ib_isert` does: the command's data scatter list points into the buffer, and the buffer is
+/// not posted again until the command is released ([`Cmd::release`](super::Cmd::release)
+/// gives it back).
+///
+/// The buffers are kept here, not in the command, because the target may free a command
+/// without the transport (at a connection's teardown, or after an abort) while its backend
+/// still reads the data: a buffer in a command's area would then be freed, or forgotten,
+/// under the backend. Kept here, a buffer lives until the command gives it back or until the
+/// lender is dropped. The lender lives in the connection's [`ConnSlot`], whose owner the
+/// target keeps (`iscsit_conn.context`) until it frees the connection, after every command of
+/// the connection was freed ([`Transport::wait_conn`] waits for them). A buffer whose command
+/// the target freed itself stays here until then: the initiator has one receive buffer less
+/// for the rest of the connection, as with `ib_isert`, whose aborted commands do not post
+/// their receive descriptors again either.
+///
+/// A lender lends only to commands of the connection it is bound to (the first one its slot
+/// was set to): another connection's commands copy their immediate data.
+///
+/// # Invariants
+///
+/// A buffer in `bufs` is neither dropped, moved out, nor written before it is taken back by
+/// the [`Cmd`] it was lent to, or the lender is dropped. `conn` is null or the connection
+/// whose context owns the lender (see [`ConnSlot`]); once set it does not change.
+///
+/// [`ConnSlot`]: super::ConnSlot
+/// [`Transport::wait_conn`]: super::Transport::wait_conn
+/// [`Cmd`]: super::Cmd
+#[pin_data]
+pub struct Lender {
+    #[pin]
+    bufs: Mutex<KVec<Option<RxBuf>>>,
+    conn: AtomicPtr<bindings::iscsit_conn>,
+}
+
+impl Lender {
+    pub(super) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            bufs <- new_mutex!(KVec::new(), "iscsit_lender"),
+            conn: AtomicPtr::new(core::ptr::null_mut()),
+        })
+    }
+
+    /// Binds the lender to `conn`, if it is not bound yet.
+    pub(super) fn bind(&self, conn: *mut bindings::iscsit_conn) {
+        // INVARIANT: Only the first binding holds (see `ConnSlot`).
+        let _ = self
+            .conn
+            .compare_exchange(core::ptr::null_mut(), conn, Relaxed, Relaxed);
+    }
+
+    /// Whether the lender may lend to commands of `conn`.
+    pub(super) fn serves(&self, conn: *mut bindings::iscsit_conn) -> bool {
+        !conn.is_null() && self.conn.load(Relaxed) == conn
+    }
+
+    /// Keeps `buf` and returns its place and the address of its contents, which stay valid and
+    /// unwritten until [`Lender::take`] gives the buffer back (or the lender is dropped). Gives
+    /// `buf` back when there is no memory to keep it.
+    pub(super) fn lend(&self, buf: RxBuf) -> Result<(usize, *const u8), RxBuf> {
+        let mut bufs = self.bufs.lock();
+        let idx = match bufs.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                if bufs.push(None, GFP_KERNEL).is_err() {
+                    return Err(buf);
+                }
+                bufs.len() - 1
+            }
+        };
+        let data = buf.as_slice().as_ptr();
+        // INVARIANT: The buffer is kept in the heap memory of its box, which does not move
+        // when `bufs` grows; only `take` gives it back.
+        bufs[idx] = Some(buf);
+        Ok((idx, data))
+    }
+
+    /// Gives back the buffer lent at `idx`.
+    pub(super) fn take(&self, idx: usize) -> Option<RxBuf> {
+        self.bufs.lock().get_mut(idx).and_then(Option::take)
+    }
+
+    /// How many buffers are lent now.
+    pub fn outstanding(&self) -> usize {
+        self.bufs.lock().iter().filter(|b| b.is_some()).count()
+    }
+}
