@@ -4,18 +4,109 @@
 
 use super::*;
 
-/// A portal's connections on their way to its login thread.
+/// A portal: its `rdma_cm` listener, and its connections on their way to its login thread.
 #[pin_data]
 pub(crate) struct PortalQueue {
     pub(crate) addr: SockAddr,
+    /// The listener; `None` once the portal is closing (or before it first listened).
+    #[pin]
+    pub(crate) listen: Mutex<Option<ListenId<PortalEvents>>>,
     /// Established connections, oldest first; `None` once the portal is closing.
     #[pin]
     pub(crate) pending: Mutex<Option<KVec<Arc<RConn>>>>,
     #[pin]
     pub(crate) wait: CondVar,
+    /// Listens again after the address moved to another device ([`PortalQueue::relisten`]).
+    #[pin]
+    pub(crate) relisten_work: Work<PortalQueue>,
 }
 
+impl_has_work! {
+    impl HasWork<Self> for PortalQueue { self.relisten_work }
+}
+
+/// How long [`PortalQueue::relisten`] waits for the address to be free again.
+const RELISTEN_TRIES: u32 = 50;
+
 impl PortalQueue {
+    /// A portal for `addr`, listening.
+    pub(crate) fn new(addr: &SockAddr) -> Result<Arc<Self>> {
+        let queue = Arc::pin_init(
+            pin_init!(PortalQueue {
+                addr: *addr,
+                listen <- new_mutex!(None, "risert::PortalQueue::listen"),
+                pending <- new_mutex!(Some(KVec::new()), "risert::PortalQueue::pending"),
+                wait <- new_condvar!("risert::PortalQueue::wait"),
+                relisten_work <- new_work!("risert::relisten"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let listen = queue.new_listener().inspect_err(|e| {
+            STATS.listen_failed.inc();
+            pr_err!("{}: cannot listen: {:?}\n", addr, e);
+        })?;
+        *queue.listen.lock() = Some(listen);
+        Ok(queue)
+    }
+
+    fn new_listener(self: &Arc<Self>) -> Result<ListenId<PortalEvents>> {
+        ListenId::listen(
+            &<RisertModule as kernel::ModuleMetadata>::THIS_MODULE,
+            c"risert",
+            &self.addr,
+            PortalEvents {
+                queue: self.clone(),
+            },
+        )
+    }
+
+    /// Stops listening (the portal is closing); returns whether the listener was still
+    /// listening. Destroying the listener waits for its handlers: no connection is accepted
+    /// after.
+    pub(crate) fn close_listener(&self) -> bool {
+        let listen = self.listen.lock().take();
+        listen.is_some_and(|l| l.is_listening())
+    }
+
+    /// Listens again on the portal's address, with a new identifier, after the CM took the
+    /// old one away because the address moved to another device (`RDMA_CM_EVENT_ADDR_CHANGE`,
+    /// raised on a bonding fail-over), as `ib_isert` does. The old identifier holds the
+    /// address until the CM has destroyed it, after its handler returned: the address is
+    /// tried again for up to a second.
+    fn relisten(self: &Arc<Self>) {
+        for _ in 0..RELISTEN_TRIES {
+            let mut slot = self.listen.lock();
+            if slot.is_none() {
+                // The portal closed meanwhile.
+                return;
+            }
+            match self.new_listener() {
+                Ok(l) => {
+                    let old = slot.replace(l);
+                    drop(slot);
+                    drop(old);
+                    STATS.relistens.inc();
+                    pr_info!("{}: listening again\n", self.addr);
+                    return;
+                }
+                Err(e) if e == EADDRINUSE => {
+                    drop(slot);
+                    fsleep(Delta::from_millis(20));
+                }
+                Err(e) => {
+                    STATS.listen_failed.inc();
+                    pr_err!("{}: cannot listen again: {:?}\n", self.addr, e);
+                    return;
+                }
+            }
+        }
+        STATS.listen_failed.inc();
+        pr_err!(
+            "{}: cannot listen again: the address stays in use\n",
+            self.addr
+        );
+    }
+
     pub(crate) fn push_pending(&self, conn: Arc<RConn>) {
         let mut p = self.pending.lock();
         match &mut *p {
@@ -194,19 +285,39 @@ impl Listener for PortalEvents {
 
     fn lost(&self, why: Lost) {
         STATS.listeners_lost.inc();
-        pr_warn!(
-            "{}: no longer listening ({}); disable and enable the portal to listen again\n",
-            self.queue.addr,
-            match why {
-                Lost::DeviceRemoval => "RDMA device removed",
-                Lost::AddrChange => "address moved",
+        match why {
+            Lost::DeviceRemoval => pr_warn!(
+                "{}: no longer listening (RDMA device removed); disable and enable the portal \
+                 to listen again\n",
+                self.queue.addr
+            ),
+            Lost::AddrChange => {
+                pr_warn!(
+                    "{}: no longer listening (address moved); listening again\n",
+                    self.queue.addr
+                );
+                // Not here: the old identifier holds the address until this handler returns.
+                let not_queued = shared()
+                    .wq
+                    .try_access()
+                    .map(|wq| wq.enqueue::<Arc<PortalQueue>, 0>(self.queue.clone()).err());
+                // Dropped outside the RCU read section of `try_access`.
+                drop(not_queued);
             }
-        );
+        }
+    }
+}
+
+/// Listens again: see [`PortalQueue::relisten`].
+impl WorkItem for PortalQueue {
+    type Pointer = Arc<PortalQueue>;
+
+    fn run(this: Arc<PortalQueue>) {
+        this.relisten();
     }
 }
 
 /// A portal with iSER enabled.
 pub(crate) struct Portal {
-    pub(crate) listen: ListenId<PortalEvents>,
     pub(crate) queue: Arc<PortalQueue>,
 }

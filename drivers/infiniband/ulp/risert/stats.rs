@@ -72,6 +72,7 @@ stats!(
     connect_requests,
     rejected,
     listeners_lost,
+    relistens,
     accepted,
     established,
     logins,

@@ -18,30 +18,10 @@ impl Transport for Risert {
     }
 
     fn setup_np(_np: &Np, addr: &SockAddr) -> Result<KBox<Portal>> {
-        let queue = Arc::pin_init(
-            pin_init!(PortalQueue {
-                addr: *addr,
-                pending <- new_mutex!(Some(KVec::new())),
-                wait <- new_condvar!(),
-            }),
-            GFP_KERNEL,
-        )?;
-        let events = PortalEvents {
-            queue: queue.clone(),
-        };
-        let listen = ListenId::listen(
-            &<RisertModule as kernel::ModuleMetadata>::THIS_MODULE,
-            c"risert",
-            addr,
-            events,
-        )
-        .inspect_err(|e| {
-            STATS.listen_failed.inc();
-            pr_err!("{}: cannot listen: {:?}\n", addr, e);
-        })?;
+        let queue = PortalQueue::new(addr)?;
         STATS.portals_up.inc();
         pr_info!("{}: listening for iSER connections\n", addr);
-        Ok(KBox::new(Portal { listen, queue }, GFP_KERNEL)?)
+        Ok(KBox::new(Portal { queue }, GFP_KERNEL)?)
     }
 
     fn accept_np(np: &Np, portal: &Portal, _conn: &Conn) -> Result<Accepted<Arc<RConn>>> {
@@ -95,10 +75,8 @@ impl Transport for Risert {
 
     fn free_np(np: &Np, portal: KBox<Portal>) {
         STATS.portals_down.inc();
-        let Portal { listen, queue } = KBox::into_inner(portal);
-        let listening = listen.is_listening();
-        // Destroying the listener waits for its handlers: no connection is accepted after.
-        drop(listen);
+        let Portal { queue } = KBox::into_inner(portal);
+        let listening = queue.close_listener();
         let left = queue.pending.lock().take().unwrap_or_default();
         for conn in left.iter() {
             conn.terminate("portal closed");

@@ -18,7 +18,7 @@ stats=/sys/kernel/debug/risert/stats
 
 ktap_print_header
 rstorage_require fio iscsiadm iscsid rdma sg_reset
-ktap_set_plan 26
+ktap_set_plan 27
 
 rstat() { awk -v k="$1" '$1 == k { print $2 }' "$stats"; }
 
@@ -736,6 +736,55 @@ vanish() {
 	[ "$rc" = 0 ] && all_freed
 }
 
+# The portal's address moves to another device: a bonding fail-over. The
+# target's address is on an active-backup bond (rbond0, 10.78.2.1) of two
+# veth ports whose MAC follows the active port (fail_over_mac=active), with
+# an rxe device on the bond. Making the other port active changes the bond's
+# MAC: rdma_cm raises ADDR_CHANGE on the listener bound there and destroys
+# it. risert must listen again with a new identifier (as ib_isert does), so
+# a discovery through that portal still succeeds afterwards.
+addr_change() {
+	local np3=$tpg/np/10.78.2.1:3260 l0 r0 a0 i rc=0 n
+	rstorage_loaded risert || rstorage_insmod risert || return 1
+	modprobe bonding max_bonds=0 2>/dev/null
+	ip link add rbond0 type bond mode active-backup fail_over_mac active miimon 50 &&
+		ip link add rbs0 type veth peer name rbs0p && ip link add rbs1 type veth peer name rbs1p &&
+		ip link set rbs0p up && ip link set rbs1p up &&
+		ip link set rbs0 master rbond0 && ip link set rbs1 master rbond0 &&
+		ip link set rbond0 up && ip addr add 10.78.2.1/24 dev rbond0 &&
+		rdma link add rxe3 type rxe netdev rbond0 &&
+		mkdir "$np3" && echo 1 >"$np3/iser" ||
+		{ ktap_print_msg "set-up of the bond failed"; rc=1; }
+	l0=$(rstat listeners_lost) r0=$(rstat relistens) a0=$(rstat accepted)
+	n=$(rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr 10.78.2.1:3260")
+	[ "$rc" = 0 ] && [ "$n" = 1 ] || { ktap_print_msg "not listening on the bond ($n)"; rc=1; }
+	if [ "$rc" = 0 ]; then
+		ktap_print_msg "active port $(cat /sys/class/net/rbond0/bonding/active_slave)," 			"MAC $(cat /sys/class/net/rbond0/address)"
+		echo rbs1 >/sys/class/net/rbond0/bonding/active_slave
+		for i in $(seq 40); do
+			[ "$(rstat relistens)" -gt "$r0" ] && break
+			sleep 0.5
+		done
+		n=$(rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr 10.78.2.1:3260")
+		ktap_print_msg "active port $(cat /sys/class/net/rbond0/bonding/active_slave)," 			"MAC $(cat /sys/class/net/rbond0/address); listeners lost" 			"$(($(rstat listeners_lost) - l0)), listening again $(($(rstat relistens) - r0))," 			"listening identifiers on the address: $n"
+		[ "$(rstat listeners_lost)" -gt "$l0" ] && [ "$(rstat relistens)" -gt "$r0" ] &&
+			[ "$n" = 1 ] || rc=1
+	fi
+	if [ "$rc" = 0 ]; then
+		discovery_st 10.78.2.1:3260 >"$work/disc-bond.log" 2>&1
+		ktap_print_msg "discovery through the moved portal: $(paste -sd' ' "$work/disc-bond.log")"
+		grep -q "$iqn" "$work/disc-bond.log" && [ "$(rstat accepted)" -gt "$a0" ] || rc=1
+		iscsiadm -m node -p 10.78.2.1:3260 -o delete >/dev/null 2>&1
+	fi
+	echo 0 >"$np3/iser" 2>/dev/null
+	rmdir "$np3" 2>/dev/null
+	rdma link delete rxe3 2>/dev/null
+	ip link del rbond0 2>/dev/null
+	ip link del rbs0 2>/dev/null
+	ip link del rbs1 2>/dev/null
+	[ "$rc" = 0 ] && all_freed
+}
+
 mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
 : >"$work/orphans"
@@ -765,6 +814,7 @@ rstorage_case "send queue of 4: posts refused when full, LIO queues again, fio v
 rstorage_case "ABORT TASK of a WRITE the backend holds: function complete, command freed, verified I/O after" abort_task
 rstorage_case "10,000 malformed full-feature PDUs from a userspace peer while a session runs fio verify=crc32c" fuzz_full_feature
 rstorage_case "an initiator that vanishes without a disconnect: session closed, connection freed, verified I/O after" vanish
+rstorage_case "the portal's address moves to another device (bonding fail-over): risert listens again, discovery works" addr_change
 
 # Tear down, best effort.
 iser_autoload on
