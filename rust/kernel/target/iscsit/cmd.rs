@@ -485,7 +485,7 @@ impl Cmd {
     ///
     /// Returns the receive buffer lent to the command ([`Conn::handle_scsi_cmd_in_place`]),
     /// for posting again. A command dropped without `release` leaves its buffer with the
-    /// [`Lender`] until the connection is freed.
+    /// [`Lender`] until the connection is freed. May sleep (the lender's lock is a mutex).
     #[must_use = "a lent receive buffer is to be posted again"]
     pub fn release(self, failed: bool) -> Option<RxBuf> {
         let mut this = ManuallyDrop::new(self);
