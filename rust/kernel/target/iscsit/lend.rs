@@ -44,7 +44,7 @@ pub type RxBuf = KBox<DmaBuf<FromDevice>>;
 ///
 /// # Invariants
 ///
-/// A buffer in `bufs` is neither dropped, moved out, nor written before it is taken back by
+/// A buffer in `slots` is neither dropped, moved out, nor written before it is taken back by
 /// the [`Cmd`] it was lent to, or the lender is dropped. `conn` is null or the connection
 /// whose context owns the lender (see [`ConnSlot`]); once set it does not change.
 ///
@@ -54,14 +54,35 @@ pub type RxBuf = KBox<DmaBuf<FromDevice>>;
 #[pin_data]
 pub struct Lender {
     #[pin]
-    bufs: Mutex<KVec<Option<RxBuf>>>,
+    slots: Mutex<Slots>,
     conn: AtomicPtr<bindings::iscsit_conn>,
+}
+
+/// The places of a [`Lender`]'s buffers.
+///
+/// # Invariants
+///
+/// `free` holds, once each, the indices of the empty places of `bufs`, and its capacity is at
+/// least `bufs.len()`, so that a place given back always fits in it. `lent` is the number of
+/// full places.
+struct Slots {
+    bufs: KVec<Option<RxBuf>>,
+    free: KVec<usize>,
+    lent: usize,
 }
 
 impl Lender {
     pub(super) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
-            bufs <- new_mutex!(KVec::new(), "iscsit_lender"),
+            // INVARIANT: No places, none free, none lent.
+            slots <- new_mutex!(
+                Slots {
+                    bufs: KVec::new(),
+                    free: KVec::new(),
+                    lent: 0,
+                },
+                "iscsit_lender"
+            ),
             conn: AtomicPtr::new(core::ptr::null_mut()),
         })
     }
@@ -83,30 +104,48 @@ impl Lender {
     /// unwritten until [`Lender::take`] gives the buffer back (or the lender is dropped). Gives
     /// `buf` back when there is no memory to keep it.
     pub(super) fn lend(&self, buf: RxBuf) -> Result<(usize, *const u8), RxBuf> {
-        let mut bufs = self.bufs.lock();
-        let idx = match bufs.iter().position(Option::is_none) {
+        let mut guard = self.slots.lock();
+        let s = &mut *guard;
+        let idx = match s.free.pop() {
             Some(i) => i,
             None => {
-                if bufs.push(None, GFP_KERNEL).is_err() {
+                // A new place, and room in `free` for it to come back to.
+                if s.bufs.push(None, GFP_KERNEL).is_err() {
                     return Err(buf);
                 }
-                bufs.len() - 1
+                if s.free
+                    .reserve(s.bufs.len() - s.free.len(), GFP_KERNEL)
+                    .is_err()
+                {
+                    s.bufs.pop();
+                    return Err(buf);
+                }
+                s.bufs.len() - 1
             }
         };
         let data = buf.as_slice().as_ptr();
         // INVARIANT: The buffer is kept in the heap memory of its box, which does not move
-        // when `bufs` grows; only `take` gives it back.
-        bufs[idx] = Some(buf);
+        // when `bufs` grows; only `take` gives it back. Its place left `free` above, and it is
+        // counted as lent.
+        s.bufs[idx] = Some(buf);
+        s.lent += 1;
         Ok((idx, data))
     }
 
     /// Gives back the buffer lent at `idx`.
     pub(super) fn take(&self, idx: usize) -> Option<RxBuf> {
-        self.bufs.lock().get_mut(idx).and_then(Option::take)
+        let mut guard = self.slots.lock();
+        let s = &mut *guard;
+        let buf = s.bufs.get_mut(idx).and_then(Option::take)?;
+        // INVARIANT: The place was full, so it is not in `free`, which has room for it (its
+        // capacity is at least `bufs.len()`, and it holds fewer indices than that).
+        s.lent -= 1;
+        let _ = s.free.push_within_capacity(idx);
+        Some(buf)
     }
 
     /// How many buffers are lent now.
     pub fn outstanding(&self) -> usize {
-        self.bufs.lock().iter().filter(|b| b.is_some()).count()
+        self.slots.lock().lent
     }
 }
