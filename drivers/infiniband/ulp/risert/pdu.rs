@@ -105,20 +105,20 @@ impl RConn {
             self.terminate("malformed PDU");
             return None;
         }
-        match IserHdr::parse(msg).map(|h| h.kind()) {
-            Some(Kind::Control) => {}
-            k => {
+        let iser = match parse_iser(msg) {
+            Some(h) if Kind::of(&h) == Kind::Control => h,
+            h => {
                 STATS.bad_pdus.inc();
+                let k = h.as_ref().map(Kind::of);
                 pr_warn!("conn {}: unexpected iSER message {:?}\n", self.id, k);
                 let _ = self.post_recv(buf);
                 return None;
             }
-        }
+        };
         if !past_login {
             self.on_login_pdu(buf, len);
             return None;
         }
-        let iser = IserHdr::parse(msg).unwrap_or_default();
         let (buf, len) = if bhs.opcode() == wire::OP_SCSI_CMD && dlen > 0 {
             match self.scsi_cmd_in_place(buf, len, &iser, &bhs, HEADERS_LEN..HEADERS_LEN + dlen) {
                 InPlace::Done => return None,
@@ -152,7 +152,7 @@ impl RConn {
         self: &Arc<Self>,
         buf: RxBuf,
         len: usize,
-        iser: &IserHdr,
+        iser: &IserCtrl,
         bhs: &Bhs,
         imm: core::ops::Range<usize>,
     ) -> InPlace {
@@ -224,7 +224,7 @@ impl RConn {
     pub(crate) fn dispatch(
         &self,
         c: &Conn,
-        iser: &IserHdr,
+        iser: &IserCtrl,
         bhs: &Bhs,
         data: &[u8],
     ) -> Result<Result, NoCmd> {

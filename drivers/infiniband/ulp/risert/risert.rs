@@ -7,7 +7,7 @@
 //! an `rdma_cm` listener on its address.
 //!
 //! Each accepted connection has its own protection domain, completion queue and queue pair. The
-//! completion queue is polled from a work item through the shared [`Batcher`] (seed 000): a
+//! completion queue is polled from a work item through the shared [`Batcher`]: a
 //! budgeted pass, rescheduling when the budget runs out, re-arm then re-poll.
 //!
 //! It serves discovery and normal sessions: the login phase, SCSI READ by RDMA WRITE, SCSI WRITE
@@ -101,6 +101,7 @@ use kernel::{
         Cmd,
         Conn,
         ConnSlot,
+        IserCtrl,
         Login,
         NetworkType,
         Np,
@@ -131,7 +132,8 @@ use kernel::{
 };
 
 use wire::{
-    IserHdr,
+    parse_iser,
+    write_control_hdr,
     Kind,
     HEADERS_LEN,
     ISER_HDR_LEN,

@@ -272,7 +272,7 @@ impl RConn {
             return Err(EINVAL);
         };
         let b = buf.as_mut_slice();
-        IserHdr::control().write(&mut b[..ISER_HDR_LEN]);
+        write_control_hdr(b);
         b[ISER_HDR_LEN..HEADERS_LEN].copy_from_slice(hdr.as_bytes());
         b[HEADERS_LEN..len].copy_from_slice(data);
         Ok((tx, len))

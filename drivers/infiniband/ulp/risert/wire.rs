@@ -5,10 +5,7 @@
 
 use kernel::{
     prelude::*,
-    target::iscsit::{
-        IserCtrl,
-        Remote, //
-    },
+    target::iscsit::IserCtrl,
     transmute::{
         AsBytes,
         FromBytes, //
@@ -27,16 +24,6 @@ pub(crate) const RX_SIZE: usize = HEADERS_LEN + MAX_RECV_SEG;
 const ISCSI_CTRL: u8 = IserCtrl::ISCSI_CTRL;
 const ISER_HELLO: u8 = IserCtrl::HELLO;
 
-/// An iSER header (`struct iser_ctrl`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct IserHdr {
-    pub(crate) flags: u8,
-    pub(crate) write_stag: u32,
-    pub(crate) write_va: u64,
-    pub(crate) read_stag: u32,
-    pub(crate) read_va: u64,
-}
-
 /// What an iSER header says a received message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -48,55 +35,26 @@ pub(crate) enum Kind {
     Unknown(u8),
 }
 
-impl IserHdr {
-    /// The header of a PDU the target sends: iSCSI control, no STags.
-    pub(crate) fn control() -> Self {
-        Self {
-            flags: ISCSI_CTRL,
-            ..Self::default()
-        }
-    }
-
-    /// The initiator's buffers it names, for the command.
-    pub(crate) fn remote(&self) -> Remote {
-        Remote {
-            read_stag: self.read_stag,
-            read_va: self.read_va,
-            write_stag: self.write_stag,
-            write_va: self.write_va,
-        }
-    }
-
-    /// Parses the header at the start of `b` (at least [`ISER_HDR_LEN`] bytes).
-    pub(crate) fn parse(b: &[u8]) -> Option<Self> {
-        let (c, _) = IserCtrl::from_bytes_copy_prefix(b)?;
-        let (write_stag, write_va) = c.write().unwrap_or_default();
-        let (read_stag, read_va) = c.read().unwrap_or_default();
-        Some(Self {
-            flags: c.flags(),
-            write_stag,
-            write_va,
-            read_stag,
-            read_va,
-        })
-    }
-
-    /// The kind of message.
-    pub(crate) fn kind(&self) -> Kind {
-        match self.flags & 0xf0 {
+impl Kind {
+    /// What the header `h` says its message is.
+    pub(crate) fn of(h: &IserCtrl) -> Self {
+        match h.flags() & 0xf0 {
             ISCSI_CTRL => Kind::Control,
             ISER_HELLO => Kind::Hello,
             f => Kind::Unknown(f),
         }
     }
+}
 
-    /// Writes the header into `b` ([`ISER_HDR_LEN`] bytes).
-    pub(crate) fn write(&self, b: &mut [u8]) {
-        let mut c = IserCtrl::with_flags(self.flags);
-        c.set_write(self.write_stag, self.write_va);
-        c.set_read(self.read_stag, self.read_va);
-        b[..ISER_HDR_LEN].copy_from_slice(c.as_bytes());
-    }
+/// Parses the iSER header at the start of `b` (at least [`ISER_HDR_LEN`] bytes).
+pub(crate) fn parse_iser(b: &[u8]) -> Option<IserCtrl> {
+    IserCtrl::from_bytes_copy_prefix(b).map(|(h, _)| h)
+}
+
+/// Writes the header of a PDU the target sends (iSCSI control, no STags) into `b`
+/// ([`ISER_HDR_LEN`] bytes).
+pub(crate) fn write_control_hdr(b: &mut [u8]) {
+    b[..ISER_HDR_LEN].copy_from_slice(IserCtrl::with_flags(ISCSI_CTRL).as_bytes());
 }
 
 /// iSER CM response flags (`struct iser_cm_hdr`): the target does not use zero-based virtual
@@ -124,34 +82,29 @@ pub(crate) const OP_LOGOUT: u8 = 0x06;
 #[kunit_tests(risert_wire)]
 mod tests {
     use super::*;
+    use kernel::target::iscsit::Remote;
 
     #[test]
-    fn header_round_trip() {
-        let h = IserHdr {
-            flags: ISCSI_CTRL | IserCtrl::WSV | IserCtrl::RSV,
-            write_stag: 0x1234_5678,
-            write_va: 0x0102_0304_0506_0708,
-            read_stag: 0x9abc_def0,
-            read_va: 0x1112_1314_1516_1718,
-        };
-        let mut b = [0u8; ISER_HDR_LEN];
-        h.write(&mut b);
-        assert_eq!(b[4..8], [0x12, 0x34, 0x56, 0x78]);
-        assert_eq!(IserHdr::parse(&b), Some(h));
-        assert_eq!(h.kind(), Kind::Control);
+    fn header_kinds() {
+        let mut b = [0xffu8; ISER_HDR_LEN];
+        write_control_hdr(&mut b);
+        let h = parse_iser(&b).unwrap();
+        assert_eq!(Kind::of(&h), Kind::Control);
+        assert_eq!(h.remote(), Remote::default());
+        assert!(parse_iser(&b[..ISER_HDR_LEN - 1]).is_none());
+        b[0] = ISER_HELLO;
+        assert_eq!(Kind::of(&parse_iser(&b).unwrap()), Kind::Hello);
+        b[0] = 0x70;
+        assert_eq!(Kind::of(&parse_iser(&b).unwrap()), Kind::Unknown(0x70));
     }
 
     #[test]
     fn stags_only_when_valid() {
         let mut b = [0xffu8; ISER_HDR_LEN];
-        b[0] = ISCSI_CTRL;
-        let h = IserHdr::parse(&b).unwrap();
-        assert_eq!((h.write_stag, h.read_stag), (0, 0));
-        assert_eq!(IserHdr::parse(&b[..ISER_HDR_LEN - 1]), None);
-        b[0] = ISER_HELLO;
-        assert_eq!(IserHdr::parse(&b).unwrap().kind(), Kind::Hello);
-        b[0] = 0x70;
-        assert_eq!(IserHdr::parse(&b).unwrap().kind(), Kind::Unknown(0x70));
+        b[0] = ISCSI_CTRL | IserCtrl::RSV;
+        let r = parse_iser(&b).unwrap().remote();
+        assert_eq!((r.write_stag, r.write_va), (0, 0));
+        assert_eq!(r.read_stag, 0xffff_ffff);
     }
 
     #[test]

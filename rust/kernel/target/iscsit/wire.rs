@@ -8,7 +8,10 @@
 //! ([`AsBytes`], so a header to send is written as one slice). Fields are read and written
 //! through accessors that convert the byte order.
 
-use super::HDR_LEN;
+use super::{
+    Remote,
+    HDR_LEN, //
+};
 use crate::{
     bindings,
     transmute::{
@@ -118,6 +121,7 @@ impl Bhs {
 /// let (r, _) = IserCtrl::from_bytes_copy_prefix(b).unwrap();
 /// assert_eq!(r.write(), Some((0x1234_5678, 0x0102_0304_0506_0708)));
 /// assert_eq!(r.read(), None);
+/// assert_eq!((r.remote().write_stag, r.remote().read_stag), (0x1234_5678, 0));
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -182,6 +186,19 @@ impl IserCtrl {
                 u64::from_be_bytes(self.read_va),
             )
         })
+    }
+
+    /// The initiator's buffers the header names, for a command (a buffer whose flag is clear
+    /// is named by zeroes).
+    pub fn remote(&self) -> Remote {
+        let (write_stag, write_va) = self.write().unwrap_or_default();
+        let (read_stag, read_va) = self.read().unwrap_or_default();
+        Remote {
+            read_stag,
+            read_va,
+            write_stag,
+            write_va,
+        }
     }
 
     /// Sets the write STag and virtual address (the flag is the caller's).
