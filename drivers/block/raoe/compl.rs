@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Completion threads: one per CPU that some device uses, spawned when the
-//! first such device appears (seed 001). Every response of a device goes to
+//! first such device appears. Every response of a device goes to
 //! the same thread, chosen when the device is created, so the packet handler
 //! finds it with one index. A thread drains its queue through the
 //! completion-batching helper, copies read data into the request and ends
@@ -98,7 +98,7 @@ impl Compl {
 
 impl Aoe {
     /// The completion thread of device number `index`: the `index % n`-th
-    /// online CPU's (seed 001's `minor % ncpus`), or the first with
+    /// online CPU's (`minor % ncpus`), or the first with
     /// `single_thread=1`. Chosen once, when the device is created.
     pub(crate) fn pick_thread(&self, index: usize) -> usize {
         if module_parameters::single_thread.value() {

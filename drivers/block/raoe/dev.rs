@@ -419,7 +419,7 @@ impl Dev {
                     return Next::Idle;
                 }
                 drop(st);
-                // Only the transmit work may sleep here (seed 003): the
+                // Only the transmit work may sleep here: the
                 // completion threads and submitters must not wait for memory.
                 let Ok(req) = IoReq::new(alloc.flags()) else {
                     return match alloc {

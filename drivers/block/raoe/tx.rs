@@ -8,7 +8,7 @@
 //! refills its device's window after each response. Both only allocate
 //! without sleeping; when that fails, the device's own transmit work item
 //! (which may sleep) takes over, so a transmission waiting for memory never
-//! holds up completions or other devices (seed 003). Frames, request slots
+//! holds up completions or other devices. Frames, request slots
 //! and completion-queue slots are reserved up front.
 
 use kernel::{
