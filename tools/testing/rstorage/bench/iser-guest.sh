@@ -76,6 +76,10 @@ bench_run_begin() {
 bench_run_end() {
 	echo 0 >"$tr/tracing_on"
 	echo 0 >"$tr/events/rdma_core/cq_schedule/enable"
+	# risert's counters after each run (cumulative while the module stays
+	# loaded), for reading where its completion events come from.
+	[ "$1" = c ] || { echo "== $1"; cat /sys/kernel/debug/risert/stats; } \
+		>>"$(dirname "$bench_out")/risert-stats.txt"
 }
 
 bench_events() {
