@@ -381,7 +381,7 @@ chap_login() {
 # a login with a wrong secret is refused, one with the right secret works
 # and carries verified I/O; the multi-PDU CHAP exchange runs over iSER.
 chap() {
-	local rc=0 luns mark ok
+	local rc=0 luns mark ok try
 	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
 	# LIO keeps what is written, newline included (targetcli writes none).
 	printf %s risert-user >"$tpg/auth/userid" &&
@@ -409,20 +409,26 @@ chap() {
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
 	all_freed || rc=1
 	# Now and then the initiator refuses to send its own next login PDU
-	# ("Login/Text in progress. Cannot start new task.": libiscsi's login task
-	# is not yet free) and the login fails; only then is the login tried once
-	# more, after the session is ended and its connections are freed.
-	mark=$(dmesg | wc -l)
-	ok=0
+	# ("Login/Text in progress. Cannot start new task.") and the login fails:
+	# libiscsi hands each login response up to iscsid before it frees its
+	# login task (and its transmit worker may still hold the task after
+	# posting the request), so an iscsid that answers first finds it busy.
+	# A CHAP login has several round trips, so it meets this race more often
+	# than the other cases' logins. Only then is the login tried again (up to
+	# five times in all), after the session is ended and its connections are
+	# freed; any other failure fails the case.
 	iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
-		-n node.session.auth.password -v risert-secret-12 && chap_login "$luns" && ok=1
-	if [ "$ok" = 0 ] &&
-		dmesg | tail -n +"$((mark + 1))" | grep -q "Login/Text in progress. Cannot start new task"; then
-		ktap_print_msg "the initiator refused its own next login PDU (Login/Text in progress): one more login"
+		-n node.session.auth.password -v risert-secret-12 || rc=1
+	ok=0
+	for try in 1 2 3 4 5; do
+		mark=$(dmesg | wc -l)
+		chap_login "$luns" && { ok=1; break; }
+		dmesg | tail -n +"$((mark + 1))" |
+			grep -q "Login/Text in progress. Cannot start new task" || break
+		ktap_print_msg "login $try: the initiator refused its own next login PDU (Login/Text in progress)"
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
-		all_freed || rc=1
-		chap_login "$luns" && ok=1
-	fi
+		all_freed || { rc=1; break; }
+	done
 	[ "$ok" = 1 ] || { ktap_print_msg "login with the right CHAP secret failed"; rc=1; }
 	if [ "$rc" = 0 ]; then
 		rstorage_fio_verify chap 8m "/dev/${DISKS[0]}" || rc=1
