@@ -129,6 +129,25 @@ else
 	extra+=(--result "fail:style/rustfmt --check")
 fi
 
+# Safe drivers: all `unsafe` lives in the kernel crate's abstractions
+# (rust/kernel/), none in the Rust code of drivers/ and samples/ (comments and
+# string literals aside). The scanner must also find a planted `unsafe`, and
+# pass its own cases, or a scanner that finds nothing would pass.
+if out=$(cd "$project" && python3 "$here/no_unsafe.py" drivers samples 2>&1); then
+	extra+=(--result "ok:style/no unsafe in drivers/ and samples/")
+else
+	echo "$out" | head -n 20
+	extra+=(--result "fail:style/no unsafe in drivers/ and samples/")
+fi
+mkdir -p "$results/unsafe-plant" &&
+	printf 'fn f() {\n    // SAFETY: planted.\n    unsafe { g() }\n}\n' >"$results/unsafe-plant/plant.rs"
+if python3 "$here/no_unsafe.py" --self-test &&
+	! python3 "$here/no_unsafe.py" "$results/unsafe-plant" >/dev/null; then
+	extra+=(--result "ok:harness/the unsafe scanner finds a planted unsafe block")
+else
+	extra+=(--result "fail:harness/the unsafe scanner finds a planted unsafe block")
+fi
+
 # The completion-batching helper's KUnit cases, built for the host: they pass
 # unchanged, and each deliberate bug of batch-host/mutants.py makes the case
 # written for it fail (no VM needed).
