@@ -3,7 +3,8 @@
 # rstorage: Rust storage drivers for Linux 7.3, as a kernel-tree overlay.
 #
 #   make run     build the release kernel and modules, boot a VM, load the
-#                drivers and move data through each one
+#                drivers and move data through each one (BUILTIN=1: a kernel
+#                with the drivers built in, nothing loaded)
 #   make check   build the debug kernel and modules, boot a VM, run the KUnit
 #                suites and the kselftest target; with BLKTESTS=<checkout>,
 #                blktests' device cases on our three drivers' devices too;
@@ -28,7 +29,10 @@
 # fetched into build/), LLVM=1 (build with clang; adds KASAN to the debug
 # kernel), BUILD=<dir> (default: ./build).
 #
-# The modules themselves are ordinary out-of-tree modules (see Kbuild):
+# The kernels built here contain our drivers and samples as in-tree modules,
+# from their Kconfig options (SCSI_RUST_VIRTIO, BLK_DEV_RUST_AOE,
+# BLK_DEV_RUST_AOE_TARGET, INFINIBAND_RUST_ISERT, SAMPLE_RUST_RSTORAGE*).
+# They also build out of tree (see Kbuild; make modules-oot-debug):
 #   make -C <kernel build dir> M=$(CURDIR) MO=<output dir> modules
 
 SHELL := /bin/bash
@@ -42,13 +46,13 @@ KMAKE_LLVM := LLVM=-19
 SUFFIX := -llvm
 endif
 
-.PHONY: all help deps source kernel-debug kernel-release modules-debug blktests bench-vscsi bench-aoe bench-iser \
-	modules-release check run fmt clean distclean
+.PHONY: all help deps source kernel-debug kernel-release kernel-builtin modules-debug blktests bench-vscsi bench-aoe bench-iser \
+	modules-release modules-oot-debug modules-oot-release check run fmt clean distclean
 
 all: help
 
 help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+	@awk 'NR >= 3 { if (!/^#/) exit; sub(/^# ?/, ""); print }' Makefile
 
 deps:
 	@bash $(TOOLS)/deps.sh $(LLVM_ARG)
@@ -60,15 +64,21 @@ else
 	@test -f $(KSRC)/Makefile || { echo "error: KDIR=$(KDIR) is not a kernel source tree" >&2; exit 1; }
 endif
 
-kernel-debug kernel-release: kernel-%: source
+kernel-debug kernel-release kernel-builtin: kernel-%: source
 	@bash $(TOOLS)/build-kernel.sh $(CURDIR) $(KSRC) $(BUILD)/$*$(SUFFIX) $* $(LLVM_ARG)
 
+# Our modules are built by the kernel build, in its tree, from their Kconfig
+# options; this collects them for the tests (tools/testing/rstorage/collect-modules.sh).
 modules-debug modules-release: modules-%: kernel-%
-	@echo "[modules:$*] building out of tree against $(BUILD)/$*$(SUFFIX)"
-	@. $(TOOLS)/toolchain.sh && $(MAKE) -s -C $(BUILD)/$*$(SUFFIX) M=$(CURDIR) \
-		MO=$(BUILD)/modules-$*$(SUFFIX) "$${RSTORAGE_MAKE_FLAGS[@]}" $(KMAKE_LLVM) modules
-	@echo "[modules:$*] $$(wc -l < $(BUILD)/modules-$*$(SUFFIX)/modules.order) module(s):" \
+	@bash $(TOOLS)/collect-modules.sh $(CURDIR) $(BUILD)/$*$(SUFFIX) $(BUILD)/modules-$*$(SUFFIX)
+	@echo "[modules:$*] $$(wc -l < $(BUILD)/modules-$*$(SUFFIX)/modules.order) in-tree module(s):" \
 		$$(sed 's|.*/||; s|\.o$$||' $(BUILD)/modules-$*$(SUFFIX)/modules.order)
+
+# The out-of-tree build (make -C <kernel build> M=$(CURDIR)), as users of their
+# own kernel tree run it; make check runs it too.
+modules-oot-debug modules-oot-release: modules-oot-%: kernel-%
+	@echo "[modules-oot:$*] building out of tree against $(BUILD)/$*$(SUFFIX)"
+	@bash $(TOOLS)/build-oot.sh $(CURDIR) $(BUILD)/$*$(SUFFIX) $(BUILD)/modules-oot-$*$(SUFFIX)
 
 check: modules-debug
 	@BLKTESTS="$(if $(BLKTESTS),$(abspath $(BLKTESTS)))" bash $(TOOLS)/check.sh $(BUILD)/debug$(SUFFIX) $(BUILD)/modules-debug$(SUFFIX) $(BUILD)/results
@@ -85,8 +95,15 @@ bench-vscsi bench-aoe bench-iser: bench-%: modules-release
 	@bash $(TOOLS)/bench/bench.sh $* $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) \
 		$(BUILD)/results
 
+ifeq ($(BUILTIN),1)
+# The release kernel with our drivers and samples built in (configs/builtin.config).
+run: kernel-builtin
+	@bash $(TOOLS)/collect-modules.sh $(CURDIR) $(BUILD)/builtin$(SUFFIX) $(BUILD)/modules-builtin$(SUFFIX) builtin
+	@bash $(TOOLS)/run.sh $(BUILD)/builtin$(SUFFIX) $(BUILD)/modules-builtin$(SUFFIX) $(BUILD)/results
+else
 run: modules-release
 	@bash $(TOOLS)/run.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) $(BUILD)/results
+endif
 
 # rustfmt check of our Rust sources, with the kernel's rustfmt settings.
 fmt:

@@ -4,7 +4,8 @@
 # Build one variant of the rstorage kernel (bzImage and modules) out of tree.
 #
 # Usage: build-kernel.sh PROJECT_DIR KERNEL_SRC OBJ_DIR VARIANT [LLVM=1]
-#   VARIANT is "debug" (make check) or "release" (make run, benchmarks).
+#   VARIANT is "debug" (make check), "release" (make run, benchmarks) or
+#   "builtin" (the release kernel with our drivers built in: make run BUILTIN=1).
 #
 # The overlay (tools/testing/rstorage/overlay.py) is applied to KERNEL_SRC
 # first. The configuration is tinyconfig plus the fragments under
@@ -40,7 +41,9 @@ if ! out=$("${kmake[@]}" -s rustavailable 2>&1); then
 	exit 1
 fi
 
-frags=("$cfgdir/base.config" "$cfgdir/$variant.config")
+frags=("$cfgdir/base.config")
+[ "$variant" = builtin ] && frags+=("$cfgdir/release.config")
+frags+=("$cfgdir/$variant.config")
 if [ "$variant" = debug ] && [ "$llvm" = LLVM=1 ]; then
 	frags+=("$cfgdir/kasan.config")
 fi
@@ -51,7 +54,8 @@ if [ ! -f "$obj/.config" ] || [ "$(cat "$obj/.rstorage-config" 2>/dev/null)" != 
 	(cd "$obj" && KCONFIG_CONFIG=.config "$ksrc/scripts/kconfig/merge_config.sh" \
 		-m -O "$obj" .config "${frags[@]}" >/dev/null)
 	"${kmake[@]}" -s olddefconfig >/dev/null
-	# Every option a fragment asks for must have survived olddefconfig.
+	# Every option a fragment asks for must have survived olddefconfig (a
+	# later fragment's value of an option replaces an earlier one's).
 	bad=0
 	while IFS= read -r line; do
 		case "$line" in
@@ -60,7 +64,11 @@ if [ ! -f "$obj/.config" ] || [ "$(cat "$obj/.rstorage-config" 2>/dev/null)" != 
 			opt=${line#\# }; opt=${opt%% *}
 			grep -q "^$opt=" "$obj/.config" && { echo "error: $opt should be unset" >&2; bad=1; } ;;
 		esac
-	done < <(cat "${frags[@]}")
+	done < <(cat "${frags[@]}" | awk '
+		/^CONFIG_[A-Za-z0-9_]*=/ { o = $0; sub(/=.*/, "", o) }
+		/^# CONFIG_.* is not set$/ { o = $2 }
+		o != "" { if (!(o in last)) order[n++] = o; last[o] = $0; o = "" }
+		END { for (i = 0; i < n; i++) print last[order[i]] }')
 	[ "$bad" = 0 ] || exit 1
 	echo "$stamp" >"$obj/.rstorage-config"
 fi

@@ -129,6 +129,17 @@ else
 	extra+=(--result "fail:style/rustfmt --check")
 fi
 
+# The out-of-tree build (the top-level Kbuild), as users of their own kernel
+# tree run it, against the same kernel: it must build the modules the kernel
+# build made in its tree.
+if out=$(bash "$here/build-oot.sh" "$project" "$obj" "$results/modules-oot" 2>&1) &&
+	cmp -s "$results/modules-oot/modules.order" "$moddir/modules.order"; then
+	extra+=(--result "ok:build/out-of-tree build (make -C <kernel build> M=...) of the same modules")
+else
+	echo "$out" | tail -n 20
+	extra+=(--result "fail:build/out-of-tree build (make -C <kernel build> M=...) of the same modules")
+fi
+
 # Safe drivers: all `unsafe` lives in the kernel crate's abstractions
 # (rust/kernel/), none in the Rust code of drivers/ and samples/ (comments and
 # string literals aside). The scanner must also find a planted `unsafe`, and

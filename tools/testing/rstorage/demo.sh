@@ -2,7 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Guest side of `make run`: load each of our modules, move data through it,
-# unload it, and write a one-line summary per module to SUMMARY.
+# unload it, and write a one-line summary per module to SUMMARY. When
+# MODULE_DIR says the modules are built in (a file "builtin", with "options"
+# naming each one's Kconfig option), each must be built into the running
+# kernel (/proc/config.gz), and data moves through it without loading or
+# unloading anything.
 #
 # Usage: demo.sh MODULE_DIR SUMMARY KSELFTEST_DIR
 #   KSELFTEST_DIR  the installed kselftest target, whose helpers this uses
@@ -131,16 +135,28 @@ move_risert() {
 # shellcheck source=../selftests/drivers/rstorage/iser_lib.sh
 . "$ksft/drivers/rstorage/iser_lib.sh"
 
+builtin=0
+[ -f "$moddir/builtin" ] && builtin=1
 modprobe -r virtio_scsi 2>/dev/null
 while read -r o; do
 	m=${o##*/}
 	m=${m%.o}
-	echo "[guest] $m: loading"
-	# shellcheck disable=SC2046
-	if ! rstorage_insmod "$m" $(rstorage_quick_params "$m"); then
-		echo "$m: FAILED to load" >>"$summary"
-		fail=1
-		continue
+	if [ "$builtin" = 1 ]; then
+		opt=$(awk -v o="$o" '$1 == o { print $2 }' "$moddir/options")
+		if ! zcat /proc/config.gz | grep -qx "$opt=y"; then
+			echo "$m: FAILED: not built in ($opt is not y in /proc/config.gz)" >>"$summary"
+			fail=1
+			continue
+		fi
+		echo "[guest] $m: built in ($opt=y)"
+	else
+		echo "[guest] $m: loading"
+		# shellcheck disable=SC2046
+		if ! rstorage_insmod "$m" $(rstorage_quick_params "$m"); then
+			echo "$m: FAILED to load" >>"$summary"
+			fail=1
+			continue
+		fi
 	fi
 	if declare -F "move_${m#rstorage_}" >/dev/null; then
 		echo "[guest] $m: moving data"
@@ -153,6 +169,7 @@ while read -r o; do
 	else
 		echo "$m: loaded (no data mover yet)" >>"$summary"
 	fi
+	[ "$builtin" = 1 ] && continue
 	rstorage_rmmod "$m" || { echo "$m: FAILED to unload" >>"$summary"; fail=1; }
 done <"$moddir/modules.order"
 exit "$fail"

@@ -4,12 +4,16 @@
 
 The overlay has two parts:
 
-* new files: everything under the project's ``rust/`` directory and its
-  kselftest target ``tools/testing/selftests/drivers/rstorage/`` is copied to
-  the same path in the kernel tree (with its file mode);
+* new files: everything under the project's ``rust/``, ``drivers/`` and
+  ``samples/`` directories and its kselftest target
+  ``tools/testing/selftests/drivers/rstorage/`` is copied to the same path in
+  the kernel tree (with its file mode), except the two Kbuild files that only
+  the out-of-tree build uses (``drivers/Kbuild``, ``samples/rust/Kbuild``: in
+  the kernel tree the Makefiles there list the drivers and samples);
 * hooks: the patches in ``tools/testing/rstorage/patches/`` change a few
   existing files (``rust/kernel/lib.rs``, ``rust/bindings/bindings_helper.h``,
-  ``rust/helpers/helpers.c``, Kconfig/Makefile hooks).
+  ``rust/helpers/helpers.c``, the Kconfig and Makefile hooks of the drivers
+  and samples).
 
 The pristine version of every hooked file is saved once under
 ``.rstorage-orig/`` in the kernel tree; the patches are always applied to those
@@ -29,7 +33,9 @@ import tempfile
 
 STATE = ".rstorage-overlay.json"
 # Project directories whose files are new files of the kernel tree.
-NEW_FILE_DIRS = ("rust", "tools/testing/selftests/drivers/rstorage")
+NEW_FILE_DIRS = ("rust", "drivers", "samples", "tools/testing/selftests/drivers/rstorage")
+# Files of those directories that belong to the out-of-tree build only.
+OUT_OF_TREE_ONLY = ("drivers/Kbuild", "samples/rust/Kbuild")
 ORIG = ".rstorage-orig"
 
 
@@ -79,7 +85,8 @@ def main():
         for root, _, names in os.walk(os.path.join(project, top)):
             for n in names:
                 rel = os.path.relpath(os.path.join(root, n), project)
-                files.append(rel)
+                if rel not in OUT_OF_TREE_ONLY:
+                    files.append(rel)
     files.sort()
     for rel in files:
         dst = os.path.join(ksrc, rel)

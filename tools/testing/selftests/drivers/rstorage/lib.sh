@@ -33,14 +33,16 @@ rstorage_require() {
 	done
 }
 
-# The modules under test come from an out-of-tree build (see the Makefile).
+# The modules under test: a directory with our .ko files at their kernel-tree
+# paths and a modules.order (the in-tree modules the top-level Makefile
+# collects from the kernel build, or an out-of-tree build's output).
 if [ ! -r "${RSTORAGE_MODDIR:-}/modules.order" ]; then
 	ktap_print_header
 	ktap_skip_all "RSTORAGE_MODDIR does not name the rstorage module build (modules.order)"
 	exit "$KSFT_SKIP"
 fi
 
-# Our modules, in build order, from the out-of-tree build's modules.order,
+# Our modules, in build order, from that modules.order,
 # plus a module that does not exist when RSTORAGE_INJECT=missing-module.
 rstorage_modules() {
 	sed -e 's|.*/||' -e 's|\.o$||' "$RSTORAGE_MODDIR/modules.order"
