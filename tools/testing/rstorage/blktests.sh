@@ -73,7 +73,7 @@ for kind in ${BLKTESTS_KINDS:-vscsi aoe iser}; do
 	say "$kind: ${drivers[*]}: $(wc -l <"$out/cases") cases each (log: $results/blktests-$kind.console)"
 	python3 "$here/vm.py" --kernel "$obj" --log "$results/blktests-$kind.console" --cpus 2 \
 		--status "$results/blktests-$kind.status" --rwdir "$results" --rwdir "$bt" --timeout "${BLKTESTS_VM_TIMEOUT:-2400}" \
-		--append "modprobe.blacklist=virtio_scsi,aoe" "${opts[@]}" --show-output -- \
+		--append "modprobe.blacklist=virtio_scsi,rvirtio_scsi,aoe" "${opts[@]}" --show-output -- \
 		env BLKTESTS_QUICK="${BLKTESTS_QUICK:-$quick_default}" bash "$here/blktests-guest.sh" "$results/kselftest" "$moddir" "$bt" "$out" "$kind" \
 		"${drivers[@]}" >&2
 done

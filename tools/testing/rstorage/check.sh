@@ -40,7 +40,8 @@ say "kselftest: $(wc -l <"$ksft/kselftest-list.txt" 2>/dev/null || echo 0) progr
 # run_suite NAME INJECT [TEST...]: one VM boot running the given tests (all of
 # the target by default) with run_kselftest.sh, each case printed as it
 # completes. The main run gets 4 CPUs and the virtio-scsi disks (vscsi.sh);
-# the C drivers the tests replace are kept from autoloading, tests load what
+# the C drivers the tests replace, and rvirtio_scsi (an in-tree module with
+# the virtio-scsi device alias), are kept from autoloading; tests load what
 # they need. A ktap-fail run uses a copy of the install whose test list also
 # has the deliberately failing program.
 run_suite() {
@@ -67,7 +68,7 @@ run_suite() {
 	say "$name: booting $(cat "$obj/include/config/kernel.release") ${inject:+(injected: $inject)}"
 	python3 "$here/vm.py" --kernel "$obj" --log "$results/$name.console" \
 		--status "$results/$name.status" --rwdir "$results" --timeout "$limit" --show-output \
-		--append "modprobe.blacklist=virtio_scsi,aoe" "${vm[@]}" -- \
+		--append "modprobe.blacklist=virtio_scsi,rvirtio_scsi,aoe" "${vm[@]}" -- \
 		env RSTORAGE_INJECT="$inject" "${env[@]}" bash "$here/selftests-guest.sh" \
 		"$dir" "$moddir" "$results/$name.ktap" "$@" | python3 "$here/ktap.py" --progress
 }

@@ -22,7 +22,7 @@ vscsi_setup "$results/vscsi"
 # A kernel with our drivers built in (make run BUILTIN=1, collect-modules.sh):
 # the batching stress sample runs at boot, with the small load a quick module
 # load gets.
-append="modprobe.blacklist=virtio_scsi,aoe"
+append="modprobe.blacklist=virtio_scsi,rvirtio_scsi,aoe"
 [ -f "$moddir/builtin" ] &&
 	append+=" rstorage_batch_stress.total=2000 rstorage_batch_stress.inline=0"
 python3 "$here/vm.py" --kernel "$obj" --log "$results/run.console" --status "$results/run.status" \

@@ -48,7 +48,7 @@ vscsi)
 		opts+=(-drive "driver=null-co,size=4G,read-zeroes=on,if=none,id=null$t"
 			-device "scsi-hd,drive=null$t,bus=bench.0,scsi-id=$t,lun=0")
 	done
-	vm+=(--append "modprobe.blacklist=virtio_scsi" "--qemu-opts=${opts[*]}") ;;
+	vm+=(--append "modprobe.blacklist=virtio_scsi,rvirtio_scsi" "--qemu-opts=${opts[*]}") ;;
 aoe)
 	name=raoe drivers=3
 	vm=(--cpus "${BENCH_CPUS:-2}" --append "modprobe.blacklist=aoe") ;;
