@@ -35,7 +35,7 @@ order+=($(kbuild_objs samples/rust))
 if [ "$mode" = builtin ]; then
 	missing=0
 	for o in "${order[@]}"; do
-		grep -qx "${o%.o}.ko" "$obj/modules.builtin" ||
+		grep -qx "kernel/${o%.o}.ko" "$obj/modules.builtin" ||
 			{ echo "error: ${o%.o}.ko is not built in ($obj/modules.builtin)" >&2; missing=1; }
 	done
 	[ "$missing" = 0 ] || exit 1

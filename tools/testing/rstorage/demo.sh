@@ -167,7 +167,11 @@ while read -r o; do
 			fail=1
 		fi
 	else
-		echo "$m: loaded (no data mover yet)" >>"$summary"
+		if [ "$builtin" = 1 ]; then
+			echo "$m: built in (no data mover yet)" >>"$summary"
+		else
+			echo "$m: loaded (no data mover yet)" >>"$summary"
+		fi
 	fi
 	[ "$builtin" = 1 ] && continue
 	rstorage_rmmod "$m" || { echo "$m: FAILED to unload" >>"$summary"; fail=1; }
