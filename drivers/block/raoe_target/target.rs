@@ -124,6 +124,13 @@ pub(crate) struct Target {
     config: Mutex<ConfigString>,
     /// Requests queued and not yet answered.
     outstanding: Atomic<u32>,
+    /// Whether requests may still be queued: cleared by [`Target::drain`] before it drains
+    /// the workqueue, and held while a request is queued, so that nothing is queued once the
+    /// drain has begun. A frame handler may still hold the target after the receiver let it
+    /// go; a work item queued on a draining workqueue is dropped by the workqueue (with a
+    /// warning) and never runs, which would leak its frame and the device reference in it.
+    #[pin]
+    open: SpinLockIrq<bool>,
     pub(crate) stats: Stats,
     wq: OwnedQueue,
 }
@@ -174,6 +181,7 @@ impl Target {
                     "raoe_target:config"
                 ),
                 outstanding: Atomic::new(0),
+                open <- new_spinlock_irq!(true, "raoe_target:open"),
                 stats: Stats::new(),
                 wq,
             }),
@@ -189,8 +197,14 @@ impl Target {
             && self.addr.accepts(hdr.to)
     }
 
-    /// Queues the frame for the work item, unless `bufcnt` requests are already outstanding.
+    /// Queues the frame for the work item, unless `bufcnt` requests are already outstanding
+    /// or the target is being drained.
     fn queue(this: &Arc<Self>, frame: &Arc<Frame>) {
+        let open = this.open.lock();
+        if !*open {
+            bump(&this.stats.dropped);
+            return;
+        }
         if this.outstanding.fetch_add(1, Relaxed) >= u32::from(this.bufcnt) {
             this.outstanding.fetch_sub(1, Relaxed);
             bump(&this.stats.dropped);
@@ -207,8 +221,9 @@ impl Target {
         }
     }
 
-    /// Waits for every queued request to be answered.
+    /// Stops queueing requests, then waits for every queued request to be answered.
     pub(crate) fn drain(&self) {
+        *self.open.lock() = false;
         self.wq.drain();
     }
 
