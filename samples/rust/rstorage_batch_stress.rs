@@ -26,6 +26,9 @@
 //! The whole run happens at module load; the module loads only if it passed,
 //! and prints its counters either way.
 
+// All unsafe code lives in the kernel crate's abstractions.
+#![forbid(unsafe_code)]
+
 use kernel::{
     completion_batch::{
         Armed,

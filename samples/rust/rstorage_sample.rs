@@ -11,6 +11,9 @@
 //! The `warn_on_load` parameter makes module initialisation raise a kernel
 //! `WARNING`; the test harness uses it to prove that a splat fails a run.
 
+// All unsafe code lives in the kernel crate's abstractions.
+#![forbid(unsafe_code)]
+
 use kernel::{
     fs::Kiocb,
     iov::{

@@ -36,6 +36,9 @@
 //! and its completion thread's queue lock: no driver-wide lock.
 //! `Compl::thread` (mutex) is taken alone.
 
+// All unsafe code lives in the kernel crate's abstractions.
+#![forbid(unsafe_code)]
+
 use kernel::{
     block::mq::gen_disk::BlockMajor,
     cpu, debugfs,

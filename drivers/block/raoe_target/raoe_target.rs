@@ -15,6 +15,9 @@
 //! echo 1 > enable
 //! ```
 
+// All unsafe code lives in the kernel crate's abstractions.
+#![forbid(unsafe_code)]
+
 mod config;
 mod proto;
 mod target;

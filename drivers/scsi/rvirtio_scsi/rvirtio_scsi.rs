@@ -17,6 +17,9 @@
 //! hotplug: queues' online state and interrupt affinity), [`stats`] (counters),
 //! [`host`] (the host template), [`wire`] (the virtio-scsi format).
 
+// All unsafe code lives in the kernel crate's abstractions.
+#![forbid(unsafe_code)]
+
 use kernel::{
     device::Core,
     new_mutex,
