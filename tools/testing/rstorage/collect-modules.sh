@@ -20,16 +20,15 @@ set -euo pipefail
 project=$1 obj=$2 out=$3 mode=${4:-}
 rm -rf "$out"
 mkdir -p "$out"
-order=()
-# kbuild_objs DIR: the objects DIR/Kbuild builds from an option, as paths.
+# kbuild_objs DIR: "PATH OPTION" for each object DIR/Kbuild builds from an option.
 kbuild_objs() {
-	sed -n 's/^obj-\$(CONFIG_[A-Z0-9_]*) *+= *\([a-z0-9_]*\.o\)$/\1/p' "$project/$1/Kbuild" |
+	sed -n 's/^obj-\$(\(CONFIG_[A-Z0-9_]*\)) *+= *\([a-z0-9_]*\.o\)$/\2 \1/p' "$project/$1/Kbuild" |
 		sed "s|^|$1/|"
 }
-for d in $(sed -n 's/^obj-y *+= *\(.*\)\/$/\1/p' "$project/drivers/Kbuild"); do
-	order+=($(kbuild_objs "drivers/$d"))
-done
-order+=($(kbuild_objs samples/rust))
+objs=$(for d in $(sed -n 's/^obj-y *+= *\(.*\)\/$/\1/p' "$project/drivers/Kbuild"); do
+	kbuild_objs "drivers/$d"
+done; kbuild_objs samples/rust)
+order=($(cut -d' ' -f1 <<<"$objs"))
 [ "${#order[@]}" -gt 0 ] || { echo "collect-modules: no modules found in the Kbuild files" >&2; exit 1; }
 
 if [ "$mode" = builtin ]; then
@@ -41,10 +40,7 @@ if [ "$mode" = builtin ]; then
 	[ "$missing" = 0 ] || exit 1
 	printf '%s\n' "${order[@]}" >"$out/modules.order"
 	: >"$out/builtin"
-	for d in $(sed 's|/[^/]*$||' "$out/modules.order" | uniq); do
-		sed -n 's/^obj-\$(\(CONFIG_[A-Z0-9_]*\)) *+= *\([a-z0-9_]*\.o\)$/\2 \1/p' "$project/$d/Kbuild" |
-			sed "s|^|$d/|"
-	done >"$out/options"
+	echo "$objs" >"$out/options"
 	exit 0
 fi
 
