@@ -63,23 +63,21 @@ pub struct Lender {
 /// # Invariants
 ///
 /// `free` holds, once each, the indices of the empty places of `bufs`, and its capacity is at
-/// least `bufs.len()`, so that a place given back always fits in it. `lent` is the number of
-/// full places.
+/// least `bufs.len()`, so that a place given back always fits in it. So the full places are
+/// `bufs.len() - free.len()`.
 struct Slots {
     bufs: KVec<Option<RxBuf>>,
     free: KVec<usize>,
-    lent: usize,
 }
 
 impl Lender {
     pub(super) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
-            // INVARIANT: No places, none free, none lent.
+            // INVARIANT: No places, none free.
             slots <- new_mutex!(
                 Slots {
                     bufs: KVec::new(),
                     free: KVec::new(),
-                    lent: 0,
                 },
                 "iscsit_lender"
             ),
@@ -125,10 +123,8 @@ impl Lender {
         };
         let data = buf.as_slice().as_ptr();
         // INVARIANT: The buffer is kept in the heap memory of its box, which does not move
-        // when `bufs` grows; only `take` gives it back. Its place left `free` above, and it is
-        // counted as lent.
+        // when `bufs` grows; only `take` gives it back. Its place left `free` above.
         s.bufs[idx] = Some(buf);
-        s.lent += 1;
         Ok((idx, data))
     }
 
@@ -139,13 +135,13 @@ impl Lender {
         let buf = s.bufs.get_mut(idx).and_then(Option::take)?;
         // INVARIANT: The place was full, so it is not in `free`, which has room for it (its
         // capacity is at least `bufs.len()`, and it holds fewer indices than that).
-        s.lent -= 1;
         let _ = s.free.push_within_capacity(idx);
         Some(buf)
     }
 
     /// How many buffers are lent now.
     pub fn outstanding(&self) -> usize {
-        self.slots.lock().lent
+        let s = self.slots.lock();
+        s.bufs.len() - s.free.len()
     }
 }
