@@ -14,6 +14,10 @@
 #                blktests' device cases on each driver's device and on the
 #                same device under the C driver (debug kernel, one VM boot
 #                per kind of device); writes Documentation/rstorage/blktests.inc
+#   make patches
+#                the project as a git format-patch series on Linux 7.3, with
+#                a cover letter, into build/patches/ (applied with git am to
+#                check it); the same series the test kernels are built from
 #   make bench-vscsi
 #                benchmark C virtio_scsi vs rvirtio_scsi (release kernel);
 #                writes Documentation/rstorage/rvirtio-scsi-bench.{inc,png}
@@ -47,7 +51,7 @@ SUFFIX := -llvm
 endif
 
 .PHONY: all help deps source kernel-debug kernel-release kernel-builtin modules-debug blktests bench-vscsi bench-aoe bench-iser \
-	modules-release modules-oot-debug modules-oot-release check run fmt clean distclean
+	modules-release modules-oot-debug modules-oot-release check run fmt patches clean distclean
 
 all: help
 
@@ -104,6 +108,11 @@ else
 run: modules-release
 	@bash $(TOOLS)/run.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) $(BUILD)/results
 endif
+
+# The patch series (tools/testing/rstorage/patches/series) as git format-patch
+# output on a pristine tree, checked with git am.
+patches: source
+	@python3 $(TOOLS)/make-patches.py --verify $(CURDIR) $(KSRC) $(BUILD)/patches-git $(BUILD)/patches
 
 # rustfmt check of our Rust sources, with the kernel's rustfmt settings.
 fmt:

@@ -113,7 +113,7 @@ module! {
         },
         poll_idle_us: u32 {
             default: 0,
-            description: "Busy-poll the ring, leaving polling after this long idle (0: notification mode)",
+            description: "Busy-poll the ring until idle this long (0: notification mode)",
         },
         report_missed: bool {
             default: false,

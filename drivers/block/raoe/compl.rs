@@ -75,7 +75,10 @@ impl Compl {
     pub(crate) fn new(cpu: CpuId) -> impl PinInit<Self, Error> {
         try_pin_init!(Compl {
             cpu,
-            q <- new_spinlock_irq!(ComplQueue { items: Ring::new(), stop: false }, "raoe::Compl::q"),
+            q <- new_spinlock_irq!(
+                ComplQueue { items: Ring::new(), stop: false },
+                "raoe::Compl::q"
+            ),
             wait <- new_condvar!("raoe::Compl::wait"),
             batcher: Batcher::new(Config::from_param(module_parameters::budget.value())),
             completed: Counter::default(),

@@ -84,7 +84,7 @@ module! {
         },
         aoe_maxout: u32 {
             default: 64,
-            description: "Most frames in flight per target (also capped by the target's buffer count)",
+            description: "Most frames in flight per target (also capped by its buffer count)",
         },
         aoe_iflist: string {
             default: "",

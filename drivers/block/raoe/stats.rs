@@ -95,7 +95,8 @@ pub(crate) fn write_stats(aoe: &Arc<Aoe>, f: &mut core::fmt::Formatter<'_>) -> c
         writeln!(
             f,
             "e{}.{}: state {} thread {} frames {} nout {} maxout {} sent {} retransmits {} \
-             unexpected {} failed {} xmit_errors {} tx_deferred {} lent {} rtt_avg_us {} rtt_dev_us {} paths {}",
+             unexpected {} failed {} xmit_errors {} tx_deferred {} lent {} rtt_avg_us {} \
+             rtt_dev_us {} paths {}",
             d.addr.major,
             d.addr.minor,
             st.life.name(),

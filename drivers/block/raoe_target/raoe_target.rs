@@ -56,8 +56,8 @@ impl PacketHandler for Rx {
 #[pin_data]
 struct RaoeTarget {
     receiver: Arc<target::Receiver>,
-    /// Dropped before the packet handler: configfs keeps the module while a device directory exists, so there is
-    /// no device left by then.
+    /// Dropped before the packet handler: configfs keeps the module while a device directory
+    /// exists, so there is no device left by then.
     #[pin]
     config: configfs::Subsystem<config::Config>,
     #[pin]

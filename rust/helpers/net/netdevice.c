@@ -32,7 +32,8 @@ __rust_helper int rust_helper_dev_queue_xmit(struct sk_buff *skb)
 	return dev_queue_xmit(skb);
 }
 
-__rust_helper struct net_device *rust_helper_netdev_notifier_info_to_dev(const struct netdev_notifier_info *info)
+__rust_helper struct net_device *
+rust_helper_netdev_notifier_info_to_dev(const struct netdev_notifier_info *info)
 {
 	return netdev_notifier_info_to_dev(info);
 }

@@ -5,11 +5,14 @@
 //! A driver that sends pages it does not own, such as a block request's data pages, must not
 //! give them back to their owner while the network stack can still read them: a frame waiting
 //! in a queue, a clone held by a receiver or a retransmission timer. A [`PageLoan`] tracks that.
-//! Every [`SkBuff`](crate::net::skbuff::SkBuff) that carries pages under the loan ([`add_lent_page`](crate::net::skbuff::SkBuff::add_lent_page)) holds a
+//! Every [`SkBuff`] that carries pages under the loan ([`SkBuff::add_lent_page`]) holds a
 //! reference to it; so do clones of the buffer and copies of its head (`pskb_expand_head()`),
 //! and a path that cannot keep the pages (a packet tap, a receiver on the same host) copies
 //! them first and drops its reference (`skb_copy_ubufs()`). When the owner's handles are gone
 //! and the last buffer has let go, [`LoanReturn::returned`] runs, once.
+//!
+//! [`SkBuff`]: crate::net::skbuff::SkBuff
+//! [`SkBuff::add_lent_page`]: crate::net::skbuff::SkBuff::add_lent_page
 //!
 //! It is the kernel's `struct ubuf_info`, as vhost-net and `MSG_ZEROCOPY` use it.
 //!

@@ -684,8 +684,8 @@ unsafe impl<C: ConnEvents> Sync for ConnInner<C> {}
 /// # Invariants
 ///
 /// `inner.id` is a connection identifier with a queue pair on `cq` and `pd` (both dropped only
-/// by `drop`, after the queue pair), whose context is `Arc::into_raw` of a reference to `inner` tagged with
-/// [`CONN_TAG`], and whose handler is [`ListenId::handler`]. Unless `inner.state` is
+/// by `drop`, after the queue pair), whose context is `Arc::into_raw` of a reference to `inner`
+/// tagged with [`CONN_TAG`], and whose handler is [`ListenId::handler`]. Unless `inner.state` is
 /// [`CM_DESTROYS`], it is destroyed only by `drop`.
 pub struct Connection<C: ConnEvents, H: CqHandler> {
     inner: Arc<ConnInner<C>>,

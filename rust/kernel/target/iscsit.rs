@@ -15,7 +15,7 @@
 //! [`Transport::immediate_queue`]). SCSI data moves with RDMA read/write contexts
 //! ([`Cmd::rdma_setup`]): an RDMA transport is the only kind this module serves.
 //!
-//! C header: [`include/target/iscsi/iscsi_transport.h`](srctree/include/target/iscsi/iscsi_transport.h)
+//! C header: [`iscsi_transport.h`](srctree/include/target/iscsi/iscsi_transport.h)
 
 use crate::bindings;
 

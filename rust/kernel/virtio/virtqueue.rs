@@ -289,8 +289,16 @@ struct QueueCore {
 /// # use kernel::prelude::*;
 /// struct Request([u8; 16]);
 /// struct Event([u8; 16]);
-/// # impl Exchange for Request { fn buffers(&mut self) -> (&[u8], &mut [u8]) { (&self.0, &mut []) } }
-/// # impl Exchange for Event { fn buffers(&mut self) -> (&[u8], &mut [u8]) { (&[], &mut self.0) } }
+/// # impl Exchange for Request {
+/// #     fn buffers(&mut self) -> (&[u8], &mut [u8]) {
+/// #         (&self.0, &mut [])
+/// #     }
+/// # }
+/// # impl Exchange for Event {
+/// #     fn buffers(&mut self) -> (&[u8], &mut [u8]) {
+/// #         (&[], &mut self.0)
+/// #     }
+/// # }
 /// fn post(q: &Queue<KBox<Request>>, ev: KBox<Event>) {
 ///     let _ = q.lock().add(ev); // error: expected `KBox<Request>`, found `KBox<Event>`
 /// }

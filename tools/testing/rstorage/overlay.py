@@ -2,21 +2,22 @@
 # SPDX-License-Identifier: GPL-2.0
 """Apply the project's kernel overlay to a Linux source tree.
 
-The overlay has two parts:
+The overlay is the patch series applied (``series.py`` describes it):
 
 * new files: everything under the project's ``rust/``, ``drivers/`` and
   ``samples/`` directories and its kselftest target
   ``tools/testing/selftests/drivers/rstorage/`` is copied to the same path in
   the kernel tree (with its file mode), except the two Kbuild files that only
   the out-of-tree build uses (``drivers/Kbuild``, ``samples/rust/Kbuild``: in
-  the kernel tree the Makefiles there list the drivers and samples);
-* hooks: the patches in ``tools/testing/rstorage/patches/`` change a few
-  existing files (``rust/kernel/lib.rs``, ``rust/bindings/bindings_helper.h``,
+  the kernel tree the Makefiles there list the drivers and samples); each of
+  them is added by one patch of the series, which is checked;
+* hooks: the patches' diffs change a few existing files
+  (``rust/kernel/lib.rs``, ``rust/bindings/bindings_helper.h``,
   ``rust/helpers/helpers.c``, the Kconfig and Makefile hooks of the drivers
-  and samples).
+  and samples, ...); they are applied in series order.
 
 The pristine version of every hooked file is saved once under
-``.rstorage-orig/`` in the kernel tree; the patches are always applied to those
+``.rstorage-orig/`` in the kernel tree; the diffs are always applied to those
 pristine copies, so editing a patch and re-running is safe. A file is only
 written when its content changes, which keeps kernel rebuilds incremental.
 Files copied by an earlier run and since removed from the overlay are deleted,
@@ -31,11 +32,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import series  # noqa: E402
+
 STATE = ".rstorage-overlay.json"
-# Project directories whose files are new files of the kernel tree.
-NEW_FILE_DIRS = ("rust", "drivers", "samples", "tools/testing/selftests/drivers/rstorage")
-# Files of those directories that belong to the out-of-tree build only.
-OUT_OF_TREE_ONLY = ("drivers/Kbuild", "samples/rust/Kbuild")
 ORIG = ".rstorage-orig"
 
 
@@ -57,9 +57,9 @@ def read(path):
         return f.read()
 
 
-def patched_files(patch):
+def patched_files(diff):
     names = []
-    for line in read(patch).decode().splitlines():
+    for line in diff.splitlines():
         m = re.match(r"^\+\+\+ b/(\S+)", line)
         if m:
             names.append(m.group(1))
@@ -70,7 +70,6 @@ def main():
     if len(sys.argv) != 3:
         sys.exit("usage: overlay.py PROJECT_DIR KERNEL_SRC")
     project, ksrc = (os.path.abspath(a) for a in sys.argv[1:])
-    patch_dir = os.path.join(project, "tools/testing/rstorage/patches")
     state_path = os.path.join(ksrc, STATE)
     try:
         state = json.loads(read(state_path))
@@ -80,14 +79,9 @@ def main():
     changed = []
 
     # New files.
-    files = []
-    for top in NEW_FILE_DIRS:
-        for root, _, names in os.walk(os.path.join(project, top)):
-            for n in names:
-                rel = os.path.relpath(os.path.join(root, n), project)
-                if rel not in OUT_OF_TREE_ONLY:
-                    files.append(rel)
-    files.sort()
+    patches = series.read(project)
+    series.check_coverage(project, patches)
+    files = series.project_files(project)
     for rel in files:
         dst = os.path.join(ksrc, rel)
         if rel not in state["files"] and os.path.exists(dst):
@@ -107,10 +101,7 @@ def main():
                 pass
 
     # Hooks.
-    patches = sorted(
-        os.path.join(patch_dir, p) for p in os.listdir(patch_dir) if p.endswith(".patch")
-    ) if os.path.isdir(patch_dir) else []
-    hooked = sorted({f for p in patches for f in patched_files(p)})
+    hooked = sorted({f for p in patches for f in patched_files(p.diff)})
     for rel in hooked:
         orig = os.path.join(ksrc, ORIG, rel)
         if not os.path.exists(orig):
@@ -121,11 +112,13 @@ def main():
             os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
             shutil.copyfile(os.path.join(ksrc, ORIG, rel), os.path.join(tmp, rel))
         for p in patches:
+            if not p.diff:
+                continue
             r = subprocess.run(
-                ["patch", "-p1", "-s", "--forward", "--no-backup-if-mismatch", "-d", tmp, "-i", p],
-                capture_output=True, text=True)
+                ["patch", "-p1", "-s", "--forward", "--no-backup-if-mismatch", "-d", tmp],
+                input=p.diff, capture_output=True, text=True)
             if r.returncode != 0:
-                sys.exit(f"overlay: {os.path.basename(p)} does not apply to this tree:\n"
+                sys.exit(f"overlay: {p.name} does not apply to this tree:\n"
                          f"{r.stdout}{r.stderr}")
         for rel in hooked:
             if write_if_changed(os.path.join(ksrc, rel), read(os.path.join(tmp, rel))):
