@@ -130,6 +130,24 @@ else
 	extra+=(--result "fail:style/rustfmt --check")
 fi
 
+# rustfmt of the upstream Rust files that the series changes, in the kernel tree
+# the tests built (rustfmt follows their modules, so lib.rs covers the crate).
+# shellcheck disable=SC2046
+if out=$(cd "$ksrc" && rustfmt --check --edition 2021 --config-path .rustfmt.toml \
+	$(python3 -c 'import json, sys; print(" ".join(f for f in json.load(open(sys.argv[1]))["hooked"] if f.endswith(".rs")))' \
+		.rstorage-overlay.json) 2>&1); then
+	extra+=(--result "ok:style/rustfmt --check of the upstream Rust files the series changes")
+else
+	echo "$out" | head -n 20
+	extra+=(--result "fail:style/rustfmt --check of the upstream Rust files the series changes")
+fi
+
+# The patch series: make patches, git am on pristine 7.3, checkpatch --strict
+# (checkpatch.sh).
+while IFS= read -r r; do
+	extra+=(--result "$r")
+done < <(bash "$here/checkpatch.sh" "$project" "$ksrc" "$(dirname "$obj")" "$results")
+
 # The out-of-tree build (the top-level Kbuild), as users of their own kernel
 # tree run it, against the same kernel: it must build the modules the kernel
 # build made in its tree.

@@ -77,4 +77,14 @@ if ! command -v vng >/dev/null 2>&1; then
 else
 	say "virtme-ng: present"
 fi
+# checkpatch.pl's SPDX check (scripts/spdxcheck.py) needs ply and GitPython in
+# the python3 it runs.
+if ! python3 -c 'import ply, git' 2>/dev/null; then
+	say "installing ply and GitPython from PyPI (for checkpatch.pl)"
+	python3 -m pip install --quiet --root-user-action=ignore 'ply==3.11' 'GitPython==3.1.45' ||
+		python3 -m pip install --quiet --root-user-action=ignore --break-system-packages \
+			'ply==3.11' 'GitPython==3.1.45'
+else
+	say "ply, GitPython: present"
+fi
 say "done"
