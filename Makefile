@@ -18,6 +18,9 @@
 #                the project as a git format-patch series on Linux 7.3, with
 #                a cover letter, into build/patches/ (applied with git am to
 #                check it); the same series the test kernels are built from
+#   make patches-build-test
+#                build every prefix of that series (release configuration,
+#                one object directory reused; about an hour on 2 CPUs)
 #   make bench-vscsi
 #                benchmark C virtio_scsi vs rvirtio_scsi (release kernel);
 #                writes Documentation/rstorage/rvirtio-scsi-bench.{inc,png}
@@ -51,7 +54,7 @@ SUFFIX := -llvm
 endif
 
 .PHONY: all help deps source kernel-debug kernel-release kernel-builtin modules-debug blktests bench-vscsi bench-aoe bench-iser \
-	modules-release modules-oot-debug modules-oot-release check run fmt patches clean distclean
+	modules-release modules-oot-debug modules-oot-release check run fmt patches patches-build-test clean distclean
 
 all: help
 
@@ -113,6 +116,9 @@ endif
 # output on a pristine tree, checked with git am.
 patches: source
 	@python3 $(TOOLS)/make-patches.py --verify $(CURDIR) $(KSRC) $(BUILD)/patches-git $(BUILD)/patches
+
+patches-build-test: patches
+	@bash $(TOOLS)/build-series.sh $(CURDIR) $(BUILD) $(LLVM_ARG)
 
 # rustfmt check of our Rust sources, with the kernel's rustfmt settings.
 fmt:

@@ -48,21 +48,35 @@ def main():
         return struct.pack("<BBBB6sH", 0, 0, scnt, status, bytes(6), 0)
 
     kinds = [
-        lambda: eth + os.urandom(rnd.randrange(0, 10)),                       # truncated AoE header
-        lambda: aoe()[: rnd.randrange(14, 24)],                               # cut inside the header
-        lambda: aoe() + ata()[: rnd.randrange(0, 12)],                        # cut inside the ATA header
-        lambda: aoe() + ata() + os.urandom(rnd.choice([1, 511, 513, 1400])),  # odd-sized read data
-        lambda: aoe() + ata() + os.urandom(8000),                             # oversized
-        lambda: aoe(verfl=0x28) + ata(),                                      # unknown version
-        lambda: aoe(verfl=0x10) + ata(),                                      # request, not response
-        lambda: aoe(verfl=0x1C, err=rnd.randrange(1, 7)) + ata(),             # AoE error
-        lambda: aoe(cmd=rnd.randrange(2, 256)) + ata(),                       # unknown command
-        lambda: aoe(tag=rnd.randrange(0, 64)) + ata(status=0x51) + bytes(512),  # plausible tag, ATA error
+        # truncated AoE header
+        lambda: eth + os.urandom(rnd.randrange(0, 10)),
+        # cut inside the header
+        lambda: aoe()[: rnd.randrange(14, 24)],
+        # cut inside the ATA header
+        lambda: aoe() + ata()[: rnd.randrange(0, 12)],
+        # odd-sized read data
+        lambda: aoe() + ata() + os.urandom(rnd.choice([1, 511, 513, 1400])),
+        # oversized
+        lambda: aoe() + ata() + os.urandom(8000),
+        # unknown version
+        lambda: aoe(verfl=0x28) + ata(),
+        # request, not response
+        lambda: aoe(verfl=0x10) + ata(),
+        # AoE error
+        lambda: aoe(verfl=0x1C, err=rnd.randrange(1, 7)) + ata(),
+        # unknown command
+        lambda: aoe(cmd=rnd.randrange(2, 256)) + ata(),
+        # plausible tag, ATA error
+        lambda: aoe(tag=rnd.randrange(0, 64)) + ata(status=0x51) + bytes(512),
         lambda: aoe(maj=rnd.randrange(0, 0xFFFF), mnr=rnd.randrange(0, 255)) + ata() + bytes(512),
-        lambda: aoe(maj=0xFFFF, mnr=0xFF) + ata(),                            # wildcard address
-        lambda: aoe(maj=0xFFFF, cmd=1) + struct.pack(">HHBBH", rnd.choice([0, 1, 0xFFFF]), 0x4019, 2, 0x10, 0),
-        lambda: aoe(cmd=1)[: rnd.randrange(24, 31)],                          # short config response
-        lambda: eth + os.urandom(rnd.randrange(10, 1500)),                    # noise
+        # wildcard address
+        lambda: aoe(maj=0xFFFF, mnr=0xFF) + ata(),
+        lambda: (aoe(maj=0xFFFF, cmd=1)
+                 + struct.pack(">HHBBH", rnd.choice([0, 1, 0xFFFF]), 0x4019, 2, 0x10, 0)),
+        # short config response
+        lambda: aoe(cmd=1)[: rnd.randrange(24, 31)],
+        # noise
+        lambda: eth + os.urandom(rnd.randrange(10, 1500)),
     ]
     sent = 0
     for i in range(count):

@@ -79,7 +79,8 @@ class Probe:
                 f = self.s.recv(16384)
             except socket.timeout:
                 return None
-            if len(f) >= 24 and f[0:6] == self.src and f[14] & 0x08 and struct.unpack(">I", f[20:24])[0] == tag:
+            if (len(f) >= 24 and f[0:6] == self.src and f[14] & 0x08
+                    and struct.unpack(">I", f[20:24])[0] == tag):
                 return f
 
     def check(self, name, ok):
@@ -112,8 +113,10 @@ def main():
 
     f = p.ask(p.ata(0x24, sectors - 1, 1))
     p.check("read of the last sector", ata_status(f) == (0, 0x40) and len(f) >= 36 + 512)
-    p.check("read past the end is aborted", ata_status(p.ask(p.ata(0x24, sectors, 1))) == (0x04, 0x41))
-    p.check("read across the end is aborted", ata_status(p.ask(p.ata(0x24, sectors - 1, 2))) == (0x04, 0x41))
+    p.check("read past the end is aborted",
+            ata_status(p.ask(p.ata(0x24, sectors, 1))) == (0x04, 0x41))
+    p.check("read across the end is aborted",
+            ata_status(p.ask(p.ata(0x24, sectors - 1, 2))) == (0x04, 0x41))
     p.check("read of 0 sectors is aborted", ata_status(p.ask(p.ata(0x24, 0, 0))) == (0x04, 0x41))
     if maxs < 255:
         p.check("read of more sectors than a frame carries is aborted",
@@ -135,19 +138,22 @@ def main():
     ok = f is not None and struct.unpack(">H", f[30:32])[0] == 12 and f[28] == maxs
     p.check("config read: the string and the sectors per frame", ok)
     f = p.ask(p.config(3, b"other"))
-    p.check("config set-if-empty on a set string: error 4", f is not None and f[14] & 0x04 and f[15] == 4)
+    p.check("config set-if-empty on a set string: error 4",
+            f is not None and f[14] & 0x04 and f[15] == 4)
     p.check("config test-exact with another string: no answer", p.ask(p.config(1, b"nope")) is None)
-    p.check("request for a slot nobody serves: no answer", p.ask(p.ata(0xEC, 0, 1, minor=254)) is None)
+    p.check("request for a slot nobody serves: no answer",
+            p.ask(p.ata(0xEC, 0, 1, minor=254)) is None)
 
     rnd = random.Random(0xA0E7)
     kinds = [
-        lambda: p.header(0)[1][: rnd.randrange(14, 24)],               # cut in the AoE header
-        lambda: p.ata(0x24, 0, 1)[1][: rnd.randrange(24, 36)],          # cut in the ATA header
-        lambda: p.config(0)[1][: rnd.randrange(24, 32)],                # cut in the config header
-        lambda: p.config(0, b"abc")[1][:-2],                            # string longer than the frame
-        lambda: p.config(9)[1],                                         # unknown config command
-        lambda: p.ata(0x24, 0, 1, verfl=0x18)[1],                       # a response
-        lambda: p.target + p.src + struct.pack(">H", ETH_P_AOE) + rnd.randbytes(rnd.randrange(0, 1400)),
+        lambda: p.header(0)[1][: rnd.randrange(14, 24)],           # cut in the AoE header
+        lambda: p.ata(0x24, 0, 1)[1][: rnd.randrange(24, 36)],      # cut in the ATA header
+        lambda: p.config(0)[1][: rnd.randrange(24, 32)],            # cut in the config header
+        lambda: p.config(0, b"abc")[1][:-2],                        # string longer than the frame
+        lambda: p.config(9)[1],                                     # unknown config command
+        lambda: p.ata(0x24, 0, 1, verfl=0x18)[1],                   # a response
+        lambda: (p.target + p.src + struct.pack(">H", ETH_P_AOE)
+                 + rnd.randbytes(rnd.randrange(0, 1400))),
     ]
     quiet = True
     for i in range(noise):
@@ -161,7 +167,8 @@ def main():
             f = p.s.recv(16384)
         except socket.timeout:
             continue
-        if f[0:6] == p.src and f[14] & 0x08 and f[14] & 0x04 == 0 and f[19] == 0 and f[27] == 0x40 and len(f) > 36:
+        if (f[0:6] == p.src and f[14] & 0x08 and f[14] & 0x04 == 0 and f[19] == 0
+                and f[27] == 0x40 and len(f) > 36):
             quiet = False
     p.check(f"{noise} malformed frames: no data answered", quiet)
     f = p.ask(p.ata(0xEC, 0, 1))

@@ -10,11 +10,12 @@
 . "$(dirname "$0")/lib.sh"
 
 # name: module parameters
+post_arm="budget 64, widened re-arm window, post-arm poll must catch"
 runs=(
 	"budget 8, concurrent passes, post-arm poll only:budget=8 report_missed=0"
 	"budget 64, completions handled under the queue lock:budget=64 locked=1 report_missed=0"
 	"budget 8, arm reports missed events:budget=8 report_missed=1"
-	"budget 64, widened re-arm window, post-arm poll must catch:budget=64 arm_delay_us=20 expect_post_arm=1"
+	"$post_arm:budget=64 arm_delay_us=20 expect_post_arm=1"
 	"budget 8, busy polling with 500 us idle drop:budget=8 poll_idle_us=500 inline=0"
 )
 # A batcher without the hand-over must be caught: the run fails (completions
@@ -23,7 +24,8 @@ runs=(
 # long to strand a completion.
 limit=30
 [ "${RSTORAGE_KASAN:-0}" = 1 ] && limit=120
-broken="budget 8, hand-over dropped on purpose, the check must fail:budget=8 report_missed=1 broken_handover=1 timeout_secs=$limit"
+broken="budget 8, hand-over dropped on purpose, the check must fail:"
+broken+="budget=8 report_missed=1 broken_handover=1 timeout_secs=$limit"
 
 # stress NAME PARAMS...: loads the module; prints its report, returns its load status.
 stress() {

@@ -77,7 +77,8 @@ iser_autoload() {
 iser_login() {
 	local i rc
 	for i in 1 2 3; do
-		timeout 90 iscsiadm -m discovery -t sendtargets -p "$iser_portal" -I iser >/dev/null 2>&1
+		timeout 90 iscsiadm -m discovery -t sendtargets -p "$iser_portal" -I iser \
+			>/dev/null 2>&1
 		rc=$?
 		[ "$rc" = 139 ] || break
 		echo "# iscsiadm discovery crashed (exit 139), trying again"
@@ -85,13 +86,15 @@ iser_login() {
 	[ "$rc" = 0 ] &&
 		iscsiadm -m node -T "$iser_iqn" -p "$iser_portal" -I iser -o update \
 			-n node.session.nr_sessions -v "${1:-1}" &&
-		timeout 60 iscsiadm -m node -T "$iser_iqn" -p "$iser_portal" -I iser --login >/dev/null 2>&1
+		timeout 60 iscsiadm -m node -T "$iser_iqn" -p "$iser_portal" -I iser --login \
+			>/dev/null 2>&1
 }
 
 # iser_logout: logs out of the target and forgets its node record.
 iser_logout() {
 	local rc=0
-	timeout 60 iscsiadm -m node -T "$iser_iqn" -p "$iser_portal" -I iser --logout >/dev/null 2>&1 || rc=1
+	timeout 60 iscsiadm -m node -T "$iser_iqn" -p "$iser_portal" -I iser --logout \
+		>/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	return "$rc"
 }
@@ -101,7 +104,8 @@ DISKS=()
 iser_disks() {
 	local i
 	for i in $(seq 60); do
-		mapfile -t DISKS < <(iscsiadm -m session -P3 2>/dev/null | awk '/Attached scsi disk/ { print $4 }')
+		mapfile -t DISKS < <(iscsiadm -m session -P3 2>/dev/null |
+			awk '/Attached scsi disk/ { print $4 }')
 		[ "${#DISKS[@]}" = "$1" ] && [ -b "/dev/${DISKS[0]}" ] && return 0
 		sleep 0.5
 	done

@@ -455,15 +455,34 @@ static int reap(struct session *s, int ms)
 
 static size_t text_data(uint8_t *d, const char *iqn)
 {
-	return sprintf((char *)d,
-		       "InitiatorName=iqn.2026-11.org.rstorage:peer%c"
-		       "SessionType=Normal%cTargetName=%s%cHeaderDigest=None%c"
-		       "DataDigest=None%cRDMAExtensions=Yes%cInitialR2T=Yes%c"
-		       "ImmediateData=Yes%cMaxBurstLength=262144%cFirstBurstLength=65536%c"
-		       "MaxOutstandingR2T=1%cErrorRecoveryLevel=0%cDefaultTime2Wait=2%c"
-		       "DefaultTime2Retain=0%cTargetRecvDataSegmentLength=8192%c"
-		       "InitiatorRecvDataSegmentLength=8192%cMaxOutstandingUnexpectedPDUs=0%c",
-		       0, 0, iqn, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	/* The login keys, each followed by a NUL; @iqn follows TargetName=. */
+	static const char * const keys[] = {
+		"InitiatorName=iqn.2026-11.org.rstorage:peer",
+		"SessionType=Normal",
+		"TargetName=",
+		"HeaderDigest=None",
+		"DataDigest=None",
+		"RDMAExtensions=Yes",
+		"InitialR2T=Yes",
+		"ImmediateData=Yes",
+		"MaxBurstLength=262144",
+		"FirstBurstLength=65536",
+		"MaxOutstandingR2T=1",
+		"ErrorRecoveryLevel=0",
+		"DefaultTime2Wait=2",
+		"DefaultTime2Retain=0",
+		"TargetRecvDataSegmentLength=8192",
+		"InitiatorRecvDataSegmentLength=8192",
+		"MaxOutstandingUnexpectedPDUs=0",
+		NULL
+	};
+	const char * const *k;
+	size_t len = 0;
+
+	for (k = keys; *k; k++)
+		len += sprintf((char *)d + len, "%s%s%c", *k,
+			       strcmp(*k, "TargetName=") ? "" : iqn, 0);
+	return len;
 }
 
 /* Connects and logs in, straight to the full-feature phase. */
@@ -511,7 +530,8 @@ static int session_login(struct session *s, struct addrinfo *ai)
 		}
 		bhs = rx_buf(&s->p, wc.wr_id) + ISER_HDR_LEN;
 		if ((bhs[0] & 0x3f) != 0x23 || bhs[36] != 0) {
-			fprintf(stderr, "iser_peer: login refused: opcode 0x%02x class %u detail %u\n",
+			fprintf(stderr,
+				"iser_peer: login refused: opcode 0x%02x class %u detail %u\n",
 				bhs[0] & 0x3f, bhs[36], bhs[37]);
 			return -1;
 		}
@@ -678,7 +698,8 @@ static int fuzz(struct addrinfo *ai, unsigned long count, const char *iqn)
 			if (session_login(&s, ai)) {
 				peer_close(&s.p);
 				if (++fails == 3) {
-					fprintf(stderr, "iser_peer: three logins failed in a row\n");
+					fprintf(stderr,
+						"iser_peer: three logins failed in a row\n");
 					return 1;
 				}
 				sleep(1);
@@ -709,9 +730,9 @@ static int fuzz(struct addrinfo *ai, unsigned long count, const char *iqn)
 	if (s.p.up && !reap(&s, 200))
 		session_logout(&s);
 	peer_close(&s.p);
-	printf("sent %lu connects %lu rx %lu reject %lu nop_in %lu scsi_rsp %lu tmf_rsp %lu "
-	       "text_rsp %lu logout_rsp %lu other %lu\n", s.sent, s.connects, s.rx, s.reject,
-	       s.nop_in, s.scsi_rsp, s.tmf_rsp, s.text_rsp, s.logout_rsp, s.other);
+	printf("sent %lu connects %lu rx %lu reject %lu nop_in %lu scsi_rsp %lu tmf_rsp %lu ",
+	       s.sent, s.connects, s.rx, s.reject, s.nop_in, s.scsi_rsp, s.tmf_rsp);
+	printf("text_rsp %lu logout_rsp %lu other %lu\n", s.text_rsp, s.logout_rsp, s.other);
 	return 0;
 }
 

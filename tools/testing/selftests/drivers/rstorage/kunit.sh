@@ -10,7 +10,8 @@ kunit=/sys/kernel/debug/kunit
 # Modules of ours that carry KUnit suites.
 kunit_modules=(rstorage_sample rvirtio_scsi raoe raoe_target risert)
 # Our suites: built into the kernel, then those of the modules above.
-expected=(rust_completion_batch rust_net_zerocopy rstorage_sample rvirtio_scsi_steering raoe_wire raoe_target_proto risert_wire rust_rdma_send_queue)
+expected=(rust_completion_batch rust_net_zerocopy rstorage_sample rvirtio_scsi_steering raoe_wire
+	raoe_target_proto risert_wire rust_rdma_send_queue)
 [ "${RSTORAGE_INJECT:-}" = missing-suite ] && expected+=(rstorage_missing_suite)
 
 ktap_print_header

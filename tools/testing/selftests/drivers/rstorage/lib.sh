@@ -61,7 +61,8 @@ rstorage_ko() {
 rstorage_insmod() {
 	local name=$1
 	shift
-	[ "$name" = rstorage_sample ] && [ "${RSTORAGE_INJECT:-}" = warn ] && set -- "$@" warn_on_load=1
+	[ "$name" = rstorage_sample ] && [ "${RSTORAGE_INJECT:-}" = warn ] &&
+		set -- "$@" warn_on_load=1
 	insmod "$(rstorage_ko "$name")" "$@"
 }
 
@@ -86,7 +87,10 @@ rstorage_rmmod() {
 		for d in "$p"/fd/*; do
 			d=$(readlink "$d" 2>/dev/null) || continue
 			case "$d" in
-			/dev/sd* | /dev/etherd/*) ktap_print_msg "  held open: $d by pid ${p#/proc/} ($(cat "$p/comm" 2>/dev/null))" ;;
+			/dev/sd* | /dev/etherd/*)
+				ktap_print_msg "  held open: $d by pid ${p#/proc/}" \
+					"($(cat "$p/comm" 2>/dev/null))"
+				;;
 			esac
 		done
 	done

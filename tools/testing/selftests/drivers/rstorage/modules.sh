@@ -9,7 +9,8 @@ ktap_set_plan $((${#mods[@]} * 2))
 for m in "${mods[@]}"; do
 	ko=$(rstorage_ko "$m")
 	# shellcheck disable=SC2046
-	if [ -f "$ko" ] && rstorage_insmod "$m" $(rstorage_quick_params "$m") && rstorage_loaded "$m"; then
+	if [ -f "$ko" ] && rstorage_insmod "$m" $(rstorage_quick_params "$m") &&
+		rstorage_loaded "$m"; then
 		ktap_test_pass "load $m"
 	else
 		ktap_print_msg "$m: ${ko:-no such module in modules.order} did not load"

@@ -96,7 +96,8 @@ found() {
 		[ "$(cat '/sys/block/etherd!e0.0/queue/max_hw_sectors_kb')" = 1280 ] &&
 		[ "$(grep -c '^thread ' "$stats")" = 1 ]
 }
-rstorage_case "aoe-discover finds e0.0 (size, MAC, interface via aoe-stat; 1280 KiB requests; one completion thread started)" found
+case_name="aoe-discover finds e0.0 (size, MAC, interface via aoe-stat; 1280 KiB requests;"
+rstorage_case "$case_name one completion thread started)" found
 
 # 4: data on one target; write frames carry the request's own pages (lent
 # under a loan), not a copy.
@@ -105,7 +106,8 @@ one() {
 	fio_verify one e0.0 || return 1
 	lent=$(dev_field e0.0 lent)
 	copied=$(grep -o 'lent_copied [0-9]*' "$stats" | awk '{print $2}')
-	ktap_print_msg "write frames with lent pages: ${lent:-?}; lent frames copied by a receiver on this host: ${copied:-?}"
+	ktap_print_msg "write frames with lent pages: ${lent:-?};" \
+		"lent frames copied by a receiver on this host: ${copied:-?}"
 	[ "${lent:-0}" -gt 0 ]
 }
 rstorage_case "fio verify=crc32c on 1 target, write data sent as the request's pages" one
@@ -115,8 +117,8 @@ rstorage_case "fio verify=crc32c on 1 target, write data sent as the request's p
 hdio() {
 	python3 "$here/hdio.py" show /dev/etherd/e0.0 >"$work/hdio.raoe" || return 1
 	ktap_print_msg "raoe: $(cat "$work/hdio.raoe")"
-	grep -qx "geo 255 63 $((size_mb * 2048 / 16065)) capacity $((size_mb * 2048)) ident [0-9a-f]*" \
-		"$work/hdio.raoe" || return 1
+	local geo="geo 255 63 $((size_mb * 2048 / 16065)) capacity $((size_mb * 2048))"
+	grep -qx "$geo ident [0-9a-f]*" "$work/hdio.raoe" || return 1
 	python3 "$here/hdio.py" flushed /dev/etherd/e0.0 e0.0 | sed 's/^/# /'
 	[ "${PIPESTATUS[0]}" = 0 ] || return 1
 	aoe-discover
@@ -136,12 +138,15 @@ threads() {
 	local running
 	busy=$(grep -c '^thread .* completions [1-9]' "$stats")
 	running=$(grep -c '^thread ' "$stats")
-	owners=$(for i in $(seq 0 $((ntargets - 1))); do dev_field "e0.$i" thread; done | sort -u | wc -l)
-	ktap_print_msg "threads started: $running, with completions: $busy, distinct threads owning targets: $owners"
+	owners=$(for i in $(seq 0 $((ntargets - 1))); do dev_field "e0.$i" thread; done |
+		sort -u | wc -l)
+	ktap_print_msg "threads started: $running, with completions: $busy," \
+		"distinct threads owning targets: $owners"
 	[ "$busy" -ge 2 ] && [ "$owners" -ge 2 ] && [ "$owners" -le "$(nproc)" ] &&
 		[ "$running" = "$owners" ]
 }
-rstorage_case "completions run on several per-CPU threads, each target on one, only those threads started" threads
+case_name="completions run on several per-CPU threads, each target on one,"
+rstorage_case "$case_name only those threads started" threads
 
 # 9: a target killed mid-I/O and restarted: I/O resumes (retransmission).
 killed() {
@@ -157,7 +162,8 @@ killed() {
 	wait $fio
 	rc=$?
 	after=$(dev_field e0.1 retransmits)
-	ktap_print_msg "target killed with $n frames in flight; e0.1 retransmits $before -> $after; fio exit $rc"
+	ktap_print_msg "target killed with $n frames in flight;" \
+		"e0.1 retransmits $before -> $after; fio exit $rc"
 	[ "$rc" = 0 ] && [ "$after" -gt "$before" ]
 }
 rstorage_case "target killed and restarted during fio: I/O resumes, data verified" killed
@@ -175,12 +181,14 @@ link() {
 	ip link set aoe0 up
 	kill -0 $fio 2>/dev/null && running=1 || running=0
 	if ! kill -0 "$(cat "$work/t2.pid")" 2>/dev/null; then
-		ktap_print_msg "vblade e0.2 exited during the outage: $(tail -n1 "$work/t2.log"); restarted"
+		ktap_print_msg "vblade e0.2 exited during the outage:" \
+			"$(tail -n1 "$work/t2.log"); restarted"
 		target 2
 	fi
 	wait $fio
 	rc=$?
-	ktap_print_msg "link down with $n frames in flight, fio still running after the outage: $running, fio exit $rc"
+	ktap_print_msg "link down with $n frames in flight," \
+		"fio still running after the outage: $running, fio exit $rc"
 	[ "$rc" = 0 ] && [ "$running" = 1 ]
 }
 rstorage_case "link down/up during fio: data verified" link
@@ -196,7 +204,8 @@ garbage() {
 	local fio=$!
 	# The injection starts with I/O in flight.
 	in_flight e0.3 >/dev/null && running=1 || running=0
-	sent=$(python3 "$here/aoe_inject.py" aoe2 "$(cat /sys/class/net/aoe3/address)" "$mac1" 12000 0 3)
+	sent=$(python3 "$here/aoe_inject.py" aoe2 "$(cat /sys/class/net/aoe3/address)" "$mac1" \
+		12000 0 3)
 	wait $fio
 	rc=$?
 	after=($(rx_counts))
@@ -208,7 +217,8 @@ garbage() {
 		[ "${after[$i]}" -gt "${before[$i]}" ] && moved=$((moved + 1))
 		counted=$((counted + after[i] - before[i]))
 	done
-	ktap_print_msg "injected $sent frames, I/O in flight at the start: $running; rx $(grep '^rx:' "$stats");" \
+	ktap_print_msg "injected $sent frames, I/O in flight at the start: $running;" \
+		"rx $(grep '^rx:' "$stats");" \
 		"e0.3 unexpected +$((u1 - u0)); $counted accounted for in $moved rx counters"
 	[ "$rc" = 0 ] && [ "$running" = 1 ] && [ "${sent:-0}" -ge 10000 ] &&
 		[ "$counted" -ge $((sent / 2)) ] && [ "$moved" -ge 3 ]
@@ -236,7 +246,8 @@ sys.exit(0 if msgs and all(m.endswith("\n") for m in msgs)
          and any("unexpected rsp e0.3" in m for m in msgs) else 1)
 PY
 }
-rstorage_case "/dev/etherd/err reports unexpected responses; O_NONBLOCK gets EAGAIN when empty" errlog
+rstorage_case "/dev/etherd/err reports unexpected responses; O_NONBLOCK gets EAGAIN when empty" \
+	errlog
 
 # 13: memory pressure: a hog holds all but ~160 MiB while fio runs.
 pressure() {
@@ -283,7 +294,8 @@ failslab_tx() { # 1|0
 		else
 			echo N >"$f/cache-filter"
 		fi
-		ktap_print_msg "failslab: tasks $(echo $pids), cache filter $(cat "$f/cache-filter")"
+		ktap_print_msg "failslab: tasks $(echo $pids)," \
+			"cache filter $(cat "$f/cache-filter")"
 		echo N >"$f/ignore-gfp-wait" && echo 0 >"$f/verbose" && echo Y >"$f/task-filter" &&
 			echo 0 >"$f/space" && echo 1 >"$f/interval" && echo 100 >"$f/times" &&
 			echo 50 >"$f/probability" || return 1
@@ -302,7 +314,8 @@ failslab_tx() { # 1|0
 tx_reserve() {
 	local before after rc pid i
 	if [ ! -d /sys/kernel/debug/failslab ]; then
-		ktap_print_msg "no /sys/kernel/debug/failslab (CONFIG_FAILSLAB, CONFIG_FAULT_INJECTION_DEBUG_FS)"
+		ktap_print_msg "no /sys/kernel/debug/failslab" \
+			"(CONFIG_FAILSLAB, CONFIG_FAULT_INJECTION_DEBUG_FS)"
 		return "$KSFT_SKIP"
 	fi
 	before=$(grep -o 'reserve_used [0-9]*' "$stats" | cut -d' ' -f2)
@@ -326,7 +339,10 @@ tx_reserve() {
 	fi
 	failslab_tx 0
 	after=$(grep -o 'reserve_used [0-9]*' "$stats" | cut -d' ' -f2)
-	ktap_print_msg "reserved buffers used: $((after - before)); transmit errors: $(grep -o 'xmit_errors [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}'); deferred to the transmit work: $(grep -o 'tx_deferred [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}')"
+	ktap_print_msg "reserved buffers used: $((after - before)); transmit errors:" \
+		"$(grep -o 'xmit_errors [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}');" \
+		"deferred to the transmit work:" \
+		"$(grep -o 'tx_deferred [0-9]*' "$stats" | awk '{s += $2} END {print s + 0}')"
 	[ "$rc" = 0 ] && [ "$((after - before))" -gt 0 ]
 }
 tx_reserve_case() {
@@ -337,7 +353,8 @@ tx_reserve_case() {
 	*) ktap_test_fail "$1" ;;
 	esac
 }
-tx_reserve_case "failed allocations in the frame-building threads: the reserve carries frames, data verified"
+case_name="failed allocations in the frame-building threads: the reserve carries frames,"
+tx_reserve_case "$case_name data verified"
 
 # 15: CPUs offline and online during I/O.
 hotplug() {
@@ -352,8 +369,11 @@ hotplug() {
 	done
 	wait $fio
 	rc=$?
-	ktap_print_msg "cpu offline/online writes: $([ $hp = 0 ] && echo all took || echo some failed), online $(cat /sys/devices/system/cpu/online), fio exit $rc"
-	[ "$rc" = 0 ] && [ "$hp" = 0 ] && [ "$(cat /sys/devices/system/cpu/online)" = "0-$(($(nproc --all) - 1))" ]
+	ktap_print_msg "cpu offline/online writes:" \
+		"$([ $hp = 0 ] && echo all took || echo some failed)," \
+		"online $(cat /sys/devices/system/cpu/online), fio exit $rc"
+	[ "$rc" = 0 ] && [ "$hp" = 0 ] &&
+		[ "$(cat /sys/devices/system/cpu/online)" = "0-$(($(nproc --all) - 1))" ]
 }
 rstorage_case "CPUs offlined and onlined during fio: data verified" hotplug
 
@@ -398,7 +418,8 @@ dead() {
 	dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>"$work/dead.log"
 	rc=$?
 	end=$(date +%s)
-	ktap_print_msg "read of a dead target: exit $rc after $((end - start)) s: $(tail -n1 "$work/dead.log")"
+	ktap_print_msg "read of a dead target: exit $rc after $((end - start)) s:" \
+		"$(tail -n1 "$work/dead.log")"
 	grep -q 'Input/output error' "$work/dead.log" && [ $((end - start)) -le 30 ] &&
 		grep -q '^down$' '/sys/block/etherd!e0.2/state'
 }
@@ -406,7 +427,8 @@ rstorage_case "a dead target fails I/O with EIO within aoe_deadsecs, no hang" de
 back() {
 	target 2
 	aoe-discover
-	wait_devs $ntargets && dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
+	wait_devs $ntargets &&
+		dd if=/dev/etherd/e0.2 of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
 }
 rstorage_case "the restarted target comes back with aoe-discover" back
 
@@ -439,7 +461,8 @@ cdriver() {
 	echo >/dev/etherd/discover
 	local i
 	for i in $(seq 40); do
-		[ -e '/sys/block/etherd!e0.0' ] && [ "$(cat '/sys/block/etherd!e0.0/size')" -gt 0 ] && break
+		[ -e '/sys/block/etherd!e0.0' ] &&
+			[ "$(cat '/sys/block/etherd!e0.0/size')" -gt 0 ] && break
 		sleep 0.5
 	done
 	cmp <(dd if=/dev/etherd/e0.0 bs=1M count=4 iflag=direct 2>/dev/null) "$work/pattern"
@@ -452,7 +475,8 @@ cdriver() {
 	rmmod aoe || rc=1
 	return $rc
 }
-rstorage_case "C aoe takes the same targets, reads raoe's data, same HDIO geometry and IDENTIFY" cdriver
+rstorage_case "C aoe takes the same targets, reads raoe's data, same HDIO geometry and IDENTIFY" \
+	cdriver
 
 # 24: raoe loads again after the C driver; aoe_iflist limits the interfaces
 # from load time on (aoe3 only carries garbage, so nothing is found), and a
@@ -474,7 +498,8 @@ iflist() {
 	unload || rc=1
 	return $rc
 }
-rstorage_case "raoe loads again after the C driver; aoe_iflist=aoe3 finds nothing, 9 names refused" iflist
+case_name="raoe loads again after the C driver; aoe_iflist=aoe3 finds nothing,"
+rstorage_case "$case_name 9 names refused" iflist
 
 # 25: partial completion: e0.5's vblade restarts on its file cut to 20 MiB
 # while raoe still sees 24 MiB. Three adjacent 4 KiB direct reads submitted in
@@ -500,7 +525,8 @@ partial() {
 	unload || rc=1
 	return $rc
 }
-rstorage_case "partial completion: one request of three bios, only the bio past the target's end fails" partial
+case_name="partial completion: one request of three bios,"
+rstorage_case "$case_name only the bio past the target's end fails" partial
 
 # 26: multipath: e0.6 is served on a second veth pair too (aoe4-aoe5, a second
 # vblade on the same file), so raoe has two paths to it; the second link goes
@@ -530,7 +556,8 @@ multipath() {
 		rc=1
 	fi
 	ktap_print_msg "e0.6 paths before: ${paths:-0}; after aoe4 went down:" \
-		"$(grep '^e0.6:' "$stats" | grep -o 'retransmits [0-9]*\|xmit_errors [0-9]*' | tr '\n' ' ')"
+		"$(grep '^e0.6:' "$stats" | grep -o 'retransmits [0-9]*\|xmit_errors [0-9]*' |
+			tr '\n' ' ')"
 	kill $vb
 	wait $vb 2>/dev/null
 	ip link del aoe4
@@ -556,7 +583,8 @@ dyndevs() {
 	unload || rc=1
 	[ "$rc" = 0 ] && ! grep -q ' raoe$' /proc/devices
 }
-rstorage_case "aoe_dyndevs=0: static device numbers from shelf and slot, data verified, major released" dyndevs
+case_name="aoe_dyndevs=0: static device numbers from shelf and slot, data verified,"
+rstorage_case "$case_name major released" dyndevs
 
 # 28: jumbo frames: with MTU 9000 on the link (and vblade restarted to see it), a
 # frame carries 17 sectors; fio verifies through such frames.
@@ -592,10 +620,12 @@ ifgone() {
 		ktap_print_msg "ip link del aoe0 did not complete in 30 s"
 		return 1
 	fi
-	ktap_print_msg "$(dmesg | grep 'aoe0: interface going away' | tail -n1 | sed 's/^\[[^]]*\] //')"
+	ktap_print_msg "$(dmesg | grep 'aoe0: interface going away' | tail -n1 |
+		sed 's/^\[[^]]*\] //')"
 	[ "$(dmesg | grep -c 'aoe0: interface going away')" -gt "$before" ] && unload
 }
-rstorage_case "an interface deleted under raoe: its paths are dropped, the deletion completes" ifgone
+rstorage_case "an interface deleted under raoe: its paths are dropped, the deletion completes" \
+	ifgone
 
 for i in $(seq 0 $((ntargets - 1))); do stop_target "$i"; done
 ip link del aoe0 2>/dev/null

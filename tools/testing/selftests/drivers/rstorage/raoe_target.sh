@@ -45,7 +45,8 @@ fio_verify() {
 wait_dev() {
 	local i
 	for i in $(seq 60); do
-		[ -e "/sys/block/etherd!$1/size" ] && [ "$(cat "/sys/block/etherd!$1/size")" -gt 0 ] &&
+		[ -e "/sys/block/etherd!$1/size" ] &&
+			[ "$(cat "/sys/block/etherd!$1/size")" -gt 0 ] &&
 			grep -q '^up' "/sys/block/etherd!$1/state" && return 0
 		[ $((i % 10)) = 0 ] && echo >/dev/etherd/discover 2>/dev/null
 		sleep 0.5
@@ -61,7 +62,8 @@ mac1=$(cat /sys/class/net/aoe1/address)
 [ -d /sys/module/aoe ] && rmmod aoe
 
 # 1-2: the module makes its configfs directory; a device needs its settings.
-rstorage_case "raoe_target loads and makes $cfg" eval 'rstorage_insmod raoe_target && test -d '"$cfg"
+rstorage_case "raoe_target loads and makes $cfg" \
+	eval 'rstorage_insmod raoe_target && test -d '"$cfg"
 [ -d "$cfg" ] || { ktap_print_msg "no configfs directory, giving up"; exit 1; }
 incomplete() {
 	mkdir "$cfg/bad" || return 1
@@ -76,7 +78,8 @@ incomplete() {
 	rmdir "$cfg/bad" || rc=1
 	return $rc
 }
-rstorage_case "enabling without a backing store or interface, or with the wildcard shelf, fails" incomplete
+rstorage_case "enabling without a backing store or interface, or with the wildcard shelf, fails" \
+	incomplete
 
 # 3-4: two targets; settings are locked while enabled.
 rstorage_case "two targets enabled (files e1.0, e1.1)" \
@@ -116,7 +119,8 @@ rstorage_case "data written through the C initiator is in the backing file" ondi
 # 9: disabled and enabled again during fio: the initiator retransmits, I/O resumes.
 restart() {
 	local rc
-	FIO_SIZE=16m fio_verify restart /dev/etherd/e1.0 --time_based --runtime=10 --verify_backlog=64 &
+	FIO_SIZE=16m fio_verify restart /dev/etherd/e1.0 --time_based --runtime=10 \
+		--verify_backlog=64 &
 	local fio=$!
 	sleep 3
 	echo 0 >"$cfg/t0/enable" || { wait $fio; return 1; }
@@ -132,7 +136,8 @@ rstorage_rmmod aoe
 
 # 10-11: raoe against the same targets.
 rstorage_case "raoe: aoe-discover finds e1.0 and e1.1" \
-	eval 'rstorage_insmod raoe && aoe-interfaces aoe0 && aoe-discover && wait_dev e1.0 && wait_dev e1.1'
+	eval 'rstorage_insmod raoe && aoe-interfaces aoe0 && aoe-discover &&' \
+		'wait_dev e1.0 && wait_dev e1.1'
 rstorage_case "raoe: fio verify=crc32c on both at once" \
 	rstorage_fio_verify r01 8m /dev/etherd/e1.0 /dev/etherd/e1.1
 rstorage_rmmod raoe
@@ -142,7 +147,8 @@ readonly_dev() {
 	export_dev ro 1 2 "$work/ro" read_only=1 || return 1
 	modprobe aoe aoe_iflist=aoe0 && echo >/dev/etherd/discover && wait_dev e1.2 || return 1
 	local before=$(tstat ro aborted)
-	dd if=/dev/zero of=/dev/etherd/e1.2 bs=4k count=1 oflag=direct status=none 2>/dev/null && return 1
+	dd if=/dev/zero of=/dev/etherd/e1.2 bs=4k count=1 oflag=direct status=none 2>/dev/null &&
+		return 1
 	dd if=/dev/etherd/e1.2 of=/dev/null bs=64k count=16 iflag=direct status=none || return 1
 	ktap_print_msg "aborted $before -> $(tstat ro aborted)"
 	[ "$(tstat ro aborted)" -gt "$before" ]
@@ -173,7 +179,8 @@ rstorage_rmmod aoe
 # 14: wrong and malformed requests get the protocol's answers, or none.
 probe() {
 	python3 "$here/aoe_target_probe.py" aoe0 "$mac1" 1 0 $((size_mb * 2048)) \
-		"$(awk '$1 == "max_sectors_per_frame" {print $2}' "$cfg/t0/stats")" 2000 | sed 's/^/# /'
+		"$(awk '$1 == "max_sectors_per_frame" {print $2}' "$cfg/t0/stats")" 2000 |
+		sed 's/^/# /'
 	[ "${PIPESTATUS[0]}" = 0 ] && [ "$(tstat t0 malformed)" -gt 0 ]
 }
 rstorage_case "probe: answers to wrong requests, silence to malformed ones (2000 frames)" probe

@@ -51,9 +51,12 @@ discovery_st() {
 			tx=$(sed -n 's/.* tx \([0-9]*\) .*/\1/p' <<<"$line")
 			ktap_print_msg "iscsiadm crashed (attempt $i); its connection: $line"
 			if [ "${rx:-0}" -lt 1 ] || [ "$rx" != "$tx" ] ||
-				[ "$(rstat wc_errors)" != "$wc" ] || [ "$(rstat bad_pdus)" != "$bad" ]; then
-				ktap_print_msg "not the initiator's crash: rx ${rx:-?} tx ${tx:-?}," \
-					"wc_errors $wc -> $(rstat wc_errors), bad_pdus $bad -> $(rstat bad_pdus)"
+				[ "$(rstat wc_errors)" != "$wc" ] ||
+				[ "$(rstat bad_pdus)" != "$bad" ]; then
+				ktap_print_msg "not the initiator's crash:" \
+					"rx ${rx:-?} tx ${tx:-?}," \
+					"wc_errors $wc -> $(rstat wc_errors)," \
+					"bad_pdus $bad -> $(rstat bad_pdus)"
 				return 1
 			fi
 			echo "$id" >>"$work/orphans"
@@ -70,7 +73,8 @@ listeners() { rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr 
 # a third argument "4k" adds a second verified run of 4 KiB writes.
 session_io() {
 	discovery_st "$portal" >"$work/disc.log" 2>&1 &&
-		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >"$work/login.log" 2>&1 ||
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login \
+			>"$work/login.log" 2>&1 ||
 		{ sed 's/^/# /' "$work/disc.log" "$work/login.log"; return 1; }
 	local d rc
 	iser_disks "$2" || return 1
@@ -102,7 +106,8 @@ risert_listens() {
 	iser_autoload off
 	rstorage_insmod risert || return 1
 	echo 1 >"$np/iser" || return 1
-	ktap_print_msg "iser $(cat "$np/iser"), portals_up $(rstat portals_up), listening ids $(listeners)"
+	ktap_print_msg "iser $(cat "$np/iser"), portals_up $(rstat portals_up)," \
+		"listening ids $(listeners)"
 	[ "$(cat "$np/iser")" = 1 ] && [ "$(rstat portals_up)" = 1 ] && ! rstorage_loaded ib_isert
 }
 
@@ -120,10 +125,12 @@ all_freed() {
 		# Live connections other than orphans of crashed discoveries, and orphans.
 		left=$(conn_ids | comm -23 - <(sort -u "$work/orphans") | wc -l)
 		orphans=$(conn_ids | comm -12 - <(sort -u "$work/orphans") | wc -l)
-		[ "$left" = 0 ] && [ $(($(rstat conns_freed) + orphans)) = "$(rstat accepted)" ] && return 0
+		[ "$left" = 0 ] && [ $(($(rstat conns_freed) + orphans)) = "$(rstat accepted)" ] &&
+			return 0
 		sleep 0.25
 	done
-	ktap_print_msg "accepted $(rstat accepted), freed $(rstat conns_freed), live $(live_conns) (orphans of crashed discoveries: $orphans)"
+	ktap_print_msg "accepted $(rstat accepted), freed $(rstat conns_freed)," \
+		"live $(live_conns) (orphans of crashed discoveries: $orphans)"
 	return 1
 }
 
@@ -139,7 +146,8 @@ discovery() {
 	discover
 	rc=$?
 	sed 's/^/# /' "$work/rdisc.log"
-	ktap_print_msg "accepted $(rstat accepted), logins $(rstat logins), text $(rstat text), logouts $(rstat logouts), pdus_rx $(rstat pdus_rx), pdus_tx $(rstat pdus_tx)"
+	ktap_print_msg "accepted $(rstat accepted), logins $(rstat logins), text $(rstat text)," \
+		"logouts $(rstat logouts), pdus_rx $(rstat pdus_rx), pdus_tx $(rstat pdus_tx)"
 	[ "$rc" = 0 ] && [ "$(rstat logins)" -ge 1 ] && [ "$(rstat text)" -ge 1 ] &&
 		[ "$(rstat wc_errors)" = 0 ] && all_freed
 }
@@ -147,9 +155,15 @@ discovery() {
 discoveries() {
 	local i
 	for i in $(seq 10); do
-		discover || { ktap_print_msg "discovery $i failed"; sed 's/^/# /' "$work/rdisc.log"; return 1; }
+		discover || {
+			ktap_print_msg "discovery $i failed"
+			sed 's/^/# /' "$work/rdisc.log"
+			return 1
+		}
 	done
-	ktap_print_msg "accepted $(rstat accepted), freed $(rstat conns_freed), wc_errors $(rstat wc_errors), iscsiadm crashes so far $(wc -l <"$work/iscsiadm-crashes")"
+	ktap_print_msg "accepted $(rstat accepted), freed $(rstat conns_freed)," \
+		"wc_errors $(rstat wc_errors)," \
+		"iscsiadm crashes so far $(wc -l <"$work/iscsiadm-crashes")"
 	[ "$(rstat accepted)" -ge 11 ] && [ "$(rstat wc_errors)" = 0 ] && all_freed
 }
 
@@ -164,8 +178,10 @@ peer() { timeout 60 "$(dirname "$0")/iser_peer" 10.77.0.2 3260 "$1" "$2" 2>&1; }
 # connection stays; every connection is freed.
 malformed() {
 	local bad out rc=0
-	[ -x "$(dirname "$0")/iser_peer" ] ||
-		{ ktap_print_msg "iser_peer was not built (librdmacm-dev, libibverbs-dev)"; return 1; }
+	[ -x "$(dirname "$0")/iser_peer" ] || {
+		ktap_print_msg "iser_peer was not built (librdmacm-dev, libibverbs-dev)"
+		return 1
+	}
 	bad=$(rstat bad_pdus)
 	out=$(peer short 15)
 	ktap_print_msg "short message: $(paste -sd' ' <<<"$out")"
@@ -179,7 +195,8 @@ malformed() {
 	out=$(peer scsi 30)
 	ktap_print_msg "SCSI command before login: $(paste -sd' ' <<<"$out")"
 	grep -q "^rx opcode 0x23 class [1-9]" <<<"$out" && grep -qx disconnected <<<"$out" || rc=1
-	ktap_print_msg "bad_pdus $(rstat bad_pdus) (was $bad), accepted $(rstat accepted), freed $(rstat conns_freed)"
+	ktap_print_msg "bad_pdus $(rstat bad_pdus) (was $bad), accepted $(rstat accepted)," \
+		"freed $(rstat conns_freed)"
 	[ "$rc" = 0 ] && [ "$(rstat bad_pdus)" = $((bad + 3)) ] && all_freed
 }
 
@@ -208,10 +225,11 @@ risert_session() {
 	di=$(($(rstat send_inv) - i0))
 	du=$(($(rstat unsignaled) - u0))
 	dz=$(($(rstat imm_in_place) - z0))
-	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in), data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), data_in $(rstat data_in)," \
+		"data_out $(rstat data_out), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
 	ktap_print_msg "writes executed on their receive buffer (zero-copy): $dz"
-	ktap_print_msg "sends $dp, of which with a descriptor allocated for them: $da, with invalidate: $di," \
-		"unsignaled: $du; signal-only requests: $(rstat signal_posts)"
+	ktap_print_msg "sends $dp, of which with a descriptor allocated for them: $da," \
+		"with invalidate: $di, unsignaled: $du; signal-only requests: $(rstat signal_posts)"
 	# fio keeps 16 commands in flight: most responses go unsignaled.
 	[ "$rc" = 0 ] && [ "$(rstat data_in)" -gt 0 ] && [ "$(rstat data_out)" -gt 0 ] &&
 		[ "$(rstat logouts)" -ge 1 ] && [ "$(rstat wc_errors)" = 0 ] &&
@@ -226,7 +244,8 @@ login_no() {
 		discovery_st "$portal" >/dev/null 2>&1 &&
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
 			-n "node.session.iscsi.$1" -v No &&
-		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login \
+			>/dev/null 2>&1 &&
 		iser_disks 1 && return 0
 	ktap_print_msg "login with $1=No failed"
 	echo Yes >"$tpg/param/$1"
@@ -253,7 +272,8 @@ unsolicited() {
 	rstorage_fio_verify unsolicited 16m "/dev/${DISKS[0]}" -- --bsrange=16k-128k
 	rc=$?
 	logout_yes InitialR2T || rc=1
-	ktap_print_msg "unsolicited Data-Out PDUs $(($(rstat unsol_data_out) - u)), data_out (RDMA READ) $(rstat data_out)"
+	ktap_print_msg "unsolicited Data-Out PDUs $(($(rstat unsol_data_out) - u))," \
+		"data_out (RDMA READ) $(rstat data_out)"
 	[ "$rc" = 0 ] && [ "$(rstat unsol_data_out)" -gt "$u" ] && all_freed
 }
 
@@ -290,8 +310,8 @@ login_a() {
 # fio_bg DISK: 60 s of verified random writes in the background.
 fio_bg() {
 	fio --output="$work/fio-bg.log" --name=bg --filename="/dev/$1" --ioengine=libaio \
-		--direct=1 --iodepth=16 --rw=randwrite --bs=16k --size=16m --time_based --runtime=60 \
-		--verify=crc32c --verify_fatal=1 >/dev/null 2>&1 &
+		--direct=1 --iodepth=16 --rw=randwrite --bs=16k --size=16m --time_based \
+		--runtime=60 --verify=crc32c --verify_fatal=1 >/dev/null 2>&1 &
 }
 
 # tpg_idle TPG: waits (20 s at most) until the target portal group has no
@@ -319,19 +339,23 @@ two_sessions() {
 		mkdir -p "$cfs/core/rd_mcp_0/ram1" "$cfs/core/rd_mcp_0/ram2" &&
 		echo rd_pages=4096 >"$cfs/core/rd_mcp_0/ram1/control" &&
 		echo rd_pages=4096 >"$cfs/core/rd_mcp_0/ram2/control" &&
-		echo 1 >"$cfs/core/rd_mcp_0/ram1/enable" && echo 1 >"$cfs/core/rd_mcp_0/ram2/enable" &&
+		echo 1 >"$cfs/core/rd_mcp_0/ram1/enable" &&
+		echo 1 >"$cfs/core/rd_mcp_0/ram2/enable" &&
 		mkdir -p "$tpg/lun/lun_1" "$tb/lun/lun_0" &&
 		ln -s "$cfs/core/rd_mcp_0/ram1" "$tpg/lun/lun_1/ram1" &&
 		ln -s "$cfs/core/rd_mcp_0/ram2" "$tb/lun/lun_0/ram2" &&
 		mkdir "$tb/np/10.77.0.3:3260" && echo 1 >"$tb/np/10.77.0.3:3260/iser" &&
 		echo 0 >"$tb/attrib/authentication" && echo 1 >"$tb/attrib/generate_node_acls" &&
-		echo 1 >"$tb/attrib/cache_dynamic_acls" && echo 0 >"$tb/attrib/demo_mode_write_protect" &&
+		echo 1 >"$tb/attrib/cache_dynamic_acls" &&
+		echo 0 >"$tb/attrib/demo_mode_write_protect" &&
 		echo 1 >"$tb/enable" || { ktap_print_msg "target B set-up failed"; return 1; }
 	login_a && discovery_st 10.77.0.3:3260 >/dev/null 2>&1 &&
-		timeout 60 iscsiadm -m node -T "$b" -p 10.77.0.3:3260 -I iser --login >/dev/null 2>&1 ||
+		timeout 60 iscsiadm -m node -T "$b" -p 10.77.0.3:3260 -I iser --login \
+			>/dev/null 2>&1 ||
 		{ ktap_print_msg "logins failed"; return 1; }
 	iser_disks 3 || return 1
-	ktap_print_msg "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}, live connections $(live_conns)"
+	ktap_print_msg "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}," \
+		"live connections $(live_conns)"
 	rstorage_fio_verify three 8m "${DISKS[@]/#//dev/}"
 	rc=$?
 	[ "$(conn_ids | comm -23 - <(sort -u "$work/orphans") | wc -l)" = 2 ] || rc=1
@@ -353,9 +377,11 @@ four_sessions() {
 	discovery_st "$portal" >/dev/null 2>&1 &&
 		iscsiadm -m node -T "$iqn" -p "$portal" -I iser -o update \
 			-n node.session.nr_sessions -v 4 &&
-		timeout 120 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
+		timeout 120 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login \
+			>/dev/null 2>&1 &&
 		iser_disks $((4 * luns)) || { ktap_print_msg "four logins failed"; return 1; }
-	ktap_print_msg "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}, live connections $(live_conns)"
+	ktap_print_msg "sessions $(iscsiadm -m session 2>/dev/null | wc -l), disks ${DISKS[*]}," \
+		"live connections $(live_conns)"
 	for d in "${DISKS[@]}"; do
 		args+=(--name="s$i" --filename="/dev/$d" --offset=$((i * 2))m)
 		i=$((i + 1))
@@ -425,7 +451,8 @@ chap() {
 		chap_login "$luns" && { ok=1; break; }
 		dmesg | tail -n +"$((mark + 1))" |
 			grep -q "Login/Text in progress. Cannot start new task" || break
-		ktap_print_msg "login $try: the initiator refused its own next login PDU (Login/Text in progress)"
+		ktap_print_msg "login $try: the initiator refused its own next login PDU" \
+			"(Login/Text in progress)"
 		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
 		all_freed || { rc=1; break; }
 	done
@@ -436,7 +463,8 @@ chap() {
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	echo 0 >"$tpg/attrib/authentication"
-	ktap_print_msg "logins $(rstat logins), accepted $(rstat accepted), freed $(rstat conns_freed)"
+	ktap_print_msg "logins $(rstat logins), accepted $(rstat accepted)," \
+		"freed $(rstat conns_freed)"
 	[ "$rc" = 0 ] && all_freed
 }
 
@@ -455,7 +483,8 @@ tmf_nop() {
 	rc=$?
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
 	iscsiadm -m node -o delete >/dev/null 2>&1
-	ktap_print_msg "NOP-Outs $(($(rstat nops) - n0)), task management requests $(($(rstat tmfs) - t0)), sg_reset exit $rs, fio exit $rc"
+	ktap_print_msg "NOP-Outs $(($(rstat nops) - n0))," \
+		"task management requests $(($(rstat tmfs) - t0)), sg_reset exit $rs, fio exit $rc"
 	[ "$rs" = 0 ] && [ "$rc" = 0 ] && [ "$(rstat nops)" -gt "$n0" ] &&
 		[ "$(rstat tmfs)" -gt "$t0" ] && all_freed
 }
@@ -472,7 +501,8 @@ logout_under_io() {
 		{ ktap_print_msg "logout failed"; kill "$pid"; return 1; }
 	timeout 60 tail --pid="$pid" -f /dev/null || { ktap_print_msg "fio hung"; return 1; }
 	iscsiadm -m node -o delete >/dev/null 2>&1
-	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), logouts $(rstat logouts), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "scsi_cmds $(rstat scsi_cmds), logouts $(rstat logouts)," \
+		"wc_errors $(rstat wc_errors)"
 	all_freed
 }
 
@@ -483,7 +513,8 @@ portal_removed_live() {
 	login_a && iser_disks 2 || return 1
 	d=${DISKS[0]}
 	echo 0 >"$np/iser" || return 1
-	ktap_print_msg "portal disabled with $(live_conns) live connection(s), listening ids $(listeners)"
+	ktap_print_msg "portal disabled with $(live_conns) live connection(s)," \
+		"listening ids $(listeners)"
 	rstorage_fio_verify portal 8m "/dev/$d" -- --bs=16k
 	rc=$?
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1 || rc=1
@@ -497,9 +528,11 @@ cycles() {
 	up=$(rstat portals_up)
 	down=$(rstat portals_down)
 	for i in $(seq 20); do
-		echo 0 >"$np/iser" && echo 1 >"$np/iser" || { ktap_print_msg "cycle $i failed"; return 1; }
+		echo 0 >"$np/iser" && echo 1 >"$np/iser" ||
+			{ ktap_print_msg "cycle $i failed"; return 1; }
 	done
-	ktap_print_msg "portals_up $(rstat portals_up), portals_down $(rstat portals_down), listening ids $(listeners)"
+	ktap_print_msg "portals_up $(rstat portals_up), portals_down $(rstat portals_down)," \
+		"listening ids $(listeners)"
 	[ "$(rstat portals_up)" = $((up + 20)) ] && [ "$(rstat portals_down)" = $((down + 20)) ] &&
 		[ "$(rstat listen_failed)" = 0 ] && [ "$(listeners)" = 1 ]
 }
@@ -518,7 +551,8 @@ device_removed() {
 	timeout 60 tail --pid="$pid" -f /dev/null
 	rc=$?
 	wait "$pid"
-	ktap_print_msg "fio exit $? after the removal; listeners_lost $(rstat listeners_lost), wc_errors $(rstat wc_errors)"
+	ktap_print_msg "fio exit $? after the removal; listeners_lost $(rstat listeners_lost)," \
+		"wc_errors $(rstat wc_errors)"
 	timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --logout >/dev/null 2>&1
 	iscsiadm -m node -o delete >/dev/null 2>&1
 	[ "$rc" = 0 ] && [ "$(rstat listeners_lost)" = $((lost + 1)) ] && all_freed &&
@@ -557,8 +591,10 @@ adaptive() {
 	luns=$(find "$tpg/lun" -maxdepth 1 -name 'lun_*' | wc -l)
 	rstorage_insmod risert poll_idle_us=2000 && echo 1 >"$np/iser" || return 1
 	discovery_st "$portal" >/dev/null 2>&1 &&
-		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login >/dev/null 2>&1 &&
-		iser_disks "$luns" || { ktap_print_msg "login in the adaptive mode failed"; return 1; }
+		timeout 60 iscsiadm -m node -T "$iqn" -p "$portal" -I iser --login \
+			>/dev/null 2>&1 &&
+		iser_disks "$luns" ||
+		{ ktap_print_msg "login in the adaptive mode failed"; return 1; }
 	rstorage_fio_verify adaptive 16m "/dev/${DISKS[0]}"
 	rc=$?
 	sleep 1
@@ -625,7 +661,8 @@ abort_task() {
 	# an earlier program left the module loaded (module parameters would not).
 	modprobe null_blk nr_devices=0 && mkdir "$nb" && echo 1024 >"$nb/size" &&
 		echo 2 >"$nb/irqmode" && echo 4000000000 >"$nb/completion_nsec" &&
-		echo 1 >"$nb/power" && dev=/dev/slow && { [ -b "$dev" ] || dev=/dev/nullb$(cat "$nb/index"); } &&
+		echo 1 >"$nb/power" && dev=/dev/slow &&
+		{ [ -b "$dev" ] || dev=/dev/nullb$(cat "$nb/index"); } &&
 		[ -b "$dev" ] && mkdir -p "$core" && echo "udev_path=$dev" >"$core/control" &&
 		echo 1 >"$core/enable" && mkdir "$lun" && ln -s "$core" "$lun/slow" ||
 		{ ktap_print_msg "slow LUN set-up failed (null_blk device ${dev:-none})"; rc=1; }
@@ -636,7 +673,8 @@ abort_task() {
 	out=$(timeout 90 "$(dirname "$0")/iser_peer" 10.77.0.2 3260 abort 9 "$iqn" 2>&1)
 	n1=$(dmesg | grep -c "ABORT_TASK: Sending TMR_FUNCTION_COMPLETE")
 	ktap_print_msg "peer: $(paste -sd' ' <<<"$out"); RDMA READs $(($(rstat data_out) - d0))," \
-		"task management requests $(($(rstat tmfs) - t0)), ABORT TASK completed by the target $((n1 - n0))"
+		"task management requests $(($(rstat tmfs) - t0))," \
+		"ABORT TASK completed by the target $((n1 - n0))"
 	dmesg | grep -i "abort\|RefTaskTag\|ITT" | tail -n 8 | sed 's/^/# /'
 	tpg_idle "$tpg" || rc=1
 	rm -f "$lun/slow"
@@ -682,7 +720,8 @@ fuzz_full_feature() {
 	ktap_print_msg "peer (exit $prc): $out"
 	ktap_print_msg "fio verify rounds meanwhile: $rounds (rc $rc); risert dropped" \
 		"$(($(rstat bad_pdus) - b0)) broken messages, did not pass on" \
-		"$(($(rstat pdus_rejected) - r0)), dropped $(($(rstat rsp_dropped) - x0)) stateless" \
+		"$(($(rstat pdus_rejected) - r0))," \
+		"dropped $(($(rstat rsp_dropped) - x0)) stateless" \
 		"responses, kept $(($(rstat tag_waits) - t0)) PDUs waiting for a command," \
 		"freed $(($(rstat conns_freed) - e0)) connections," \
 		"wc_errors $(($(rstat wc_errors) - w0))"
@@ -704,8 +743,9 @@ fuzz_full_feature() {
 # keepalive probe (an empty RDMA WRITE after keepalive_s = 15 s without a
 # received PDU) can find out: the probe is still unanswered a period later,
 # so the connection is terminated, the session closes and the connection is
-# freed, within 120 s and with no hang; the time it took is printed. The peer is killed afterwards. Then a session
-# of the kernel's initiator carries verified I/O.
+# freed, within 120 s and with no hang; the time it took is printed. The peer
+# is killed afterwards. Then a session of the kernel's initiator carries
+# verified I/O.
 vanish() {
 	local ns=rstorage-ini np2=$tpg/np/10.78.1.2:3260 e0 l0 a0 k0 ppid i t0 t
 	local luns rc=0
@@ -719,13 +759,15 @@ vanish() {
 		ip netns exec "$ns" rdma link add rxe2 type rxe netdev vethv1 &&
 		mkdir "$np2" && echo 1 >"$np2/iser" ||
 		{ ktap_print_msg "set-up of the initiator's own network failed"; rc=1; }
-	e0=$(rstat conns_freed) l0=$(rstat keepalive_lost) a0=$(rstat accepted) k0=$(rstat keepalives)
+	e0=$(rstat conns_freed) l0=$(rstat keepalive_lost) a0=$(rstat accepted) \
+		k0=$(rstat keepalives)
 	if [ "$rc" = 0 ]; then
 		ip netns exec "$ns" "$(dirname "$0")/iser_peer" 10.78.1.2 3260 vanish 900 "$iqn" \
 			>"$work/vanish.out" 2>&1 &
 		ppid=$!
 		for i in $(seq 120); do
-			grep -q "logged in" "$work/vanish.out" || ! kill -0 "$ppid" 2>/dev/null && break
+			grep -q "logged in" "$work/vanish.out" || ! kill -0 "$ppid" 2>/dev/null &&
+				break
 			sleep 0.5
 		done
 		grep -q "logged in" "$work/vanish.out" && [ "$(rstat accepted)" -gt "$a0" ] ||
@@ -745,7 +787,8 @@ vanish() {
 			"probes unanswered $(($(rstat keepalive_lost) - l0))," \
 			"sessions left: $(tr -d '\0' <"$tpg/dynamic_sessions" | paste -sd' ')"
 		[ -z "$(tr -d '[:space:]\0' <"$tpg/dynamic_sessions")" ] &&
-			[ "$(rstat conns_freed)" -gt "$e0" ] && [ "$(rstat keepalive_lost)" -gt "$l0" ] || rc=1
+			[ "$(rstat conns_freed)" -gt "$e0" ] &&
+			[ "$(rstat keepalive_lost)" -gt "$l0" ] || rc=1
 	fi
 	[ -n "${ppid:-}" ] && { kill -9 "$ppid" 2>/dev/null; wait "$ppid" 2>/dev/null; }
 	echo 0 >"$np2/iser" 2>/dev/null
@@ -772,7 +815,8 @@ addr_change() {
 	rstorage_loaded risert || rstorage_insmod risert || return 1
 	modprobe bonding max_bonds=0 2>/dev/null
 	ip link add rbond0 type bond mode active-backup fail_over_mac active miimon 50 &&
-		ip link add rbs0 type veth peer name rbs0p && ip link add rbs1 type veth peer name rbs1p &&
+		ip link add rbs0 type veth peer name rbs0p &&
+		ip link add rbs1 type veth peer name rbs1p &&
 		ip link set rbs0p up && ip link set rbs1p up &&
 		ip link set rbs0 master rbond0 && ip link set rbs1 master rbond0 &&
 		ip link set rbond0 up && ip addr add 10.78.2.1/24 dev rbond0 &&
@@ -783,20 +827,27 @@ addr_change() {
 	n=$(rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr 10.78.2.1:3260")
 	[ "$rc" = 0 ] && [ "$n" = 1 ] || { ktap_print_msg "not listening on the bond ($n)"; rc=1; }
 	if [ "$rc" = 0 ]; then
-		ktap_print_msg "active port $(cat /sys/class/net/rbond0/bonding/active_slave)," 			"MAC $(cat /sys/class/net/rbond0/address)"
+		ktap_print_msg "active port $(cat /sys/class/net/rbond0/bonding/active_slave)," \
+			"MAC $(cat /sys/class/net/rbond0/address)"
 		echo rbs1 >/sys/class/net/rbond0/bonding/active_slave
 		for i in $(seq 40); do
 			[ "$(rstat relistens)" -gt "$r0" ] && break
 			sleep 0.5
 		done
-		n=$(rdma res show cm_id 2>/dev/null | grep -c "state LISTEN.*src-addr 10.78.2.1:3260")
-		ktap_print_msg "active port $(cat /sys/class/net/rbond0/bonding/active_slave)," 			"MAC $(cat /sys/class/net/rbond0/address); listeners lost" 			"$(($(rstat listeners_lost) - l0)), listening again $(($(rstat relistens) - r0))," 			"listening identifiers on the address: $n"
+		n=$(rdma res show cm_id 2>/dev/null |
+			grep -c "state LISTEN.*src-addr 10.78.2.1:3260")
+		ktap_print_msg "active port $(cat /sys/class/net/rbond0/bonding/active_slave)," \
+			"MAC $(cat /sys/class/net/rbond0/address); listeners lost" \
+			"$(($(rstat listeners_lost) - l0)), listening again" \
+			"$(($(rstat relistens) - r0))," \
+			"listening identifiers on the address: $n"
 		[ "$(rstat listeners_lost)" -gt "$l0" ] && [ "$(rstat relistens)" -gt "$r0" ] &&
 			[ "$n" = 1 ] || rc=1
 	fi
 	if [ "$rc" = 0 ]; then
 		discovery_st 10.78.2.1:3260 >"$work/disc-bond.log" 2>&1
-		ktap_print_msg "discovery through the moved portal: $(paste -sd' ' "$work/disc-bond.log")"
+		ktap_print_msg "discovery through the moved portal:" \
+			"$(paste -sd' ' "$work/disc-bond.log")"
 		grep -q "$iqn" "$work/disc-bond.log" && [ "$(rstat accepted)" -gt "$a0" ] || rc=1
 		iscsiadm -m node -p 10.78.2.1:3260 -o delete >/dev/null 2>&1
 	fi
@@ -813,32 +864,44 @@ mkdir -p "$work"
 : >"$work/iscsiadm-crashes"
 : >"$work/orphans"
 rstorage_case "rdma_rxe on a veth pair" iser_rxe_up
-rstorage_case "LIO target with a ramdisk LUN and a portal, open-iscsi with ib_iser" eval 'iser_lio_up 8192 && iser_initiator_up'
+rstorage_case "LIO target with a ramdisk LUN and a portal, open-iscsi with ib_iser" \
+	eval 'iser_lio_up 8192 && iser_initiator_up'
 rstorage_case "C ib_isert: iSER login, fio verify=crc32c, logout" c_isert
 rstorage_case "C ib_isert unloads after the portal's iser is disabled" c_isert_unload
 rstorage_case "risert loads and listens on the portal" risert_listens
 rstorage_case "rmmod risert is refused while a portal uses it" busy_rmmod_refused
-rstorage_case "iSER discovery through risert: login, SendTargets, disconnect, connection drained and freed" discovery
+case_name="iSER discovery through risert: login, SendTargets, disconnect,"
+rstorage_case "$case_name connection drained and freed" discovery
 rstorage_case "10 more discoveries, every connection drained and freed" discoveries
-rstorage_case "malformed and out-of-order PDUs from a userspace peer: dropped or disconnected, all freed" malformed
+case_name="malformed and out-of-order PDUs from a userspace peer:"
+rstorage_case "$case_name dropped or disconnected, all freed" malformed
 rstorage_case "risert: iSER login, fio verify=crc32c, logout, connection freed" risert_session
 rstorage_case "InitialR2T=No: unsolicited Data-Out PDUs, fio verify=crc32c" unsolicited
 rstorage_case "ImmediateData=No: write data by RDMA READ, 1 MiB I/O, fio verify=crc32c" no_immediate
 rstorage_case "two targets, three LUNs, two sessions at once: fio verify=crc32c on all" two_sessions
 rstorage_case "four sessions to one target at once: fio verify=crc32c on every disk" four_sessions
 rstorage_case "CHAP: a wrong secret is refused, the right one logs in, fio verify=crc32c" chap
-rstorage_case "NOP-Out pings and a LUN reset (task management) on a live session, then verified I/O" tmf_nop
+case_name="NOP-Out pings and a LUN reset (task management) on a live session,"
+rstorage_case "$case_name then verified I/O" tmf_nop
 rstorage_case "logout while fio runs: no hang, connection drained and freed" logout_under_io
-rstorage_case "portal disabled under a live session: I/O verified, logout, freed" portal_removed_live
+rstorage_case "portal disabled under a live session: I/O verified, logout, freed" \
+	portal_removed_live
 rstorage_case "20 portal disable/enable cycles, one listener each" cycles
-rstorage_case "RDMA device removed under a live session with fio running: no hang, all freed" device_removed
+rstorage_case "RDMA device removed under a live session with fio running: no hang, all freed" \
+	device_removed
 rstorage_case "risert unloads, reloads with budget=0 and serves a verified session" reload
-rstorage_case "adaptive completion mode: busy-polled CQ, fio verify=crc32c, left and rejoined the polling set" adaptive
-rstorage_case "send queue of 4: posts refused when full, LIO queues again, fio verify=crc32c" queue_full
-rstorage_case "ABORT TASK of a WRITE the backend holds: function complete, command freed, verified I/O after" abort_task
-rstorage_case "10,000 malformed full-feature PDUs from a userspace peer while a session runs fio verify=crc32c" fuzz_full_feature
-rstorage_case "an initiator that vanishes without a disconnect: session closed, connection freed, verified I/O after" vanish
-rstorage_case "the portal's address moves to another device (bonding fail-over): risert listens again, discovery works" addr_change
+case_name="adaptive completion mode: busy-polled CQ, fio verify=crc32c,"
+rstorage_case "$case_name left and rejoined the polling set" adaptive
+rstorage_case "send queue of 4: posts refused when full, LIO queues again, fio verify=crc32c" \
+	queue_full
+case_name="ABORT TASK of a WRITE the backend holds: function complete, command freed,"
+rstorage_case "$case_name verified I/O after" abort_task
+case_name="10,000 malformed full-feature PDUs from a userspace peer"
+rstorage_case "$case_name while a session runs fio verify=crc32c" fuzz_full_feature
+case_name="an initiator that vanishes without a disconnect: session closed, connection freed,"
+rstorage_case "$case_name verified I/O after" vanish
+case_name="the portal's address moves to another device (bonding fail-over):"
+rstorage_case "$case_name risert listens again, discovery works" addr_change
 
 # Tear down, best effort.
 iser_autoload on

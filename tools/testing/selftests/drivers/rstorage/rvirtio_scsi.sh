@@ -88,11 +88,13 @@ stat_field() {
 # 1-2: the C driver gives the devices up, ours takes them.
 [ -d /sys/module/virtio_scsi ] && modprobe -r virtio_scsi
 rstorage_case "C virtio_scsi not bound" test ! -d /sys/module/virtio_scsi
-rstorage_case "rvirtio_scsi loads (per-target steering) and finds $((disks_expected + 1)) disks" load 1
+rstorage_case "rvirtio_scsi loads (per-target steering) and finds $((disks_expected + 1)) disks" \
+	load 1
 [ -d /sys/module/rvirtio_scsi ] || { ktap_print_msg "driver not loaded, giving up"; exit 1; }
 
 # 3-4: topology.
-queues=$(for h in $(our_hosts); do cat "/sys/class/scsi_host/host$h/nr_hw_queues"; done | sort -n | xargs)
+queues=$(for h in $(our_hosts); do cat "/sys/class/scsi_host/host$h/nr_hw_queues"; done |
+	sort -n | xargs)
 ktap_print_msg "request queues per host: $queues"
 rstorage_case "hosts with $queues_expected request queues" test "$queues" = "$queues_expected"
 luns=$(ls /sys/class/scsi_disk | awk -F: '$4 == 1' | wc -l)
@@ -123,14 +125,20 @@ cp "$stats" /tmp/stats-busy
 grep -v '^target' /tmp/stats-busy | sed 's/^/# /'
 grep '^target 0:' /tmp/stats-busy | sed 's/^/# /'
 # delta FIELD KEY: how much a counter moved during the busy run.
-delta() { echo $(($(stat_field /tmp/stats-busy "$1" "$2") - $(stat_field /tmp/stats-before "$1" "$2"))); }
-viol=$(($(awk '/^violations/ {print $2}' /tmp/stats-busy) - $(awk '/^violations/ {print $2}' /tmp/stats-before)))
+delta() {
+	echo $(($(stat_field /tmp/stats-busy "$1" "$2") -
+		$(stat_field /tmp/stats-before "$1" "$2")))
+}
+viol=$(($(awk '/^violations/ {print $2}' /tmp/stats-busy) -
+	$(awk '/^violations/ {print $2}' /tmp/stats-before)))
 steered=$(($(delta 'queue 0:' steered_in) + $(delta 'queue 1:' steered_in)))
 busy_io=$(($(delta 'queue 0:' submitted) + $(delta 'queue 1:' submitted)))
-ktap_print_msg "busy run: fio exit $busy_fio, $busy_io requests, steered_in $steered, violations $viol"
+ktap_print_msg "busy run: fio exit $busy_fio, $busy_io requests, steered_in $steered," \
+	"violations $viol"
 rstorage_case "busy target: every completion on the target's queue (violations $viol)" \
 	test "$busy_fio" = 0 -a "$busy_io" -gt 1000 -a "$viol" = 0
-rstorage_case "busy target: requests from the other CPU's queue follow the target (steered_in $steered)" \
+case_name="busy target: requests from the other CPU's queue follow the target"
+rstorage_case "$case_name (steered_in $steered)" \
 	test "$busy_fio" = 0 -a "$steered" -gt 0
 
 # 8: idle targets (one request at a time) take the queue of the submitting CPU.
@@ -148,7 +156,8 @@ fb=$?
 read -r x0 x1 < <(counts 1)
 read -r y0 y1 < <(counts 2)
 a0=$((x0 - a0)) a1=$((x1 - a1)) b0=$((y0 - b0)) b1=$((y1 - b1))
-ktap_print_msg "idle targets: target 1 (CPU $cpu_q0) queues $a0/$a1, target 2 (CPU $cpu_q1) queues $b0/$b1; fio exit $fa, $fb"
+ktap_print_msg "idle targets: target 1 (CPU $cpu_q0) queues $a0/$a1," \
+	"target 2 (CPU $cpu_q1) queues $b0/$b1; fio exit $fa, $fb"
 # Each fio did its 300 reads (the counts include them all), 90 % on the queue
 # of the submitting CPU.
 rstorage_case "idle targets spread over queues by CPU" \
@@ -207,7 +216,8 @@ hotplug_del_busy() {
 	sleep 2
 	udevadm settle 2>/dev/null
 	r=$(rstorage_qmp '{"execute": "device_del", "arguments": {"id": "hpdisk2"}}')
-	grep -q '"return"' <<<"$r" || { ktap_print_msg "device_del: ${r:-no answer}"; kill -9 "$fio_pid"; return 1; }
+	grep -q '"return"' <<<"$r" ||
+		{ ktap_print_msg "device_del: ${r:-no answer}"; kill -9 "$fio_pid"; return 1; }
 	for i in $(seq 120); do
 		kill -0 "$fio_pid" 2>/dev/null || break
 		sleep 0.5
@@ -236,7 +246,8 @@ grep '^tmf' "$stats" | sed 's/^/# /'
 request_irq_affinity() {
 	local d irq
 	for d in /sys/bus/virtio/drivers/rvirtio_scsi/virtio*; do
-		for irq in $(awk -v n="${d##*/}-request" '$NF == n { sub(":", "", $1); print $1 }' /proc/interrupts); do
+		for irq in $(awk -v n="${d##*/}-request" '$NF == n { sub(":", "", $1); print $1 }' \
+			/proc/interrupts); do
 			echo "$irq:$(cat "/proc/irq/$irq/smp_affinity_list")"
 		done
 	done
@@ -259,7 +270,8 @@ hotplug_io() {
 	local hp=$?
 	wait "$fio_pid"
 	local rc=$?
-	ktap_print_msg "cpu hotplug loop: $hp, fio: $rc, online: $(cat /sys/devices/system/cpu/online)"
+	ktap_print_msg "cpu hotplug loop: $hp, fio: $rc," \
+		"online: $(cat /sys/devices/system/cpu/online)"
 	[ "$hp" = 0 ] && [ "$rc" = 0 ] && [ "$(cat /sys/devices/system/cpu/online)" = 0-3 ]
 }
 rstorage_case "CPUs offlined and onlined during fio verify" hotplug_io
@@ -276,7 +288,8 @@ rstorage_case "request-queue interrupts are back on their queues' CPUs after CPU
 
 # 12-13: an injected medium error reaches the application as EIO, without a hang.
 err=$(disks_of rvirtio_scsi err)
-out=$(timeout 120 dd if="/dev/$err" of=/dev/null bs=512 skip="$err_sector" count=1 iflag=direct 2>&1)
+out=$(timeout 120 dd if="/dev/$err" of=/dev/null bs=512 skip="$err_sector" count=1 \
+	iflag=direct 2>&1)
 rc=$?
 ktap_print_msg "dd at the failing sector: exit $rc: $(echo "$out" | head -n 1)"
 rstorage_case "read of the failing sector fails with EIO" grep -q "Input/output error" <<<"$out"
@@ -287,7 +300,9 @@ rstorage_case "read of another sector of that disk succeeds" \
 # control queue): QEMU holds the disk's next read (blkdebug breakpoint) until
 # the abort is under way, then lets it go; nothing hangs, the disk still works.
 hmp() {
-	rstorage_qmp "{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"$1\"}}"
+	local cmd="{\"execute\": \"human-monitor-command\","
+	cmd+=" \"arguments\": {\"command-line\": \"$1\"}}"
+	rstorage_qmp "$cmd"
 }
 # held_read TAG SKIP: a 4 KiB read (block SKIP) of the error disk that QEMU
 # holds (blkdebug breakpoint TAG) for 10 s, past a 4 s command timeout, then
@@ -316,7 +331,8 @@ held_read() {
 	wait "$pid"
 	held_rc=$?
 	echo 30 >"/sys/block/$err/device/timeout"
-	ktap_print_msg "held read: $held_tmf task management functions, waiting at release: $held_running, dd exit $held_rc"
+	ktap_print_msg "held read: $held_tmf task management functions," \
+		"waiting at release: $held_running, dd exit $held_rc"
 }
 timeout_abort() {
 	held_read held 16 || return 1
@@ -353,19 +369,22 @@ for q in 0 1; do
 	steered=$((steered + $(stat_field "$stats" "queue $q:" steered_in)))
 	submitted=$((submitted + $(stat_field "$stats" "queue $q:" submitted)))
 done
-rstorage_case "mq: every request on the queue blk-mq chose ($submitted submitted, steered_in $steered)" \
+case_name="mq: every request on the queue blk-mq chose"
+rstorage_case "$case_name ($submitted submitted, steered_in $steered)" \
 	test "$submitted" -gt 0 -a "$steered" = 0
 
 # 20: without timeout_abort (the default), a timed-out command is not aborted:
 # the timer is reset (as virtio_scsi does) and the command completes when
 # QEMU releases it.
 no_abort() {
-	unload && rstorage_insmod rvirtio_scsi && wait_disks rvirtio_scsi $((disks_expected + 1)) || return 1
+	unload && rstorage_insmod rvirtio_scsi &&
+		wait_disks rvirtio_scsi $((disks_expected + 1)) || return 1
 	err=$(disks_of rvirtio_scsi err)
 	held_read held2 64 || return 1
 	[ "$held_rc" = 0 ] && [ "$held_tmf" = 0 ] && [ "$held_running" = 1 ]
 }
-rstorage_case "timeout_abort=0: a timed-out command keeps its timer, is not aborted, completes" no_abort
+rstorage_case "timeout_abort=0: a timed-out command keeps its timer, is not aborted, completes" \
+	no_abort
 
 # budget=1 ends every pass early while commands are left (the rest goes to the
 # drain work), budget=0 never does; data verified with both.
@@ -419,7 +438,8 @@ poll_load() {
 		s=$(stats_of "$d")
 		[ "$(grep -c '^queue ' "$s")" = 4 ] && { poll_disk=$d; break; }
 	done
-	ktap_print_msg "disk of the 4-queue host: $poll_disk, io_poll $(cat "/sys/block/$poll_disk/queue/io_poll" 2>/dev/null)"
+	ktap_print_msg "disk of the 4-queue host: $poll_disk," \
+		"io_poll $(cat "/sys/block/$poll_disk/queue/io_poll" 2>/dev/null)"
 	[ -n "$poll_disk" ] && [ "$(cat "/sys/block/$poll_disk/queue/io_poll")" = 1 ]
 }
 rstorage_case "poll_queues=1: the disks of a 4-queue host support polled I/O" poll_load
@@ -452,7 +472,8 @@ stopped_io() {
 	[ "${#stopped_disks[@]}" -gt 0 ] || return 1
 	d=${stopped_disks[0]}
 	s=$(stats_of "$d")
-	stopped_pdev=$(readlink -f "/sys/block/$d/device" | sed -n 's#.*/\(0000:[0-9a-f:.]*\)/virtio[0-9]*/.*#\1#p')
+	stopped_pdev=$(readlink -f "/sys/block/$d/device" |
+		sed -n 's#.*/\(0000:[0-9a-f:.]*\)/virtio[0-9]*/.*#\1#p')
 	[ -n "$stopped_pdev" ] || return 1
 	for h in "${stopped_disks[@]}"; do echo 5 >"/sys/block/$h/device/timeout"; done
 	fio --name=stopped --filename="/dev/$d" --ioengine=libaio --direct=1 --iodepth=16 \
@@ -476,8 +497,10 @@ stopped_io() {
 	wait "$fio_pid"
 	resets=$(grep '^tmf' "$s" | tr ' ' '\n' | grep -A1 -x 'host_resets:' | tail -n 1)
 	probes=$(grep '^tmf' "$s" | tr ' ' '\n' | grep -A1 -x 'probes:' | tail -n 1)
-	ktap_print_msg "$stopped_pdev ($d): fio ended after $(($(date +%s) - t0)) s; $(grep '^tmf' "$s")"
-	dmesg | grep -E "rvirtio_scsi: (host reset|abort|LUN reset|.*no answer)" | tail -n 4 | sed 's/^/# /'
+	ktap_print_msg "$stopped_pdev ($d): fio ended after $(($(date +%s) - t0)) s;" \
+		"$(grep '^tmf' "$s")"
+	dmesg | grep -E "rvirtio_scsi: (host reset|abort|LUN reset|.*no answer)" | tail -n 4 |
+		sed 's/^/# /'
 	# Whether QEMU's device stops for good (host reset needed) or drops some
 	# commands and goes on (probes find them lost) depends on where the "off"
 	# windows fall: the case requires that timed-out commands were probed and
@@ -502,7 +525,8 @@ stopped_after() {
 		echo 30 >"/sys/block/$d/device/timeout"
 		paths+=("/dev/$d")
 	done
-	ktap_print_msg "${#stopped_disks[@]} disks, $offline offline after error handling (set running)"
+	ktap_print_msg "${#stopped_disks[@]} disks, $offline offline after error handling" \
+		"(set running)"
 	rstorage_fio_verify stopped-after 16m "${paths[@]}"
 }
 rstorage_case "after the controller is re-enabled its disks pass fio verify" stopped_after
