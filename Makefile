@@ -14,6 +14,12 @@
 #                blktests' device cases on each driver's device and on the
 #                same device under the C driver (debug kernel, one VM boot
 #                per kind of device); writes Documentation/rstorage/blktests.inc
+#   make vm [VARIANT=debug|release] [CMD='...']
+#                a VM with the test topology (virtio-scsi controllers and disks,
+#                AoE target on a veth pair, rxe + LIO iSCSI target with an iSER
+#                portal) and our modules built but not loaded: an interactive
+#                root shell that prints how to load each; with CMD, runs it
+#                there instead and exits with its status
 #   make patches
 #                the project as a git format-patch series on Linux 7.3, with
 #                a cover letter, into build/patches/ (applied with git am to
@@ -54,7 +60,7 @@ SUFFIX := -llvm
 endif
 
 .PHONY: all help deps source kernel-debug kernel-release kernel-builtin modules-debug blktests bench-vscsi bench-aoe bench-iser \
-	modules-release modules-oot-debug modules-oot-release check run fmt patches patches-build-test clean distclean
+	modules-release modules-oot-debug modules-oot-release check run vm fmt patches patches-build-test clean distclean
 
 all: help
 
@@ -111,6 +117,14 @@ else
 run: modules-release
 	@bash $(TOOLS)/run.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) $(BUILD)/results
 endif
+
+# A VM with the test topology, our modules built and not loaded (vm.sh). CMD is
+# read from the environment by the shell, so that make does not expand it.
+VARIANT ?= debug
+vm: modules-$(VARIANT)
+	@case "$(VARIANT)" in debug|release) ;; *) echo "make vm: VARIANT is debug or release" >&2; exit 1 ;; esac
+	@bash $(TOOLS)/vm.sh $(BUILD)/$(VARIANT)$(SUFFIX) $(BUILD)/modules-$(VARIANT)$(SUFFIX) \
+		$(BUILD)/results "$$CMD"
 
 # The patch series (tools/testing/rstorage/patches/series) as git format-patch
 # output on a pristine tree, checked with git am.

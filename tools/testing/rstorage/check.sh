@@ -12,6 +12,7 @@
 #                                                   inject a failure into the main run
 #   RSTORAGE_HARNESS=0                              skip the harness self-test boots
 #   RSTORAGE_TESTS="a.sh b.sh"                      run only these test programs
+#   RSTORAGE_VM_TEST=0                              skip the boot of make vm's VM
 #   BLKTESTS=<blktests checkout>                    also run blktests' device cases on
 #                                                   our drivers' devices (blktests.sh)
 set -uo pipefail
@@ -231,6 +232,28 @@ fi
 # shellcheck disable=SC2086
 run_suite main "${RSTORAGE_INJECT:-}" ${RSTORAGE_TESTS:-}
 vm_results main
+
+# make vm: the VM it gives users, booted with a command instead of the shell
+# (vm.sh): vm_check must find the whole test topology there, and must fail
+# once a part of it (the AoE veth pair) is removed.
+if [ "${RSTORAGE_VM_TEST:-1}" != 0 ]; then
+	say "make vm: booting the VM with the test topology (console log: $results/vm/vm.console)"
+	vm_out=$(RSTORAGE_VM_TIMEOUT=600 bash "$here/vm.sh" "$obj" "$moddir" "$results" \
+		'vm_check; a=$?; ip link del aoe0; vm_check >/dev/null; echo "vm_check: $a $?"' 2>&1)
+	vm_rc=$?
+	echo "$vm_out" | grep -E '^(ok|not ok): ' | sed 's/^/  /'
+	if [ "$vm_rc" = 0 ] && grep -q '^vm_check: 0 ' <<<"$vm_out"; then
+		extra+=(--result "ok:vm/make vm boots with the test topology and a hint per module")
+	else
+		echo "$vm_out" | tail -n 20
+		extra+=(--result "fail:vm/make vm boots with the test topology and a hint per module (exit $vm_rc)")
+	fi
+	if grep -qE '^vm_check: [0-9]+ [1-9]' <<<"$vm_out"; then
+		extra+=(--result "ok:harness/vm_check fails once the AoE veth pair is removed")
+	else
+		extra+=(--result "fail:harness/vm_check fails once the AoE veth pair is removed")
+	fi
+fi
 
 # blktests on our three drivers' devices, each case x device one result.
 if [ -n "${BLKTESTS:-}" ]; then

@@ -7,6 +7,10 @@ installed on the host (fio, vblade, targetcli, iscsiadm) and the project's
 build tree are usable inside. KVM is used when it can run a guest, TCG
 otherwise.
 
+With --interactive SHELL there is no command: the guest's console is a root
+shell on the terminal, started as SHELL (which sets the guest up and then
+runs an interactive shell); nothing is logged or scanned then.
+
 Exit status: the command's own status; 124 if the timeout expired; 125 if
 the command succeeded but the kernel log shows a splat (WARNING, BUG, Oops,
 KASAN, lockdep, hung task, panic). The whole console log is kept in --log.
@@ -119,16 +123,21 @@ def main():
     ap.add_argument("--status", help="write the outcome as JSON to this file")
     ap.add_argument("--qmp-dir", help="directory (inside an --rwdir) through which the guest "
                     "sends QMP commands (see QmpBridge)")
+    ap.add_argument("--interactive", metavar="SHELL",
+                    help="no command: a root shell on the console, started as SHELL")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- command to run as root")
     a = ap.parse_args()
     cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
-    if not cmd:
+    if not cmd and not a.interactive:
         ap.error("no command given")
 
     # RSTORAGE_VNG replaces virtme-ng, for the harness's own tests of this runner.
-    vng = [os.environ.get("RSTORAGE_VNG", "vng"), "--run", a.kernel, "--user", "root", "--verbose",
-           "--cpus", a.cpus, "--memory", a.memory, "--cwd", "/tmp",
-           "--exec", shlex.join(cmd)]
+    vng = [os.environ.get("RSTORAGE_VNG", "vng"), "--run", a.kernel, "--user", "root",
+           "--cpus", a.cpus, "--memory", a.memory, "--cwd", "/tmp"]
+    if a.interactive:
+        vng += ["--shell", os.path.abspath(a.interactive)]
+    else:
+        vng += ["--verbose", "--exec", shlex.join(cmd)]
     if not kvm_usable():
         vng.append("--disable-kvm")
     for d in a.rwdir:
@@ -145,6 +154,8 @@ def main():
         vng += ["--qemu-opts=" + qemu_opts]
     append = ("panic_on_warn=0 oops=panic panic=-1 " + a.append).strip()
     vng += ["--append", append]
+    if a.interactive:
+        os.execvp(vng[0], vng)
 
     start = time.time()
     with open(a.log, "w") as log:
