@@ -169,13 +169,14 @@ impl<'a> SgList<'a> {
         self.push(Self::one(buf.as_ptr(), buf.len())?)
     }
 
-    /// Adds a chain of scatterlist entries (terminated by `sg_mark_end()`).
+    /// Adds a chain of scatterlist entries (terminated by `sg_mark_end()`), for abstractions
+    /// whose buffers already are a scatterlist, such as a SCSI command's data.
     ///
     /// # Safety
     ///
     /// `sgl` must be a valid, terminated scatterlist whose memory stays valid, and is not
     /// otherwise accessed when `writable`, for the borrow `'a`.
-    pub(crate) unsafe fn chain(
+    pub unsafe fn chain(
         &mut self,
         sgl: *mut bindings::scatterlist,
         writable: bool,
