@@ -118,13 +118,14 @@ run: modules-release
 	@bash $(TOOLS)/run.sh $(BUILD)/release$(SUFFIX) $(BUILD)/modules-release$(SUFFIX) $(BUILD)/results
 endif
 
-# A VM with the test topology, our modules built and not loaded (vm.sh). CMD is
-# read from the environment by the shell, so that make does not expand it.
+# A VM with the test topology, our modules built and not loaded (vm.sh). CMD
+# reaches the guest's shell as written ($(value ...): make does not expand it).
 VARIANT ?= debug
+export RSTORAGE_VM_CMD := $(value CMD)
 vm: modules-$(VARIANT)
 	@case "$(VARIANT)" in debug|release) ;; *) echo "make vm: VARIANT is debug or release" >&2; exit 1 ;; esac
 	@bash $(TOOLS)/vm.sh $(BUILD)/$(VARIANT)$(SUFFIX) $(BUILD)/modules-$(VARIANT)$(SUFFIX) \
-		$(BUILD)/results "$$CMD"
+		$(BUILD)/results "$$RSTORAGE_VM_CMD"
 
 # The patch series (tools/testing/rstorage/patches/series) as git format-patch
 # output on a pristine tree, checked with git am.

@@ -149,6 +149,13 @@ while IFS= read -r r; do
 	extra+=(--result "$r")
 done < <(bash "$here/checkpatch.sh" "$project" "$ksrc" "$(dirname "$obj")" "$results")
 
+# clippy and rustdoc (lint.sh), in their own object directory beside the
+# kernel's.
+while IFS= read -r r; do
+	extra+=(--result "$r")
+done < <(bash "$here/lint.sh" "$project" "$obj" "$moddir" "$(dirname "$obj")/lint-$(basename "$obj")" \
+	"$results")
+
 # The out-of-tree build (the top-level Kbuild), as users of their own kernel
 # tree run it, against the same kernel: it must build the modules the kernel
 # build made in its tree.

@@ -21,8 +21,9 @@ pkgs=(
 	# kernel build
 	build-essential bc flex bison libelf-dev libssl-dev cpio dwarves kmod
 	python3 rsync patch xz-utils
-	# Rust for Linux: rustc/rustdoc with matching library sources, libclang for bindgen
-	rustc-web rust-web-src libclang-19-dev
+	# Rust for Linux: rustc/rustdoc with matching library sources, libclang for
+	# bindgen, clippy of the same release (make check runs make CLIPPY=1)
+	rustc-web rust-web-src rust-web-clippy libclang-19-dev
 	# VM runner (virtme-ng boots the kernel on the host's root file system)
 	qemu-system-x86 python3-pip udev
 	# user space exercised inside the VM

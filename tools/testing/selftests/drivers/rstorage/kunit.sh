@@ -12,6 +12,11 @@ kunit_modules=(rstorage_sample rvirtio_scsi raoe raoe_target risert)
 # Our suites: built into the kernel, then those of the modules above.
 expected=(rust_completion_batch rust_net_zerocopy rstorage_sample rvirtio_scsi_steering raoe_wire
 	raoe_target_proto risert_wire rust_rdma_send_queue)
+# The kernel crate's doc examples, ours among them, when the kernel has them
+# (CONFIG_RUST_KERNEL_DOCTESTS, set in the debug kernels).
+if zcat /proc/config.gz 2>/dev/null | grep -qx 'CONFIG_RUST_KERNEL_DOCTESTS=y'; then
+	expected+=(rust_doctests_kernel)
+fi
 [ "${RSTORAGE_INJECT:-}" = missing-suite ] && expected+=(rstorage_missing_suite)
 
 ktap_print_header
