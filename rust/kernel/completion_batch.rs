@@ -411,7 +411,7 @@ impl<C> Collected<C> {
 /// # Invariants
 ///
 /// `budget >= 1`. The `RUNNING` bit of `state` is set by exactly one context,
-/// the one running a pass, from [`Batcher::enter`] until [`Batcher::leave`];
+/// the one running a pass, from `Batcher::enter` until `Batcher::leave`;
 /// only that context calls the source's methods and writes the counters other
 /// than `joins`.
 pub struct Batcher {
@@ -1079,7 +1079,7 @@ mod tests {
             assert_eq!(n, queued.min(8));
             assert_eq!(
                 f.b.stats().budget_exhausted,
-                (want == Pass::Reschedule) as u64
+                u64::from(want == Pass::Reschedule)
             );
         }
         // A source that cannot look must assume more when the budget ran out.
@@ -1114,7 +1114,7 @@ mod tests {
                         assert!(!f.lock_misuse.get());
                         assert!(most as usize <= budget);
                         let s = f.b.stats();
-                        assert_eq!(s.completions, (queued + injected) as u64);
+                        assert_eq!(s.completions, u64::from(queued + injected));
                         // Caught by the post-arm poll unless the budget was spent.
                         assert!(s.post_arm > 0 || s.budget_exhausted > 0);
                     }

@@ -53,6 +53,45 @@ struct Start<F> {
 
 /// A running kernel thread, stopped when dropped.
 ///
+/// # Examples
+///
+/// ```
+/// use kernel::{
+///     kthread::Kthread,
+///     sync::{
+///         atomic::{Atomic, Relaxed},
+///         Arc, Completion,
+///     },
+///     time::{delay::fsleep, Delta},
+/// };
+///
+/// let started = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+/// let rounds = Arc::new(Atomic::new(0u32), GFP_KERNEL)?;
+/// let thread = {
+///     let (started, rounds) = (started.clone(), rounds.clone());
+///     Kthread::spawn(fmt!("doctest_kthread"), None, move |ctx| {
+///         started.complete_all();
+///         loop {
+///             rounds.add(1, Relaxed);
+///             if ctx.should_stop() {
+///                 break;
+///             }
+///             fsleep(Delta::from_millis(1));
+///         }
+///     })?
+/// };
+///
+/// // Stopped before it ran, the thread would not run the closure at all.
+/// started.wait_for_completion();
+/// // Stops the thread and waits for the closure to return.
+/// drop(thread);
+/// let n = rounds.load(Relaxed);
+/// assert!(n >= 1);
+/// fsleep(Delta::from_millis(10));
+/// assert_eq!(rounds.load(Relaxed), n);
+/// # Ok::<(), Error>(())
+/// ```
+///
 /// # Invariants
 ///
 /// - `task` is a kthread created by [`Kthread::spawn`] on which we hold a task

@@ -20,6 +20,52 @@
 //!   midlayer, which then escalates, instead of reusing a command whose late completion would
 //!   complete it twice.
 //!
+//! # Examples
+//!
+//! A host adapter whose logical units have no medium: every command completes at once, with
+//! the sense data that says so.
+//!
+//! ```
+//! use kernel::{
+//!     scsi::{Command, EhResult, HostByte, HostOps, OwnedCommand},
+//!     sync::ArcBorrow,
+//! };
+//!
+//! /// Fixed-format sense data: NOT READY, MEDIUM NOT PRESENT.
+//! const NO_MEDIUM: [u8; 18] = [
+//!     0x70, 0, 0x02, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x3a, 0, 0, 0, 0, 0,
+//! ];
+//! /// The CHECK CONDITION status.
+//! const CHECK_CONDITION: u8 = 0x02;
+//!
+//! struct NoMedium;
+//!
+//! #[vtable]
+//! impl HostOps for NoMedium {
+//!     type HostData = ();
+//!     type CmdPriv = ();
+//!     const NAME: &'static CStr = c"no medium";
+//!     const PROC_NAME: &'static CStr = c"no_medium";
+//!
+//!     fn queuecommand(
+//!         _: ArcBorrow<'_, ()>,
+//!         mut cmd: OwnedCommand<()>,
+//!     ) -> Result<(), OwnedCommand<()>> {
+//!         cmd.set_result(CHECK_CONDITION, HostByte::Ok);
+//!         cmd.set_sense(&NO_MEDIUM);
+//!         cmd.set_resid(cmd.bufflen());
+//!         // Gives the command back to the midlayer.
+//!         cmd.done();
+//!         Ok(())
+//!     }
+//!
+//!     fn eh_abort_handler(_: ArcBorrow<'_, ()>, _cmd: &Command<()>) -> EhResult {
+//!         // The driver never keeps a command.
+//!         EhResult::Success
+//!     }
+//! }
+//! ```
+//!
 //! C headers: [`include/scsi/scsi_host.h`](srctree/include/scsi/scsi_host.h),
 //! [`include/scsi/scsi_cmnd.h`](srctree/include/scsi/scsi_cmnd.h) and
 //! [`include/scsi/scsi_device.h`](srctree/include/scsi/scsi_device.h).

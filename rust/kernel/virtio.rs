@@ -328,7 +328,7 @@ impl_config_value!(
 ///
 /// A field outside the declared layout does not compile:
 ///
-/// ```compile_fail
+/// ```ignore,compile_fail
 /// use kernel::virtio::ConfigField;
 /// #[repr(C)]
 /// struct Small {

@@ -16,7 +16,7 @@ use kernel::{
 
 use crate::{
     compl::Compl,
-    dev::{Dev, Life},
+    dev::{Dev, DevCapacity, Life},
     errlog::ErrLog,
     iflist::{IfList, Names},
     module_parameters,
@@ -34,6 +34,8 @@ const MAX_FRAMES: usize = 64;
 const MAX_DEVS: usize = 64;
 /// Buckets of the device lookup by address.
 const LOOKUP_BUCKETS: usize = 16;
+/// A bucket of the device lookup by address: the devices whose address hashes to it.
+type Bucket = SpinLockIrq<KVec<Arc<Dev>>>;
 /// Block-layer tags per device.
 pub(crate) const QUEUE_DEPTH: u32 = 128;
 /// Device numbers per disk: the disk and 15 partitions (the C driver's
@@ -72,7 +74,7 @@ pub(crate) struct Aoe {
     pub(crate) devs: SpinLockIrq<KVec<Arc<Dev>>>,
     /// The same devices by address, for the packet handler: a lock per
     /// bucket, so that responses for different devices do not contend.
-    lookup: KVec<Pin<KBox<SpinLockIrq<KVec<Arc<Dev>>>>>>,
+    lookup: KVec<Pin<KBox<Bucket>>>,
     /// Read for every received frame, without a lock.
     #[pin]
     pub(crate) ifs: IfList,
@@ -144,7 +146,7 @@ impl Aoe {
     }
 
     /// The lookup bucket of `addr`.
-    fn bucket(&self, addr: Addr) -> &SpinLockIrq<KVec<Arc<Dev>>> {
+    fn bucket(&self, addr: Addr) -> &Bucket {
         let h = usize::from(addr.major) * 31 + usize::from(addr.minor);
         &self.lookup[h % LOOKUP_BUCKETS]
     }
@@ -243,16 +245,12 @@ impl Aoe {
             .lock()
             .items
             .reserve(nframes, GFP_ATOMIC)?;
-        let dev = Dev::new(
-            m.addr,
-            index,
-            compl,
+        let cap = DevCapacity {
             nframes,
-            MAX_PATHS,
-            QUEUE_DEPTH as usize,
-            self.tx.clone(),
-            numbers,
-        )?;
+            max_paths: MAX_PATHS,
+            queue_depth: QUEUE_DEPTH as usize,
+        };
+        let dev = Dev::new(m.addr, index, compl, cap, self.tx.clone(), numbers)?;
         self.devs
             .lock()
             .push_within_capacity(dev.clone())

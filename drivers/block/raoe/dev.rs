@@ -278,6 +278,16 @@ pub(crate) const DISK_WORK: u64 = 0;
 /// Work item of a device that transmits with sleeping allocations.
 pub(crate) const TX_WORK: u64 = 1;
 
+/// What a new device allocates up front, so that I/O does not allocate.
+pub(crate) struct DevCapacity {
+    /// Frames: the most commands outstanding at the target.
+    pub(crate) nframes: usize,
+    /// The most paths to the target.
+    pub(crate) max_paths: usize,
+    /// The most requests waiting for frames.
+    pub(crate) queue_depth: usize,
+}
+
 impl Dev {
     /// A new device, down until a config response gives it a path and
     /// IDENTIFY succeeds.
@@ -285,12 +295,15 @@ impl Dev {
         addr: Addr,
         index: usize,
         compl: usize,
-        nframes: usize,
-        max_paths: usize,
-        queue_depth: usize,
+        cap: DevCapacity,
         tx: Arc<Tx>,
         numbers: Option<(Arc<BlockMajor>, u32)>,
     ) -> Result<Arc<Self>> {
+        let DevCapacity {
+            nframes,
+            max_paths,
+            queue_depth,
+        } = cap;
         let mut frames = KVec::with_capacity(nframes, GFP_NOIO)?;
         for _ in 0..nframes {
             frames.push(Frame::Free, GFP_NOIO)?;

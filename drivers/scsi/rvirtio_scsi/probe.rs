@@ -263,9 +263,9 @@ pub(crate) fn setup(vdev: &virtio::Device<Core<'_>>) -> Result<Parts> {
         comp.clone(),
         |found| {
             Ok(Queues {
-                control: found.next()?,
-                event: found.next()?,
-                request: found.next_n(num_queues)?,
+                control: found.next_queue()?,
+                event: found.next_queue()?,
+                request: found.next_queues(num_queues)?,
             })
         },
     )?;

@@ -160,7 +160,7 @@ impl NetDevice {
     /// Whether this is an Ethernet device other than loopback.
     pub fn is_ethernet(&self) -> bool {
         // SAFETY: The device is valid; the type does not change.
-        let ty = unsafe { (*self.as_raw()).type_ } as u32;
+        let ty = u32::from(unsafe { (*self.as_raw()).type_ });
         // SAFETY: As above.
         let flags = unsafe { (*self.as_raw()).flags };
         ty == bindings::ARPHRD_ETHER && flags & bindings::net_device_flags_IFF_LOOPBACK == 0
@@ -194,7 +194,8 @@ impl NetDevice {
     /// `EINVAL` instead.
     pub fn queue_xmit(&self, skb: SkBuff) -> Result {
         // SAFETY: `irqs_disabled` has no preconditions.
-        if crate::warn_on!(unsafe { bindings::irqs_disabled() }) {
+        let irqs_off = unsafe { bindings::irqs_disabled() };
+        if crate::warn_on!(irqs_off) {
             return Err(EINVAL);
         }
         let skb = skb.into_raw();
@@ -282,7 +283,7 @@ pub trait PacketHandler: Sync {
 /// # Invariants
 ///
 /// `pt` is registered with the networking core from initialization until
-/// drop, with `func` set to [`PacketType::func`] for `T`.
+/// drop, with `func` set to `PacketType::func` for `T`.
 #[pin_data(PinnedDrop)]
 pub struct PacketType<T: PacketHandler> {
     #[pin]
@@ -372,7 +373,7 @@ pub trait NetdevEvents: Sync {
 /// # Invariants
 ///
 /// `nb` is registered from initialization until drop, with `notifier_call` set to
-/// [`NetdevNotifier::call`] for `T`.
+/// `NetdevNotifier::call` for `T`.
 #[pin_data(PinnedDrop)]
 pub struct NetdevNotifier<T: NetdevEvents> {
     #[pin]

@@ -6,7 +6,7 @@
 //!
 //! - An [`SkBuff`] is a frame the driver builds: allocated by it, its head private and written
 //!   with [`SkBuff::put`], then optionally followed by pages lent under a
-//!   [`PageLoan`](crate::net::zerocopy::PageLoan) ([`SkBuff::add_lent_page`]), which it never
+//!   [`PageLoan`] ([`SkBuff::add_lent_page`]), which it never
 //!   writes. Transmitting it ([`crate::net::netdevice::NetDevice::queue_xmit`]) consumes it;
 //!   dropping it frees it.
 //! - An [`RxSkBuff`] is a frame a packet handler received (see
@@ -40,6 +40,29 @@ use crate::{
 use core::ptr::NonNull;
 
 /// A socket buffer the driver builds: owned, with a private head.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::net::skbuff::SkBuff;
+///
+/// const ETH_P_AOE: u16 = 0x88a2;
+///
+/// // Room for a 64-byte frame, behind 16 bytes of headroom.
+/// let mut skb = SkBuff::alloc(16, 64, GFP_KERNEL)?;
+/// assert!(skb.is_empty());
+/// let eth = skb.put(14)?;
+/// eth[..6].fill(0xff);
+/// eth[12..].copy_from_slice(&ETH_P_AOE.to_be_bytes());
+/// skb.set_protocol(ETH_P_AOE);
+/// skb.put(50)?[0] = 0x10;
+/// assert_eq!(skb.len(), 64);
+/// assert_eq!(skb.data()[12..15], [0x88, 0xa2, 0x10]);
+/// // More than the room left.
+/// assert_eq!(skb.put(4096).err(), Some(EMSGSIZE));
+/// assert_eq!(skb.len(), 64);
+/// # Ok::<(), Error>(())
+/// ```
 ///
 /// # Invariants
 ///
@@ -208,6 +231,24 @@ impl Drop for SkBuff {
 /// The frame starts at its link-layer (MAC) header, which the networking core
 /// left in the buffer's head in front of the data, and ends with the data.
 /// Offsets into the frame count from the MAC header.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::net::skbuff::RxSkBuff;
+///
+/// /// The EtherType of a received Ethernet frame, wherever its bytes lie.
+/// fn ethertype(skb: &RxSkBuff) -> Result<u16> {
+///     let mut t = [0u8; 2];
+///     skb.read(12, &mut t)?;
+///     Ok(u16::from_be_bytes(t))
+/// }
+///
+/// /// The Ethernet header of a received frame, borrowed if it lies in the buffer's head.
+/// fn eth_header(skb: &RxSkBuff) -> Option<&[u8]> {
+///     skb.linear_frame()?.get(..14)
+/// }
+/// ```
 ///
 /// # Invariants
 ///

@@ -9,6 +9,33 @@ use crate::{bindings, fmt};
 /// An IPv4 or IPv6 socket address, or an address of another family that is only carried along.
 ///
 /// A copy of a C `struct sockaddr_storage`, which is large enough for any family.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, net::sockaddr::SockAddr, str::CString};
+///
+/// // 192.0.2.1:3260 as the C side hands it over: a `struct sockaddr_in` (family, port in
+/// // network order, address) in a `struct sockaddr_storage`.
+/// let mut sin = bindings::__kernel_sockaddr_storage__bindgen_ty_1__bindgen_ty_1 {
+///     ss_family: bindings::AF_INET as u16,
+///     ..Default::default()
+/// };
+/// sin.__data[..6].copy_from_slice(&[0x0c, 0xbc, 192, 0, 2, 1]);
+/// let raw = bindings::__kernel_sockaddr_storage {
+///     __bindgen_anon_1: bindings::__kernel_sockaddr_storage__bindgen_ty_1 {
+///         __bindgen_anon_1: sin,
+///     },
+/// };
+///
+/// let addr = SockAddr::from_raw(&raw);
+/// assert_eq!(u32::from(addr.family()), bindings::AF_INET);
+/// assert_eq!(addr.ipv4(), Some(([192, 0, 2, 1], 3260)));
+/// assert_eq!(addr.ipv6(), None);
+/// let text = CString::try_from_fmt(fmt!("{addr}"))?;
+/// assert_eq!(text.to_bytes(), b"192.0.2.1:3260");
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone, Copy)]
 #[repr(transparent)]
 pub struct SockAddr(bindings::__kernel_sockaddr_storage);

@@ -361,10 +361,8 @@ mod tests {
         let raw = skb.into_raw();
         // SAFETY: `raw` is a valid buffer we own; `skb_copy_ubufs` replaces its lent pages with
         // copies, as a receiver on this host does, and drops its reference to the loan.
-        assert_eq!(
-            unsafe { bindings::skb_copy_ubufs(raw, GFP_KERNEL.as_raw()) },
-            0
-        );
+        let ret = unsafe { bindings::skb_copy_ubufs(raw, GFP_KERNEL.as_raw()) };
+        assert_eq!(ret, 0);
         assert_eq!(returned(&p), 1);
         assert_eq!(p.copied.load(Relaxed), 1);
         // SAFETY: We own `raw`.

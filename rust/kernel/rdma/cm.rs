@@ -109,6 +109,15 @@ pub trait Listener: Send + Sync + 'static {
 /// whether it was accepted.
 pub struct Handled(bool);
 
+/// What an accept tells the peer: the parts of `struct rdma_conn_param` that are not fixed.
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptParam<'a> {
+    /// The number of RDMA reads we may have outstanding towards the peer.
+    pub initiator_depth: u8,
+    /// The private data sent with the accept (for iSER, the `iser_cm_hdr`); at most 196 bytes.
+    pub private_data: &'a [u8],
+}
+
 /// A connection request being handled by [`Listener::connect_request`].
 ///
 /// # Invariants
@@ -173,8 +182,8 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
     ///
     /// Creates a reliable-connected queue pair with `caps` on `pd` whose send and receive
     /// queues complete on `cq`, lets `prepare` post the receives that must be ready before
-    /// the peer may send, and accepts with `initiator_depth` and `private_data` (at most 196
-    /// bytes). From then on the connection's events go to `events`.
+    /// the peer may send, and accepts with `param`. From then on the connection's events go to
+    /// `events`.
     ///
     /// On failure the request is rejected and the CM destroys the identifier.
     pub fn accept<H: CqHandler>(
@@ -182,22 +191,12 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
         pd: Pd,
         cq: Cq<H>,
         caps: QpCaps,
-        initiator_depth: u8,
-        private_data: &[u8],
+        param: AcceptParam<'_>,
         events: C,
         prepare: impl FnOnce(&Qp<H::SendCtx>) -> Result,
     ) -> (Handled, Result<Connection<C, H>>) {
         let id = self.id;
-        match Self::try_accept(
-            id,
-            &pd,
-            &cq,
-            caps,
-            initiator_depth,
-            private_data,
-            events,
-            prepare,
-        ) {
+        match Self::try_accept(id, &pd, &cq, caps, param, events, prepare) {
             Ok((inner, rw)) => (
                 Handled(true),
                 Ok(Connection {
@@ -214,17 +213,19 @@ impl<C: ConnEvents> ConnectRequest<'_, C> {
         }
     }
 
-    #[expect(clippy::too_many_arguments)]
     fn try_accept<H: CqHandler>(
         id: *mut bindings::rdma_cm_id,
         pd: &Pd,
         cq: &Cq<H>,
         caps: QpCaps,
-        initiator_depth: u8,
-        private_data: &[u8],
+        param: AcceptParam<'_>,
         events: C,
         prepare: impl FnOnce(&Qp<H::SendCtx>) -> Result,
     ) -> Result<(Arc<ConnInner<C>>, Arc<RwQp>)> {
+        let AcceptParam {
+            initiator_depth,
+            private_data,
+        } = param;
         let private_data_len = u8::try_from(private_data.len()).map_err(|_| EINVAL)?;
         let inner = Arc::pin_init(
             pin_init!(ConnInner {
@@ -440,11 +441,105 @@ unsafe fn release_listen_inner<L: Listener>(ctx: *const c_void) {
 /// An RDMA identifier listening on a local address, for reliable-connected queue pairs in the
 /// TCP port space (`RDMA_PS_TCP`, `IB_QPT_RC`), in the initial network namespace.
 ///
+/// # Examples
+///
+/// A listener that accepts every connection and keeps it:
+///
+/// ```
+/// use kernel::{
+///     net::sockaddr::SockAddr,
+///     new_mutex,
+///     rdma::{
+///         cm::{
+///             AcceptParam, ConnEvents, ConnectRequest, Connection, Handled, ListenId, Listener,
+///             Lost,
+///         },
+///         verbs::{Cq, CqHandler, DmaBuf, FromDevice, Pd, QpCaps, SendCtx, ToDevice},
+///     },
+///     sync::{Arc, Mutex},
+/// };
+///
+/// /// What a send carries: its message.
+/// struct Msg(DmaBuf<ToDevice>);
+///
+/// impl SendCtx for Msg {
+///     fn dma_buf(&self) -> Option<&DmaBuf<ToDevice>> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// /// Told of completions, in any context; a real one schedules the work that polls the queue.
+/// struct Kick;
+///
+/// impl CqHandler for Kick {
+///     type SendCtx = Msg;
+///
+///     fn notify(&self) {}
+/// }
+///
+/// struct Events;
+///
+/// impl ConnEvents for Events {
+///     fn established(&self) {}
+///     fn disconnected(&self) {}
+///     fn connect_error(&self) {}
+///     fn device_removal(&self) {}
+/// }
+///
+/// struct Server {
+///     conns: Arc<Mutex<KVec<Connection<Events, Kick>>>>,
+/// }
+///
+/// impl Listener for Server {
+///     type Conn = Events;
+///
+///     fn connect_request(&self, req: ConnectRequest<'_, Events>) -> Handled {
+///         let Some(dev) = req.device() else {
+///             return req.reject();
+///         };
+///         let setup = || -> Result<(Pd, Cq<Kick>, KBox<DmaBuf<FromDevice>>)> {
+///             let pd = Pd::alloc(&dev, c"server")?;
+///             let cq = Cq::new(&dev, 64, 0, Arc::new(Kick, GFP_KERNEL)?, c"server")?;
+///             let rx = KBox::new(DmaBuf::new(&dev, 4096)?, GFP_KERNEL)?;
+///             Ok((pd, cq, rx))
+///         };
+///         let Ok((pd, cq, rx)) = setup() else {
+///             return req.reject();
+///         };
+///         let caps = QpCaps {
+///             send_wr: 32,
+///             recv_wr: 32,
+///             rdma_ctxs: 0,
+///         };
+///         let param = AcceptParam {
+///             initiator_depth: 0,
+///             private_data: &[],
+///         };
+///         // The peer may send as soon as it sees the accept: a receive is posted first.
+///         let (handled, conn) = req.accept(pd, cq, caps, param, Events, |qp| qp.post_recv(rx));
+///         if let Ok(conn) = conn {
+///             // Notifications from now on; `true` asks for a poll right away.
+///             let _ = conn.cq().arm();
+///             // Dropped here if there is no memory to keep it.
+///             let _ = self.conns.lock().push(conn, GFP_KERNEL);
+///         }
+///         handled
+///     }
+///
+///     fn lost(&self, _why: Lost) {}
+/// }
+///
+/// fn listen(module: &'static ThisModule, addr: &SockAddr) -> Result<ListenId<Server>> {
+///     let conns = Arc::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?;
+///     ListenId::listen(module, c"server", addr, Server { conns })
+/// }
+/// ```
+///
 /// # Invariants
 ///
-/// `inner.id` is an identifier created with [`ListenId::handler`] as its event handler and
-/// `Arc::as_ptr(&inner)` as its context. Unless `inner.state` is [`CM_DESTROYS`], it is
-/// destroyed only by `drop` (or by the [`DeferredDestroy`] that `drop` queues).
+/// `inner.id` is an identifier created with `ListenId::handler` as its event handler and
+/// `Arc::as_ptr(&inner)` as its context. Unless `inner.state` is `CM_DESTROYS`, it is
+/// destroyed only by `drop` (or by the `DeferredDestroy` that `drop` queues).
 pub struct ListenId<L: Listener> {
     inner: Arc<ListenIdInner<L>>,
 }
@@ -685,8 +780,8 @@ unsafe impl<C: ConnEvents> Sync for ConnInner<C> {}
 ///
 /// `inner.id` is a connection identifier with a queue pair on `cq` and `pd` (both dropped only
 /// by `drop`, after the queue pair), whose context is `Arc::into_raw` of a reference to `inner`
-/// tagged with [`CONN_TAG`], and whose handler is [`ListenId::handler`]. Unless `inner.state` is
-/// [`CM_DESTROYS`], it is destroyed only by `drop`.
+/// tagged with `CONN_TAG`, and whose handler is `ListenId::handler`. Unless `inner.state` is
+/// `CM_DESTROYS`, it is destroyed only by `drop`.
 pub struct Connection<C: ConnEvents, H: CqHandler> {
     inner: Arc<ConnInner<C>>,
     rw: Arc<RwQp>,

@@ -38,9 +38,9 @@ use core::{
 /// # Invariants
 ///
 /// While `alive` is 1, `qp` is a valid queue pair on port `port`; it is destroyed only after
-/// `alive` was cleared and `live` was seen at zero (see [`RwQp::retire`]).
+/// `alive` was cleared and `live` was seen at zero (see `RwQp::retire`).
 ///
-/// `sq` is the record of the queue pair's send queue ([`SendQueue`]): every request posted to
+/// `sq` is the record of the queue pair's send queue (`SendQueue`): every request posted to
 /// it is recorded there, under the lock, in posting order, by the same lock holder that posts
 /// it. So a post that takes its slots first never finds the send queue full (a chain is never
 /// posted in part for lack of room), and a context leaves the record only once its request or
@@ -117,6 +117,42 @@ impl RwQp {
 
 /// An RDMA read/write context (`rdma_rw_ctx_init()`), destroyed (`rdma_rw_ctx_destroy()`) on
 /// drop.
+///
+/// # Examples
+///
+/// A send context that carries an RDMA WRITE of a SCSI READ's data to the peer, and the
+/// response that follows it. [`Qp::post_rw`](super::verbs::Qp::post_rw) posts both as one
+/// chain, signaled once:
+///
+/// ```
+/// use kernel::rdma::{
+///     rw::RwCtx,
+///     verbs::{DmaBuf, Qp, SendCtx, SendWr, ToDevice},
+/// };
+///
+/// struct DataIn {
+///     /// Built on the connection's queue pair (`Connection::rw_qp`).
+///     write: Pin<KBox<RwCtx>>,
+///     rsp: DmaBuf<ToDevice>,
+/// }
+///
+/// impl SendCtx for DataIn {
+///     fn dma_buf(&self) -> Option<&DmaBuf<ToDevice>> {
+///         Some(&self.rsp)
+///     }
+///
+///     fn rw(&mut self) -> Option<Pin<&mut RwCtx>> {
+///         Some(self.write.as_mut())
+///     }
+/// }
+///
+/// /// Posts the data, then `rsp_len` bytes of the response; the context comes back with the
+/// /// completion of the response (a failed post drops it here).
+/// fn post(qp: &Qp<DataIn>, ctx: KBox<DataIn>, rsp_len: usize) -> Result {
+///     qp.post_rw(ctx, Some(SendWr::plain(rsp_len)))?;
+///     Ok(())
+/// }
+/// ```
 ///
 /// # Invariants
 ///

@@ -14,6 +14,47 @@
 //! The record also keeps the send queue from filling with unsignaled requests only, which
 //! would leave nothing to complete them: a post that leaves fewer than a quarter of the slots
 //! free is signaled whatever its caller asked ([`SendQueue::take`]).
+//!
+//! # Examples
+//!
+//! The record at work through [`Qp`] and [`Cq`]: unsignaled sends, then the signaled request
+//! whose completion hands all their contexts back, oldest first.
+//!
+//! ```
+//! use kernel::rdma::verbs::{Completion, Cq, CqHandler, Qp, SendCtx, SendDone, SendWr};
+//!
+//! /// Posts each message of `msgs` (its context and length) unsignaled, then a request that
+//! /// is signaled.
+//! fn send_all<S: SendCtx>(qp: &Qp<S>, msgs: KVec<(KBox<S>, usize)>) -> Result {
+//!     for (ctx, len) in msgs {
+//!         let wr = SendWr {
+//!             len,
+//!             invalidate: None,
+//!             signaled: false,
+//!         };
+//!         // `ENOMEM` once the send queue is full.
+//!         qp.post_send(ctx, wr)?;
+//!     }
+//!     qp.signal_posted()?;
+//!     Ok(())
+//! }
+//!
+//! /// Takes back the contexts of the sends that completed.
+//! fn reap<H: CqHandler>(cq: &Cq<H>, mut sent: impl FnMut(KBox<H::SendCtx>)) -> usize {
+//!     cq.poll(16, |c| {
+//!         if let Completion::Send(batch) = c {
+//!             for done in batch {
+//!                 if let SendDone::Sent { ctx, .. } = done {
+//!                     sent(ctx);
+//!                 }
+//!             }
+//!         }
+//!     })
+//! }
+//! ```
+//!
+//! [`Qp`]: super::verbs::Qp
+//! [`Cq`]: super::verbs::Cq
 
 use crate::prelude::*;
 use core::ffi::c_void;

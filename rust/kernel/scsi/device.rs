@@ -14,6 +14,39 @@ use crate::{
 /// A SCSI device (logical unit), borrowed while the caller holds a reference to it (see
 /// [`HostRef::for_each_device`](super::HostRef::for_each_device)).
 ///
+/// # Examples
+///
+/// ```
+/// use kernel::scsi::{Device, HostRef};
+///
+/// /// Reads the unit serial number of `sdev` (INQUIRY of the VPD page 0x80).
+/// fn serial(sdev: &Device) -> Result<KVec<u8>> {
+///     let cdb = [0x12, 0x01, 0x80, 0x00, 0xff, 0x00];
+///     let done = sdev.execute_read(&cdb, 255, 30_000, 3)?;
+///     if !done.is_good() {
+///         pr_warn!("INQUIRY failed, host byte {:#x}\n", done.host_byte());
+///         return Err(EIO);
+///     }
+///     // Page header, then the number of bytes of the serial number.
+///     let len = usize::from(*done.data.get(3).ok_or(EIO)?);
+///     let mut sn = KVec::new();
+///     sn.extend_from_slice(done.data.get(4..4 + len).ok_or(EIO)?, GFP_KERNEL)?;
+///     Ok(sn)
+/// }
+///
+/// /// Logs the logical units of `host`.
+/// fn list(host: &HostRef) {
+///     host.for_each_device(|sdev| {
+///         let (c, t, l) = (sdev.channel(), sdev.id(), sdev.lun());
+///         pr_info!(
+///             "{}:{c}:{t}:{l}: {} bytes of INQUIRY data\n",
+///             host.host_no(),
+///             sdev.inquiry_len()
+///         );
+///     });
+/// }
+/// ```
+///
 /// # Invariants
 ///
 /// `self.0` is a valid `struct scsi_device` on which a reference is held for the lifetime of

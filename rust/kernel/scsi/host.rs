@@ -230,6 +230,59 @@ unsafe fn host_data_slot<'a>(shost: *mut bindings::Scsi_Host) -> &'a Atomic<*mut
 }
 
 /// The operations of a SCSI low-level driver: the callbacks of its `struct scsi_host_template`.
+///
+/// # Examples
+///
+/// A host with two interrupt-driven hardware queues and two poll queues after them
+/// ([`Limits::nr_hw_queues`] 4, [`Limits::nr_poll_queues`] 2), whose logical units are all
+/// missing:
+///
+/// ```
+/// use kernel::{
+///     scsi::{HostByte, HostOps, OwnedCommand, QueueKind, QueueMaps},
+///     sync::ArcBorrow,
+/// };
+///
+/// struct Polled;
+///
+/// #[vtable]
+/// impl HostOps for Polled {
+///     type HostData = ();
+///     type CmdPriv = ();
+///     const NAME: &'static CStr = c"polled";
+///     const PROC_NAME: &'static CStr = c"polled";
+///
+///     fn queuecommand(
+///         _: ArcBorrow<'_, ()>,
+///         mut cmd: OwnedCommand<()>,
+///     ) -> Result<(), OwnedCommand<()>> {
+///         cmd.set_result(0, HostByte::BadTarget);
+///         cmd.done();
+///         Ok(())
+///     }
+///
+///     fn map_queues(_: ArcBorrow<'_, ()>, maps: &mut QueueMaps<'_>) {
+///         // Reads share the default queues: the read map gets none.
+///         for (kind, nr, offset) in [
+///             (QueueKind::Default, 2, 0),
+///             (QueueKind::Read, 0, 0),
+///             (QueueKind::Poll, 2, 2),
+///         ] {
+///             let Some(mut map) = maps.get(kind) else {
+///                 continue;
+///             };
+///             if map.set_queues(nr, offset).is_ok() && nr > 0 {
+///                 map.map_queues();
+///             }
+///         }
+///     }
+///
+///     fn mq_poll(_: ArcBorrow<'_, ()>, _hwq: u16) -> u32 {
+///         // The number of commands completed on the poll queue `hwq`.
+///         0
+///     }
+/// }
+/// ```
 #[vtable]
 pub trait HostOps: Sized + 'static {
     /// The driver's data of a host, shared by all callbacks (`shost_priv()`).
@@ -336,8 +389,8 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
     const TEMPLATE: bindings::scsi_host_template = {
         let mut t: bindings::scsi_host_template = pin_init::zeroed();
         t.module = M::THIS_MODULE.as_ptr();
-        t.name = T::NAME.as_ptr().cast();
-        t.proc_name = T::PROC_NAME.as_ptr().cast();
+        t.name = crate::str::as_char_ptr_in_const_context(T::NAME);
+        t.proc_name = crate::str::as_char_ptr_in_const_context(T::PROC_NAME);
         t.this_id = -1;
         t.cmd_size = core::mem::size_of::<Slot<T::CmdPriv>>() as u32;
         t.dma_boundary = u32::MAX as c_ulong;
@@ -503,7 +556,7 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
     ) -> c_int {
         // SAFETY: The midlayer calls this with a valid device of a valid host.
         unsafe {
-            let max = (*(*sdev).host).cmd_per_lun as c_int;
+            let max = c_int::from((*(*sdev).host).cmd_per_lun);
             bindings::scsi_change_queue_depth(sdev, depth.min(max))
         }
     }
@@ -595,10 +648,13 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         };
         // On `SUCCESS` the midlayer finishes the command: only if the driver gave it back (a
         // completion the device sent before it answered the abort may still be on its way).
-        // SAFETY: `shost` is a valid host of ours, in error handling (process context).
-        if answer == EhResult::Success
-            && unsafe { Self::wait_given_back(shost, Scope::Command(raw), Some(EH_GIVE_BACK_MS)) }
-        {
+        let given_back = answer == EhResult::Success && {
+            // SAFETY: The midlayer passed a valid command of ours, so `shost` is a valid host of
+            // ours, with its tag set, and `raw` a valid command of it; error handlers run in
+            // process context.
+            unsafe { Self::wait_given_back(shost, Scope::Command(raw), Some(EH_GIVE_BACK_MS)) }
+        };
+        if given_back {
             bindings::scsi_disposition_SUCCESS as c_int
         } else {
             bindings::scsi_disposition_FAILED as c_int
@@ -616,10 +672,12 @@ impl<T: HostOps, M: ModuleMetadata> Template<T, M> {
         };
         // On `SUCCESS` the midlayer finishes every command of the logical unit: only if the
         // driver gave them all back.
-        // SAFETY: `shost` is a valid host of ours, in error handling (process context).
-        if answer == EhResult::Success
-            && unsafe { Self::wait_given_back(shost, Scope::Device(sdev), Some(EH_GIVE_BACK_MS)) }
-        {
+        let given_back = answer == EhResult::Success && {
+            // SAFETY: The midlayer passed a valid command of ours, so `shost` is a valid host of
+            // ours, with its tag set; error handlers run in process context.
+            unsafe { Self::wait_given_back(shost, Scope::Device(sdev), Some(EH_GIVE_BACK_MS)) }
+        };
+        if given_back {
             bindings::scsi_disposition_SUCCESS as c_int
         } else {
             bindings::scsi_disposition_FAILED as c_int
@@ -846,6 +904,46 @@ impl Drop for HostRef {
 ///
 /// Dropping it removes the host (`scsi_remove_host()`) if it was added, drops the host data and
 /// puts the driver's reference (`scsi_host_put()`).
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{
+///     device::{Bound, Device},
+///     scsi::{Host, HostOps, HostRef, Limits},
+///     sync::Arc,
+///     ModuleMetadata,
+/// };
+///
+/// /// Adds a host of the driver `T` of module `M` under `dev`, and scans it.
+/// fn probe<T: HostOps, M: ModuleMetadata>(
+///     dev: &Device<Bound>,
+///     data: Arc<T::HostData>,
+/// ) -> Result<Host<T>> {
+///     let limits = Limits {
+///         nr_hw_queues: 1,
+///         nr_poll_queues: 0,
+///         can_queue: 128,
+///         cmd_per_lun: 32,
+///         sg_tablesize: 64,
+///         max_sectors: 1024,
+///         max_id: 1,
+///         max_lun: 8,
+///         max_channel: 0,
+///         max_cmd_len: 16,
+///     };
+///     let mut host = Host::<T>::alloc::<M>(data, &limits)?;
+///     host.add(dev)?;
+///     host.scan();
+///     Ok(host)
+/// }
+///
+/// /// Adds a logical unit the device reported, from a work item that holds `host` (from
+/// /// `Host::get_ref`).
+/// fn lun_added(host: &HostRef, id: u32, lun: u64) -> Result {
+///     host.add_device(0, id, lun)
+/// }
+/// ```
 ///
 /// # Invariants
 ///

@@ -15,6 +15,54 @@
 //! [`Transport::immediate_queue`]). SCSI data moves with RDMA read/write contexts
 //! ([`Cmd::rdma_setup`]): an RDMA transport is the only kind this module serves.
 //!
+//! # Examples
+//!
+//! The receive path of an iSER transport: a message is an iSER header ([`IserCtrl`]), an iSCSI
+//! basic header segment ([`Bhs`]) and its data segment; a SCSI command goes to the target
+//! through the connection's [`ConnSlot`].
+//!
+//! ```
+//! use kernel::target::iscsit::{Bhs, ConnSlot, IserCtrl, HDR_LEN};
+//! use kernel::transmute::{AsBytes, FromBytes};
+//!
+//! /// Splits a received message into its headers and its data segment.
+//! fn split(msg: &[u8]) -> Option<(IserCtrl, Bhs, &[u8])> {
+//!     let (iser, rest) = IserCtrl::from_bytes_copy_prefix(msg)?;
+//!     let (bhs, data) = Bhs::from_bytes_copy_prefix(rest)?;
+//!     Some((iser, bhs, data.get(..bhs.dlength())?))
+//! }
+//!
+//! /// Hands a received SCSI command to the target; `EAGAIN` while all command tags are in use.
+//! fn scsi_cmd(slot: &ConnSlot, msg: &[u8]) -> Result {
+//!     let (iser, bhs, imm) = split(msg).ok_or(EINVAL)?;
+//!     slot.with(|conn| {
+//!         let cmd = conn.alloc_cmd().ok_or(EAGAIN)?;
+//!         conn.handle_scsi_cmd(cmd, &bhs, imm, iser.remote())
+//!     })
+//!     .unwrap_or(Err(ENOTCONN))
+//! }
+//!
+//! // A SCSI READ (opcode 1, Final and Read flags) into the initiator's buffer 0x1000, key 0x77.
+//! let mut iser = IserCtrl::with_flags(IserCtrl::ISCSI_CTRL | IserCtrl::RSV);
+//! iser.set_read(0x77, 0x1000);
+//! let mut bhs = [0u8; HDR_LEN];
+//! bhs[..2].copy_from_slice(&[0x01, 0xc0]);
+//! let mut msg = KVec::new();
+//! msg.extend_from_slice(iser.as_bytes(), GFP_KERNEL)?;
+//! msg.extend_from_slice(&bhs, GFP_KERNEL)?;
+//!
+//! let (iser, bhs, data) = split(&msg).ok_or(EINVAL)?;
+//! assert_eq!(bhs.opcode(), 0x01);
+//! assert!(data.is_empty());
+//! assert_eq!(iser.read(), Some((0x77, 0x1000)));
+//! assert_eq!(iser.remote().write_stag, 0);
+//! // Cut short, or with a data segment that did not arrive.
+//! assert!(split(&msg[..IserCtrl::LEN + 40]).is_none());
+//! msg[IserCtrl::LEN + 7] = 4;
+//! assert!(split(&msg).is_none());
+//! # Ok::<(), Error>(())
+//! ```
+//!
 //! C header: [`iscsi_transport.h`](srctree/include/target/iscsi/iscsi_transport.h)
 
 use crate::bindings;

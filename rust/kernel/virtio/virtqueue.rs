@@ -176,11 +176,7 @@ impl<'a> SgList<'a> {
     ///
     /// `sgl` must be a valid, terminated scatterlist whose memory stays valid, and is not
     /// otherwise accessed when `writable`, for the borrow `'a`.
-    pub unsafe fn chain(
-        &mut self,
-        sgl: *mut bindings::scatterlist,
-        writable: bool,
-    ) -> Result {
+    pub unsafe fn chain(&mut self, sgl: *mut bindings::scatterlist, writable: bool) -> Result {
         if !writable {
             if self.readable != self.len {
                 return Err(EINVAL);
@@ -285,7 +281,7 @@ struct QueueCore {
 ///
 /// A queue only takes its own token type; this does not compile:
 ///
-/// ```compile_fail
+/// ```ignore,compile_fail
 /// use kernel::virtio::virtqueue::{Exchange, Queue};
 /// # use kernel::prelude::*;
 /// struct Request([u8; 16]);
@@ -533,7 +529,7 @@ pub struct Found {
 impl Found {
     /// Takes the next queue, whose tokens will be of type `T`; fails with `EINVAL` when all
     /// queues are taken.
-    pub fn next<T: DeviceBuffers>(&mut self) -> Result<Queue<T>> {
+    pub fn next_queue<T: DeviceBuffers>(&mut self) -> Result<Queue<T>> {
         let core = self.cores.get(self.next).ok_or(EINVAL)?.clone();
         self.drops[self.next] = Some(drop_token::<T>);
         self.next += 1;
@@ -544,10 +540,10 @@ impl Found {
     }
 
     /// Takes the next `n` queues, all with tokens of type `T`.
-    pub fn next_n<T: DeviceBuffers>(&mut self, n: usize) -> Result<KVec<Queue<T>>> {
+    pub fn next_queues<T: DeviceBuffers>(&mut self, n: usize) -> Result<KVec<Queue<T>>> {
         let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
-            v.push(self.next()?, GFP_KERNEL)?;
+            v.push(self.next_queue()?, GFP_KERNEL)?;
         }
         Ok(v)
     }
@@ -598,12 +594,12 @@ unsafe impl Send for Lifecycle {}
 ///
 /// # Invariants
 ///
-/// - `ops` is [`Self::OPS`]; it is the first field, so that the bus abstraction can reach the
+/// - `ops` is `Self::OPS`; it is the first field, so that the bus abstraction can reach the
 ///   set's operations through the device's `priv` pointer without knowing `H`.
 /// - While the device's `priv` is not null, it holds a reference to `self` from
 ///   `Arc::into_raw`. `priv` is cleared only by the teardown, after the queues are deleted.
 /// - A queue core is usable (its `vq` is `Some`) only while the lifecycle state is
-///   [`State::Live`], and then its `vq` is `lifecycle.raw[i]`.
+///   `State::Live`, and then its `vq` is `lifecycle.raw[i]`.
 /// - `drops[i]` is the drop function of the token type of the queue of `cores[i]`.
 #[repr(C)]
 #[pin_data]
@@ -646,7 +642,7 @@ impl<H: Handler> Virtqueues<H> {
     /// Finds the device's queues (`virtio_find_vqs()`), one per element of `info`, and routes
     /// their interrupts to `handler`.
     ///
-    /// `build` takes the found queues in order with [`Found::next`], giving each its token
+    /// `build` takes the found queues in order with [`Found::next_queue`], giving each its token
     /// type, and returns the driver's [`Handler::Queues`]; every queue must be taken.
     ///
     /// A device has one set of queues per binding: a second call fails with `EBUSY`. The set is
@@ -721,7 +717,7 @@ impl<H: Handler> Virtqueues<H> {
             Affinity::Unmanaged => ptr::null_mut(),
             Affinity::Managed { pre_vectors } => {
                 desc.pre_vectors = pre_vectors;
-                &mut desc as *mut _
+                &raw mut desc
             }
         };
         // SAFETY: `dev` is valid and has no queues (safety requirements); `vqs` and `raw_info`
@@ -858,7 +854,8 @@ impl<H: Handler> Virtqueues<H> {
                     break;
                 }
                 // SAFETY: Every token of this queue came from `into_foreign` of the type whose
-                // drop function `Found::next` recorded (type invariant), and is given up here.
+                // drop function `Found::next_queue` recorded (type invariant), and is given up
+                // here.
                 unsafe { drop_token(token) };
             }
         }

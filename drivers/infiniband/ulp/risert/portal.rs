@@ -228,7 +228,11 @@ impl PortalEvents {
         }
         let private = [flags, 0, 0, 0];
         let events = ConnEv { conn: conn.clone() };
-        let (handled, link) = req.accept(pd, cq, caps, depth, &private, events, |qp| {
+        let param = AcceptParam {
+            initiator_depth: depth,
+            private_data: &private,
+        };
+        let (handled, link) = req.accept(pd, cq, caps, param, events, |qp| {
             // The login request may arrive as soon as the peer sees the accept.
             qp.post_recv(rx)
         });

@@ -50,6 +50,7 @@ use kernel::{
     prelude::*,
     rdma::{
         cm::{
+            AcceptParam,
             ConnEvents,
             ConnectRequest,
             Connection,

@@ -140,7 +140,7 @@ fn write_conns(f: &mut core::fmt::Formatter<'_>, conns: &[Arc<RConn>]) -> core::
             s.post_arm_polls,
             s.post_arm,
             s.reruns,
-            c.batcher.is_polling() as u8,
+            u8::from(c.batcher.is_polling()),
             s.joins,
             s.idle_drops,
             c.iconn.lent()

@@ -1,6 +1,34 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The iSCSI target's spinlocks, which it takes with bottom halves disabled.
+//!
+//! # Examples
+//!
+//! The abstraction's methods take these locks themselves: [`Cmd::rdma_read_done`] the
+//! command's state lock, [`Cmd::release`] the connection's command list lock. Taken with bottom
+//! halves disabled but interrupts on, they are not for hard interrupt context (and
+//! [`Cmd::release`] may sleep): a transport whose completion queue notifies it in an interrupt
+//! ([`CqHandler::notify`]) hands its completed commands on from a work item.
+//!
+//! ```
+//! use kernel::target::iscsit::Cmd;
+//!
+//! /// Called by the connection's completion work, in process context, when the RDMA READ of
+//! /// a WRITE's data completed.
+//! fn rdma_read_completed(cmd: Cmd, ok: bool) {
+//!     if ok {
+//!         // The target executes the command.
+//!         cmd.rdma_read_done();
+//!     } else {
+//!         // No receive buffer is lent to a command whose data comes by RDMA.
+//!         drop(cmd.release(true));
+//!     }
+//! }
+//! ```
+//!
+//! [`Cmd::rdma_read_done`]: super::Cmd::rdma_read_done
+//! [`Cmd::release`]: super::Cmd::release
+//! [`CqHandler::notify`]: crate::rdma::verbs::CqHandler::notify
 
 use crate::bindings;
 

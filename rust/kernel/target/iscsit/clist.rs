@@ -1,6 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Walking the target's C lists (`struct list_head`) under the lock that protects them.
+//!
+//! # Examples
+//!
+//! [`Closing::wait_for_cmds`] walks the lists of a connection being closed with [`Nodes`], to
+//! free the commands the target left queued for its stopped threads while it waits for the
+//! running ones. The abstraction calls it after [`Transport::wait_conn`]; a transport may call
+//! it itself, once its own sends and transfers are done:
+//!
+//! ```
+//! use kernel::target::iscsit::Closing;
+//!
+//! /// The end of a transport's `wait_conn`, after it drained its queue pair.
+//! fn wait_conn_end(conn: &Closing, logout_sent: bool) {
+//!     conn.wait_for_cmds();
+//!     if logout_sent {
+//!         // The target completes the logout from its own threads.
+//!         conn.wait_for_logout();
+//!     }
+//! }
+//! ```
+//!
+//! [`Closing::wait_for_cmds`]: super::Closing::wait_for_cmds
+//! [`Transport::wait_conn`]: super::Transport::wait_conn
 
 use crate::bindings;
 

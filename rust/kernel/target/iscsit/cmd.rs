@@ -42,11 +42,88 @@ use super::{
 /// (`release(true)`), so its tag goes back and the connection's teardown does not wait for it
 /// for ever (the owned-command pattern of the SCSI abstraction).
 ///
+/// # Examples
+///
+/// A transport reads a WRITE's data by RDMA ([`Transport::get_dataout`]) and gives the command
+/// to the target when the read completed:
+///
+/// ```
+/// use kernel::{
+///     rdma::{
+///         rw::{RwCtx, RwQp},
+///         verbs::{DmaBuf, PostError, Qp, SendCtx, ToDevice},
+///     },
+///     sync::Arc,
+///     target::iscsit::{Cmd, QueueResult, Refused},
+/// };
+///
+/// /// An RDMA transfer, with the command whose data it moves.
+/// struct Transfer {
+///     cmd: Option<Cmd>,
+/// }
+///
+/// impl SendCtx for Transfer {
+///     fn dma_buf(&self) -> Option<&DmaBuf<ToDevice>> {
+///         None
+///     }
+///
+///     fn rw(&mut self) -> Option<Pin<&mut RwCtx>> {
+///         self.cmd.as_mut()?.rw_mut()
+///     }
+/// }
+///
+/// /// Posts the RDMA READ of `cmd`'s data on `qp`, whose read/write queue pair is `rw`.
+/// fn get_dataout(qp: &Qp<Transfer>, rw: &Arc<RwQp>, mut cmd: Cmd) -> QueueResult {
+///     let Ok(mut t) = KBox::new(Transfer { cmd: None }, GFP_KERNEL) else {
+///         // The target tries again later.
+///         return Err(Refused::new(cmd, ENOMEM));
+///     };
+///     if let Err(e) = cmd.rdma_setup(rw) {
+///         return Err(Refused::new(cmd, e));
+///     }
+///     t.cmd = Some(cmd);
+///     match qp.post_rw(t, None) {
+///         Err(PostError {
+///             error,
+///             ctx: Some(mut t),
+///         }) => match t.cmd.take() {
+///             Some(cmd) => Err(Refused::new(cmd, error)),
+///             None => Ok(()),
+///         },
+///         // Posted, or posted in part: the transfer comes back with a completion.
+///         _ => Ok(()),
+///     }
+/// }
+///
+/// /// Takes back a completed transfer: the target executes the command, or frees it.
+/// fn read_done(mut t: KBox<Transfer>, ok: bool) {
+///     match t.cmd.take() {
+///         Some(cmd) if ok => cmd.rdma_read_done(),
+///         // Nothing is lent to a command whose data comes by RDMA.
+///         Some(cmd) => drop(cmd.release(true)),
+///         None => (),
+///     }
+/// }
+/// ```
+///
+/// Whether a text exchange goes on is in the response header just sent:
+///
+/// ```
+/// use kernel::target::iscsit::{Bhs, Cmd, HDR_LEN};
+///
+/// // A text response (0x24) with the Continue flag (`ISCSI_FLAG_TEXT_CONTINUE`).
+/// let mut rsp = [0u8; HDR_LEN];
+/// rsp[..2].copy_from_slice(&[0x24, 0x40]);
+/// assert!(Cmd::text_continues(&Bhs::from(rsp)));
+/// rsp[1] = 0x80;
+/// assert!(!Cmd::text_continues(&Bhs::from(rsp)));
+/// ```
+///
 /// # Invariants
 ///
 /// `cmd` is valid; the target does not free it before [`Cmd::release`], or before the
 /// connection is freed, which the transport's drain in [`Transport::wait_conn`] orders after
-/// the release of every command it holds. Its transport area is a [`CmdPriv`], which only
+/// the release of every command it holds. Its transport area is a `CmdPriv`, which only
 /// this handle uses while it exists.
 pub struct Cmd {
     cmd: NonNull<bindings::iscsit_cmd>,

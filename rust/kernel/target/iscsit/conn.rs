@@ -24,6 +24,34 @@ use super::{
 
 /// A connection of the iSCSI target (`struct iscsit_conn`), as its transport sees it.
 ///
+/// # Examples
+///
+/// A transport's receive path hands the control PDUs of the full-feature phase to the target:
+///
+/// ```
+/// use kernel::target::iscsit::{Bhs, ConnSlot, RejectReason};
+///
+/// /// Hands a received PDU, `hdr` and its data segment `data`, to the target. `EAGAIN` when
+/// /// every command tag is in use: the transport keeps the PDU and tries again later.
+/// fn control_pdu(slot: &ConnSlot, hdr: &Bhs, data: &[u8]) -> Result {
+///     slot.with(|conn| {
+///         let cmd = conn.alloc_cmd().ok_or(EAGAIN)?;
+///         match hdr.opcode() {
+///             // NOP-Out, task management request, text request, logout request.
+///             0x00 => conn.handle_nop_out(cmd, hdr),
+///             0x02 if !conn.is_discovery() => conn.handle_tmf(cmd, hdr),
+///             0x04 => conn.handle_text(cmd, hdr, data),
+///             0x06 => conn.handle_logout(cmd, hdr),
+///             _ => {
+///                 conn.reject(cmd, hdr, RejectReason::CmdNotSupported);
+///                 Ok(())
+///             }
+///         }
+///     })
+///     .unwrap_or(Err(ENOTCONN))
+/// }
+/// ```
+///
 /// # Invariants
 ///
 /// The connection is valid while a transport callback that was given it runs, and from a
@@ -218,7 +246,7 @@ impl Conn {
                     // the whole transfer, of which the immediate data is the start.
                     unsafe {
                         let se = &raw mut (*c).se_cmd;
-                        let pages = imm_len.div_ceil(bindings::PAGE_SIZE as usize).max(1);
+                        let pages = imm_len.div_ceil(crate::page::PAGE_SIZE).max(1);
                         let nents = (pages as u32).min((*se).t_data_nents);
                         bindings::sg_copy_from_buffer(
                             (*se).t_data_sg,
@@ -608,11 +636,13 @@ impl Closing {
     /// Waits up to `SECONDS_FOR_LOGOUT_COMP` seconds for the target to finish a logout
     /// (`conn_logout_comp`), after a logout response was sent.
     pub fn wait_for_logout(&self) {
+        // Not `bindings::HZ`, which is the user-visible `USER_HZ`, not the kernel's tick rate.
+        let timeout = crate::time::msecs_to_jiffies(bindings::SECONDS_FOR_LOGOUT_COMP * 1000);
         // SAFETY: By the type invariant the connection is valid; the completion lives in it.
         unsafe {
             bindings::wait_for_completion_timeout(
                 &raw mut (*self.as_ptr()).conn_logout_comp,
-                (bindings::SECONDS_FOR_LOGOUT_COMP * bindings::HZ) as _,
+                timeout,
             )
         };
     }
@@ -687,6 +717,32 @@ impl Imm<'_> {
 /// events): it holds the connection from [`Transport::accept_np`] until
 /// [`Transport::free_conn`], which waits for [`ConnSlot::with`] calls to finish. It also keeps
 /// the receive buffers the connection lent to its commands ([`Lender`]).
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{sync::Arc, target::iscsit::ConnSlot};
+///
+/// /// A transport's state of a connection (its `Transport::ConnData`).
+/// #[pin_data]
+/// struct MyConn {
+///     #[pin]
+///     conn: ConnSlot,
+///     id: u64,
+/// }
+///
+/// let my = Arc::pin_init(
+///     pin_init!(MyConn {
+///         conn <- ConnSlot::new(),
+///         id: 1,
+///     }),
+///     GFP_KERNEL,
+/// )?;
+/// // Until the target accepts the connection, the transport's contexts do not reach it.
+/// assert!(my.conn.with(|c| c.is_discovery()).is_none());
+/// assert_eq!(my.conn.lent(), 0);
+/// # Ok::<(), Error>(())
+/// ```
 ///
 /// # Invariants
 ///

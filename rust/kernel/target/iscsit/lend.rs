@@ -42,6 +42,46 @@ pub type RxBuf = KBox<DmaBuf<FromDevice>>;
 /// A lender lends only to commands of the connection it is bound to (the first one its slot
 /// was set to): another connection's commands copy their immediate data.
 ///
+/// # Examples
+///
+/// A transport hands a received SCSI command to the target with its receive buffer, which the
+/// target may keep, lent, until the command is released:
+///
+/// ```
+/// use core::ops::Range;
+/// use kernel::target::iscsit::{Bhs, ConnSlot, Remote, RxBuf};
+///
+/// /// Hands the SCSI command PDU `hdr`, received in `rx` with its immediate data at `imm`,
+/// /// to the target. Returns the buffer to post again unless it was lent, or gives it back
+/// /// (`Err`) to wait for a free command tag.
+/// fn scsi_cmd(
+///     slot: &ConnSlot,
+///     hdr: &Bhs,
+///     rx: RxBuf,
+///     imm: Range<usize>,
+///     remote: Remote,
+/// ) -> Result<Option<RxBuf>, RxBuf> {
+///     // The buffer of a connection that is gone is dropped.
+///     slot.with_lender(|conn, lender| {
+///         let Some(cmd) = conn.alloc_cmd() else {
+///             return Err(rx);
+///         };
+///         let (res, back) = conn.handle_scsi_cmd_in_place(lender, cmd, hdr, rx, imm, remote);
+///         if let Err(e) = res {
+///             pr_warn!("SCSI command refused: {:?}\n", e);
+///         }
+///         Ok(back)
+///     })
+///     .unwrap_or(Ok(None))
+/// }
+///
+/// // A connection not yet accepted has lent nothing, and its lender is not handed out.
+/// let slot = KBox::pin_init(ConnSlot::new(), GFP_KERNEL)?;
+/// assert_eq!(slot.lent(), 0);
+/// assert!(slot.with_lender(|_, lender| lender.outstanding()).is_none());
+/// # Ok::<(), Error>(())
+/// ```
+///
 /// # Invariants
 ///
 /// A buffer in `slots` is neither dropped, moved out, nor written before it is taken back by

@@ -12,6 +12,39 @@ use super::*;
 
 /// The login state of a connection (`struct iscsi_login`).
 ///
+/// # Examples
+///
+/// The login callbacks of a transport ([`Transport::get_login_rx`],
+/// [`Transport::put_login_tx`]) store the requests it received and send the responses:
+///
+/// ```
+/// use kernel::{
+///     target::iscsit::{Login, HDR_LEN},
+///     transmute::AsBytes,
+/// };
+///
+/// /// Stores the first login request `pdu` (header and data segment); the later ones are
+/// /// delivered with `Conn::deliver_login_pdu` when they arrive.
+/// fn get_login_rx(login: &Login, pdu: &[u8]) -> Result {
+///     if !login.first_request() {
+///         return Ok(());
+///     }
+///     login.fill_request(pdu)
+/// }
+///
+/// /// Builds the login response to send: its header, then `len` bytes of data.
+/// fn put_login_tx(login: &Login, len: u32) -> Result<KVec<u8>> {
+///     let data = login.rsp_data(len as usize);
+///     let mut pdu = KVec::with_capacity(HDR_LEN + data.len(), GFP_KERNEL)?;
+///     pdu.extend_from_slice(login.rsp().as_bytes(), GFP_KERNEL)?;
+///     pdu.extend_from_slice(data, GFP_KERNEL)?;
+///     if login.complete() {
+///         pr_info!("login complete: the full-feature phase starts\n");
+///     }
+///     Ok(pdu)
+/// }
+/// ```
+///
 /// # Invariants
 ///
 /// Valid while the callback or method that was given it runs.
@@ -53,7 +86,7 @@ impl Login {
     pub fn rsp(&self) -> Bhs {
         // SAFETY: As above.
         let rsp = unsafe { (*self.raw()).rsp };
-        Bhs::from(rsp.map(|b| b as u8))
+        Bhs::from(rsp)
     }
 
     /// The first `len` bytes of the response's data segment (at most `MAX_KEY_VALUE_PAIRS`).
@@ -93,13 +126,13 @@ impl Login {
                 let be32 =
                     |o: usize| u32::from_be_bytes([hdr[o], hdr[o + 1], hdr[o + 2], hdr[o + 3]]);
                 let tsih = be16(14);
-                (*l).leading_connection = (tsih == 0) as u8;
+                (*l).leading_connection = u8::from(tsih == 0);
                 (*l).current_stage =
                     (hdr[1] & bindings::ISCSI_FLAG_LOGIN_CURRENT_STAGE_MASK as u8) >> 2;
                 (*l).version_max = hdr[2];
                 (*l).version_min = hdr[3];
                 for (d, s) in (*l).isid.iter_mut().zip(&hdr[8..14]) {
-                    *d = *s as _;
+                    *d = *s;
                 }
                 (*l).tsih = tsih;
                 (*l).init_task_tag = u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]);
@@ -108,7 +141,7 @@ impl Login {
                 (*l).initial_exp_statsn = be32(28);
             }
             for (d, s) in (*l).req.iter_mut().zip(hdr) {
-                *d = *s as _;
+                *d = *s;
             }
             let n = data.len().min(bindings::MAX_KEY_VALUE_PAIRS as usize);
             core::ptr::copy_nonoverlapping(data.as_ptr(), (*l).req_buf.cast::<u8>(), n);

@@ -12,9 +12,42 @@ use super::bh::BhGuard;
 
 /// A network portal of the iSCSI target (`struct iscsi_np`), as its transport sees it.
 ///
+/// # Examples
+///
+/// [`Transport::accept_np`] waits on the portal's login thread for the transport's next
+/// connection, and gives up when the target stops the thread:
+///
+/// ```
+/// use kernel::{
+///     sync::{CondVar, Mutex},
+///     target::iscsit::Np,
+/// };
+///
+/// /// Takes the oldest connection of `pending`, where the transport queues those it accepts
+/// /// from the network (then notifying `wait`).
+/// fn next_conn<C>(np: &Np, pending: &Mutex<KVec<C>>, wait: &CondVar) -> Result<C> {
+///     let mut pending = pending.lock();
+///     loop {
+///         if np.thread_stopping() {
+///             return Err(ENODEV);
+///         }
+///         if let Ok(conn) = pending.remove(0) {
+///             return Ok(conn);
+///         }
+///         // The target signals the login thread when it resets or removes the portal.
+///         if wait.wait_interruptible(&mut pending) {
+///             pr_info!("{}: login thread signalled\n", np.addr());
+///             return Err(ENODEV);
+///         }
+///     }
+/// }
+/// ```
+///
 /// # Invariants
 ///
 /// The target keeps the portal alive while a transport callback that was given it runs.
+///
+/// [`Transport::accept_np`]: super::Transport::accept_np
 #[repr(transparent)]
 pub struct Np(Opaque<bindings::iscsi_np>);
 
@@ -37,6 +70,8 @@ impl Np {
 
     /// Whether the portal's login thread is being reset or stopped (its state is
     /// `ISCSI_NP_THREAD_RESET` or later), in which case [`Transport::accept_np`] should return.
+    ///
+    /// [`Transport::accept_np`]: super::Transport::accept_np
     pub fn thread_stopping(&self) -> bool {
         let np = self.0.get();
         // SAFETY: By the type invariant the portal, and its lock, are valid.

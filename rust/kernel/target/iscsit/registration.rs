@@ -28,6 +28,35 @@ use super::*;
 
 /// A registered transport (`iscsit_register_transport()`).
 ///
+/// # Examples
+///
+/// A module keeps its transport registered while it is loaded:
+///
+/// ```
+/// use kernel::{
+///     target::iscsit::{Registration, Transport},
+///     InPlaceModule,
+/// };
+///
+/// #[pin_data]
+/// struct TransportModule<T: Transport> {
+///     #[pin]
+///     transport: Registration<T>,
+/// }
+///
+/// impl<T: Transport> InPlaceModule for TransportModule<T> {
+///     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+///         try_pin_init!(Self {
+///             transport <- Registration::register(module),
+///         })
+///         .pin_chain(|_| {
+///             pr_info!("iSCSI transport registered\n");
+///             Ok(())
+///         })
+///     }
+/// }
+/// ```
+///
 /// # Invariants
 ///
 /// `t` is registered with the iSCSI target from creation until drop, with the callbacks of
@@ -59,7 +88,7 @@ impl<T: Transport> Registration<T> {
                 // SAFETY: `t` was just initialized and is not shared yet.
                 let t = unsafe { &mut *t };
                 for (dst, src) in t.name.iter_mut().zip(T::NAME.to_bytes()) {
-                    *dst = *src as _;
+                    *dst = *src;
                 }
                 t.transport_type = T::NETWORK as c_int;
                 t.rdma_shutdown = matches!(T::NETWORK, NetworkType::Infiniband);

@@ -27,6 +27,134 @@ pub struct Accepted<C> {
 /// An iSCSI transport.
 ///
 /// Its callbacks run in process context and may sleep.
+///
+/// # Examples
+///
+/// The outline of a transport; the methods of its portal and connection types, which do the
+/// work on the network, are left out.
+///
+/// ```
+/// use kernel::net::sockaddr::SockAddr;
+/// use kernel::sync::{Arc, ArcBorrow};
+/// use kernel::target::iscsit::{
+///     Accepted, Bhs, Closing, Cmd, Conn, ConnSlot, Login, NetworkType, Np, QueueResult, Refused,
+///     State, Transport,
+/// };
+///
+/// /// A portal: its listener, and the connections it accepted from the network.
+/// struct MyPortal;
+///
+/// /// The transport's state of a connection.
+/// #[pin_data]
+/// struct MyConn {
+///     #[pin]
+///     conn: ConnSlot,
+///     peer: SockAddr,
+///     local: SockAddr,
+/// }
+/// # impl MyPortal {
+/// #     fn listen(_addr: &SockAddr) -> Result<KBox<Self>> { Err(ENOSYS) }
+/// #     fn next_conn(&self, _np: &Np) -> Result<Arc<MyConn>> { Err(ENODEV) }
+/// # }
+/// # impl MyConn {
+/// #     fn first_login_pdu(&self) -> Result<KVec<u8>> { Err(ENOTCONN) }
+/// #     fn send(&self, _hdr: &Bhs, _data: &[u8]) -> Result { Err(ENOTCONN) }
+/// #     fn send_cmd(&self, _hdr: &Bhs, cmd: Cmd) -> QueueResult { Err(Refused::new(cmd, EIO)) }
+/// #     fn send_status(&self, _c: &Conn, cmd: Cmd, _: bool) -> QueueResult { self.read(cmd) }
+/// #     fn read(&self, cmd: Cmd) -> QueueResult { Err(Refused::new(cmd, EIO)) }
+/// #     fn wait_closed(&self) {}
+/// #     fn drain(&self) {}
+/// # }
+///
+/// struct MyTransport;
+///
+/// impl Transport for MyTransport {
+///     const NAME: &'static CStr = c"my-iser";
+///     const NETWORK: NetworkType = NetworkType::Infiniband;
+///     type Portal = KBox<MyPortal>;
+///     type ConnData = MyConn;
+///
+///     fn conn_slot(data: &MyConn) -> &ConnSlot {
+///         &data.conn
+///     }
+///
+///     fn setup_np(_np: &Np, addr: &SockAddr) -> Result<KBox<MyPortal>> {
+///         MyPortal::listen(addr)
+///     }
+///
+///     fn accept_np(np: &Np, portal: &MyPortal, _conn: &Conn) -> Result<Accepted<Arc<MyConn>>> {
+///         // Sleeps until the portal accepted a connection or `np.thread_stopping()`.
+///         let ctx = portal.next_conn(np)?;
+///         Ok(Accepted {
+///             peer: ctx.peer,
+///             local: ctx.local,
+///             ctx,
+///         })
+///     }
+///
+///     fn free_np(_np: &Np, _portal: KBox<MyPortal>) {}
+///
+///     fn get_login_rx(_conn: &Conn, ctx: ArcBorrow<'_, MyConn>, login: &Login) -> Result {
+///         if login.first_request() {
+///             login.fill_request(&ctx.first_login_pdu()?)?;
+///         }
+///         Ok(())
+///     }
+///
+///     fn put_login_tx(_: &Conn, ctx: ArcBorrow<'_, MyConn>, login: &Login, len: u32) -> Result {
+///         ctx.send(&login.rsp(), login.rsp_data(len as usize))
+///     }
+///
+///     fn get_rx_pdu(_conn: &Conn, ctx: ArcBorrow<'_, MyConn>) {
+///         // The completion work hands received PDUs to the target until the teardown.
+///         ctx.wait_closed();
+///     }
+///
+///     fn response_queue(c: &Conn, ctx: ArcBorrow<'_, MyConn>, cmd: Cmd, s: State) -> QueueResult {
+///         let mut hdr = Bhs::default();
+///         let built = match s {
+///             State::SendLogoutRsp => cmd.build_logout_rsp(c, &mut hdr),
+///             State::SendTaskMgtRsp => {
+///                 cmd.build_tm_rsp(c, &mut hdr);
+///                 Ok(())
+///             }
+///             _ => Err(EINVAL),
+///         };
+///         match built {
+///             Ok(()) => ctx.send_cmd(&hdr, cmd),
+///             Err(e) => Err(Refused::new(cmd, e)),
+///         }
+///     }
+///
+///     fn immediate_queue(_: &Conn, _: ArcBorrow<'_, MyConn>, cmd: Cmd, s: State) -> QueueResult {
+///         if s != State::Remove {
+///             return Err(Refused::new(cmd, EINVAL));
+///         }
+///         drop(cmd.release(true));
+///         Ok(())
+///     }
+///
+///     fn queue_data_in(c: &Conn, ctx: ArcBorrow<'_, MyConn>, cmd: Cmd) -> QueueResult {
+///         ctx.send_status(c, cmd, true)
+///     }
+///
+///     fn queue_status(c: &Conn, ctx: ArcBorrow<'_, MyConn>, cmd: Cmd) -> QueueResult {
+///         ctx.send_status(c, cmd, false)
+///     }
+///
+///     fn get_dataout(_conn: &Conn, ctx: ArcBorrow<'_, MyConn>, cmd: Cmd) -> QueueResult {
+///         // An RDMA READ, whose completion calls `Cmd::rdma_read_done`.
+///         ctx.read(cmd)
+///     }
+///
+///     fn wait_conn(_conn: &Closing, ctx: ArcBorrow<'_, MyConn>) {
+///         // Disconnects, and takes back what the queue pair still holds.
+///         ctx.drain();
+///     }
+///
+///     fn free_conn(_conn: &Conn, _ctx: Arc<MyConn>) {}
+/// }
+/// ```
 pub trait Transport: Sized + Send + Sync + 'static {
     /// The transport's name, shown by the target (at most 15 bytes).
     const NAME: &'static CStr;
