@@ -34,9 +34,9 @@ for p in "$out"/0*.patch; do
 	case $(basename "$p") in 0000-*) continue ;; esac
 	n=$((n + 1))
 	if ! r=$(cd "$build/patches-git" && perl "$cp" --strict --terse --show-types "$p" 2>&1) ||
-		echo "$r" | grep -qE ': (ERROR|WARNING|CHECK):|Traceback|No module'; then
+		grep -qE ': (ERROR|WARNING|CHECK):|Traceback|No module' <<<"$r"; then
 		echo "$r" >>"$log"
-		echo "$r" | grep -E ': (ERROR|WARNING|CHECK):|Traceback|No module' | head -n 5 >&2
+		grep -E ': (ERROR|WARNING|CHECK):|Traceback|No module' <<<"$r" | head -n 5 >&2
 		bad=$((bad + 1))
 	fi
 done
@@ -64,8 +64,10 @@ for i, l in enumerate(lines):
         break
 open(sys.argv[2], "w").write("\n".join(lines))
 PY
-if (cd "$build/patches-git" && perl "$cp" --strict --terse "$plant" 2>&1) |
-	grep -q 'WARNING: line length of 120 exceeds 100 columns'; then
+# (The report is read whole: with pipefail, grep -q leaving a pipe early would
+# fail the pipeline.)
+r=$(cd "$build/patches-git" && perl "$cp" --strict --terse "$plant" 2>&1)
+if grep -q 'WARNING: line length of 120 exceeds 100 columns' <<<"$r"; then
 	echo "ok:harness/checkpatch.pl reports a planted 120-column line"
 else
 	echo "fail:harness/checkpatch.pl reports a planted 120-column line"

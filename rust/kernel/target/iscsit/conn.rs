@@ -764,6 +764,11 @@ unsafe impl Send for ConnPtr {}
 
 impl ConnSlot {
     /// An empty slot.
+    // Not inlined into other crates: the lock's class key is a static of this crate, and lockdep
+    // requires every lock of a class to carry the same name pointer. A copy of this function in a
+    // module (or in the doctests) would bring its own copy of the name literal, and lockdep warns
+    // when a second copy, or the same module reloaded elsewhere, initialises a lock of the class.
+    #[inline(never)]
     pub fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             conn <- new_mutex!(None, "iscsit_conn_slot"),
