@@ -764,14 +764,17 @@ unsafe impl Send for ConnPtr {}
 
 impl ConnSlot {
     /// An empty slot.
-    // Not inlined into other crates: the lock's class key is a static of this crate, and lockdep
-    // requires every lock of a class to carry the same name pointer. A copy of this function in a
-    // module (or in the doctests) would bring its own copy of the name literal, and lockdep warns
-    // when a second copy, or the same module reloaded elsewhere, initialises a lock of the class.
+    // The lock is made here, not inside `pin_init!`'s closure, and this function is not inlined
+    // into other crates: its class key is a static of this crate, and lockdep requires every lock
+    // of a class to carry the same name pointer. Code that other crates instantiate (the closure,
+    // or an inlined copy of this function) would bring their own copy of the name literal, and
+    // lockdep warns when a second copy initialises a lock of the class (the doctests and risert,
+    // or risert reloaded at another address).
     #[inline(never)]
     pub fn new() -> impl PinInit<Self> {
+        let conn = new_mutex!(None, "iscsit_conn_slot");
         pin_init!(Self {
-            conn <- new_mutex!(None, "iscsit_conn_slot"),
+            conn <- conn,
             lender <- Lender::new(),
         })
     }

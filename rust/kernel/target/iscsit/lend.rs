@@ -111,16 +111,20 @@ struct Slots {
 }
 
 impl Lender {
+    // The lock is made outside `pin_init!`'s closure and this function is not inlined elsewhere,
+    // so that the lock name is this crate's one copy (see `ConnSlot::new`).
+    #[inline(never)]
     pub(super) fn new() -> impl PinInit<Self> {
+        let slots = new_mutex!(
+            Slots {
+                bufs: KVec::new(),
+                free: KVec::new(),
+            },
+            "iscsit_lender"
+        );
         pin_init!(Self {
             // INVARIANT: No places, none free.
-            slots <- new_mutex!(
-                Slots {
-                    bufs: KVec::new(),
-                    free: KVec::new(),
-                },
-                "iscsit_lender"
-            ),
+            slots <- slots,
             conn: AtomicPtr::new(core::ptr::null_mut()),
         })
     }
