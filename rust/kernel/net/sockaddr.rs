@@ -13,27 +13,30 @@ use crate::{bindings, fmt};
 /// # Examples
 ///
 /// ```
-/// use kernel::{bindings, net::sockaddr::SockAddr, str::CString};
-///
-/// // 192.0.2.1:3260 as the C side hands it over: a `struct sockaddr_in` (family, port in
-/// // network order, address) in a `struct sockaddr_storage`.
-/// let mut sin = bindings::__kernel_sockaddr_storage__bindgen_ty_1__bindgen_ty_1 {
-///     ss_family: bindings::AF_INET as u16,
-///     ..Default::default()
-/// };
-/// sin.__data[..6].copy_from_slice(&[0x0c, 0xbc, 192, 0, 2, 1]);
-/// let raw = bindings::__kernel_sockaddr_storage {
-///     __bindgen_anon_1: bindings::__kernel_sockaddr_storage__bindgen_ty_1 {
-///         __bindgen_anon_1: sin,
-///     },
+/// use kernel::{
+///     bindings,
+///     net::sockaddr::SockAddr,
+///     str::CString, //
 /// };
 ///
-/// let addr = SockAddr::from_raw(&raw);
+/// let addr = SockAddr::new_ipv4([192, 0, 2, 1], 3260);
 /// assert_eq!(u32::from(addr.family()), bindings::AF_INET);
 /// assert_eq!(addr.ipv4(), Some(([192, 0, 2, 1], 3260)));
 /// assert_eq!(addr.ipv6(), None);
 /// let text = CString::try_from_fmt(fmt!("{addr}"))?;
 /// assert_eq!(text.to_bytes(), b"192.0.2.1:3260");
+///
+/// // The C layout: `struct sockaddr_in` (family, port in network order, address).
+/// let copy = SockAddr::from_raw(addr.as_raw());
+/// assert_eq!(copy.ipv4(), Some(([192, 0, 2, 1], 3260)));
+///
+/// let mut a6 = [0u8; 16];
+/// a6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+/// a6[15] = 1;
+/// let addr = SockAddr::new_ipv6(a6, 4420);
+/// assert_eq!(addr.ipv4(), None);
+/// let text = CString::try_from_fmt(fmt!("{addr}"))?;
+/// assert_eq!(text.to_bytes(), b"[2001:db8:0:0:0:0:0:1]:4420");
 /// # Ok::<(), Error>(())
 /// ```
 #[derive(Clone, Copy)]
@@ -51,6 +54,26 @@ impl SockAddr {
     /// Copies an address the C side handed over.
     pub fn from_raw(addr: &bindings::__kernel_sockaddr_storage) -> Self {
         Self(*addr)
+    }
+
+    /// An IPv4 address and port (`struct sockaddr_in`).
+    pub fn new_ipv4(addr: [u8; 4], port: u16) -> Self {
+        let mut raw = [0u8; SIZE];
+        // `struct sockaddr_in`: family, port (big endian), address (network order).
+        raw[..2].copy_from_slice(&(bindings::AF_INET as u16).to_ne_bytes());
+        raw[2..4].copy_from_slice(&port.to_be_bytes());
+        raw[4..8].copy_from_slice(&addr);
+        Self::from_bytes(raw)
+    }
+
+    /// An IPv6 address and port, with no flow information or scope (`struct sockaddr_in6`).
+    pub fn new_ipv6(addr: [u8; 16], port: u16) -> Self {
+        let mut raw = [0u8; SIZE];
+        // `struct sockaddr_in6`: family, port, flow info (4 bytes), address, scope id.
+        raw[..2].copy_from_slice(&(bindings::AF_INET6 as u16).to_ne_bytes());
+        raw[2..4].copy_from_slice(&port.to_be_bytes());
+        raw[8..24].copy_from_slice(&addr);
+        Self::from_bytes(raw)
     }
 
     /// The C representation, for the abstractions that pass it on.
@@ -87,6 +110,13 @@ impl SockAddr {
         // `struct sockaddr_in6`: family, port, flow info (4 bytes), address.
         addr.copy_from_slice(&raw[8..24]);
         Some((addr, u16::from_be_bytes([raw[2], raw[3]])))
+    }
+
+    fn from_bytes(raw: [u8; SIZE]) -> Self {
+        // SAFETY: `raw` has the size of `sockaddr_storage`, which is plain data: every bit pattern
+        // is valid for its family field, its byte array and the pointer of its union, which is
+        // never dereferenced. The read is unaligned because `raw` is only aligned for bytes.
+        Self(unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) })
     }
 
     fn bytes(&self) -> [u8; SIZE] {

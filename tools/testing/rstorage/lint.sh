@@ -6,6 +6,8 @@
 #   clippy   make CLIPPY=1 of the kernel crate (rust/) and of our drivers' and
 #            samples' crates, with the clippy-driver that matches the
 #            rustc the kernel is built with (Debian's rust-web-clippy);
+#            then a planted crate with one known clippy warning must be
+#            reported, which shows that the check can fail;
 #   rustdoc  make rustdoc (the kernel crate's documentation, with our
 #            abstractions' doc comments and intra-doc links).
 #
@@ -45,6 +47,47 @@ if "${kmake[@]}" -s olddefconfig >"$log" 2>&1 &&
 else
 	tail -n 20 "$log" >&2
 	echo "fail:lint/make CLIPPY=1: no warning in the kernel crate, our drivers and samples (see $log)"
+fi
+
+# The clippy check can fail: an out-of-tree crate with one known warning
+# (clippy::len_zero), built the same way, must report it.
+planted=$results/lint-planted
+rm -rf "$planted" && mkdir -p "$planted"
+echo 'obj-m += rstorage_lint_planted.o' >"$planted/Kbuild"
+cat >"$planted/rstorage_lint_planted.rs" <<'EOF'
+// SPDX-License-Identifier: GPL-2.0
+
+//! A module with one clippy warning, which lint.sh must report.
+
+use kernel::prelude::*;
+
+module! {
+    type: Planted,
+    name: "rstorage_lint_planted",
+    authors: ["rstorage"],
+    description: "A planted clippy warning",
+    license: "GPL",
+}
+
+struct Planted;
+
+impl kernel::Module for Planted {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let v: KVec<u8> = KVec::new();
+        if v.len() == 0 {
+            pr_info!("empty\n");
+        }
+        Ok(Planted)
+    }
+}
+EOF
+log=$results/clippy-planted.log
+"${kmake[@]}" M="$planted" CLIPPY=1 rstorage_lint_planted.o >"$log" 2>&1
+if grep -q 'clippy::len_zero' "$log" && warnings "$log" >/dev/null; then
+	echo "ok:lint/make CLIPPY=1 reports a planted warning (clippy::len_zero)"
+else
+	tail -n 20 "$log" >&2
+	echo "fail:lint/make CLIPPY=1 reports a planted warning (clippy::len_zero) (see $log)"
 fi
 
 log=$results/rustdoc.log

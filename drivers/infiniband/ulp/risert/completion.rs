@@ -18,7 +18,7 @@ where
     let not_queued = shared()
         .wq
         .try_access()
-        .map(|wq| wq.enqueue::<Arc<RConn>, ID>(conn).err());
+        .map(|wq| wq.enqueue::<Arc<RConn>, ID>(conn));
     // Dropped outside the RCU read section of `try_access`.
     drop(not_queued);
 }

@@ -304,7 +304,7 @@ impl Listener for PortalEvents {
                 let not_queued = shared()
                     .wq
                     .try_access()
-                    .map(|wq| wq.enqueue::<Arc<PortalQueue>, 0>(self.queue.clone()).err());
+                    .map(|wq| wq.enqueue::<Arc<PortalQueue>, 0>(self.queue.clone()));
                 // Dropped outside the RCU read section of `try_access`.
                 drop(not_queued);
             }
