@@ -56,23 +56,24 @@ impl SockAddr {
         Self(*addr)
     }
 
-    /// An IPv4 address and port (`struct sockaddr_in`).
+    /// An IPv4 address and port (`struct sockaddr_in`: family, port, address).
     pub fn new_ipv4(addr: [u8; 4], port: u16) -> Self {
-        let mut raw = [0u8; SIZE];
-        // `struct sockaddr_in`: family, port (big endian), address (network order).
-        raw[..2].copy_from_slice(&(bindings::AF_INET as u16).to_ne_bytes());
-        raw[2..4].copy_from_slice(&port.to_be_bytes());
-        raw[4..8].copy_from_slice(&addr);
-        Self::from_bytes(raw)
+        Self::inet(bindings::AF_INET, port, 4, &addr)
     }
 
-    /// An IPv6 address and port, with no flow information or scope (`struct sockaddr_in6`).
+    /// An IPv6 address and port, with no flow information or scope (`struct sockaddr_in6`:
+    /// family, port, flow information in 4 bytes, address, scope id).
     pub fn new_ipv6(addr: [u8; 16], port: u16) -> Self {
+        Self::inet(bindings::AF_INET6, port, 8, &addr)
+    }
+
+    /// An internet address: `family`, `port` in network order, `addr` at byte `at`, the rest
+    /// zero.
+    fn inet(family: u32, port: u16, at: usize, addr: &[u8]) -> Self {
         let mut raw = [0u8; SIZE];
-        // `struct sockaddr_in6`: family, port, flow info (4 bytes), address, scope id.
-        raw[..2].copy_from_slice(&(bindings::AF_INET6 as u16).to_ne_bytes());
+        raw[..2].copy_from_slice(&(family as u16).to_ne_bytes());
         raw[2..4].copy_from_slice(&port.to_be_bytes());
-        raw[8..24].copy_from_slice(&addr);
+        raw[at..at + addr.len()].copy_from_slice(addr);
         Self::from_bytes(raw)
     }
 
